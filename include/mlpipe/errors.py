@@ -1,0 +1,40 @@
+"""Domain errors. Library errors are wrapped with context (``raise ... from exc``)."""
+
+from __future__ import annotations
+
+
+class MlpipeError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class SpecError(MlpipeError):
+    """The pipeline spec is malformed; the message names the file and each bad field."""
+
+
+class SourceError(MlpipeError):
+    """A source could not be read, or lacks what the spec says it has."""
+
+
+class ValidationFailed(MlpipeError):
+    """A partition failed its data-quality suite.
+
+    ``failures`` holds one dict per failed rule (column, rule, unexpected count);
+    ``report`` is the path of the full validation report.
+    """
+
+    def __init__(self, message: str, failures: list[dict], report: str):
+        super().__init__(message)
+        self.failures = failures
+        self.report = report
+
+
+class PartitionMissing(MlpipeError):
+    """A partition the step needs does not exist yet."""
+
+
+class TrainingError(MlpipeError):
+    """Training could not start or a variant could not be fitted."""
+
+
+class NotFittedError(MlpipeError):
+    """A model or preprocessor was used before ``fit``."""

@@ -1,0 +1,90 @@
+"""Feature partitions: the spec's columns, calendar fields, the target label, and
+point-in-time historical aggregates computed only from partitions before the day built.
+
+A feature partition holds the row ids, ``partition_date``, every feature and the label
+(NaN where unknown and ``when_null: drop``). Excluded columns never enter it unless they
+are row ids, and training selects features by name, so ids cannot become features.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from mlpipe.errors import SourceError
+from mlpipe.spec import HistorySpec, PipelineSpec, TargetSpec
+
+PARTITION_DATE = "partition_date"
+
+
+def compute_target(frame: pd.DataFrame, target: TargetSpec) -> pd.Series:
+    """The label per row (float; NaN where an input is null and the policy is ``drop``)."""
+    missing = [c for c in target.inputs if c not in frame.columns]
+    if missing:
+        raise SourceError(f"target {target.name!r}: input columns {missing} not found")
+    if frame.empty:
+        return pd.Series([], dtype="float64", index=frame.index, name=target.name)
+    value = pd.eval(target.expression, local_dict={c: frame[c] for c in target.inputs}, engine="python")
+    label = pd.Series(np.asarray(value, dtype="float64"), index=frame.index, name=target.name)
+    unknown = frame[target.inputs].isna().any(axis=1)
+    fill = {"drop": np.nan, "positive": 1.0, "negative": 0.0}[target.when_null]
+    return label.mask(unknown, fill)
+
+
+def history_days(spec: PipelineSpec, day: dt.date) -> tuple[dt.date, dt.date]:
+    """The ``[start, end)`` range of earlier partitions the historical features read."""
+    longest = max((h.window_days for h in spec.features.history), default=0)
+    return day - dt.timedelta(days=longest), day
+
+
+def history_columns(spec: PipelineSpec) -> list[str]:
+    keys = {k for h in spec.features.history for k in h.group_by}
+    return sorted(keys | set(spec.target.inputs))
+
+
+def _aggregate(rows: pd.DataFrame, past: pd.DataFrame, hist: HistorySpec, day: dt.date) -> pd.Series:
+    since = day - dt.timedelta(days=hist.window_days)
+    window = past[(past[PARTITION_DATE] >= since) & (past[PARTITION_DATE] < day)]
+    if hist.stat == "count":
+        stats = window.groupby(hist.group_by, dropna=False).size().rename(hist.name)
+    else:
+        stats = window.groupby(hist.group_by, dropna=False)["__label"].mean().rename(hist.name)
+    joined = rows[hist.group_by].merge(stats.reset_index(), on=hist.group_by, how="left")
+    out = joined[hist.name].astype("float64")
+    if hist.stat == "count":
+        out = out.fillna(0.0)
+    return pd.Series(out.to_numpy(), index=rows.index, name=hist.name)
+
+
+def build_features(spec: PipelineSpec, day: dt.date, rows: pd.DataFrame, past: pd.DataFrame) -> pd.DataFrame:
+    """One day's feature partition.
+
+    ``rows`` is the day's validated partition; ``past`` holds earlier validated rows
+    (``history_columns`` plus ``partition_date``), only days before ``day`` are used.
+    """
+    feats = spec.features
+    wanted = [*spec.row_id, *feats.numeric, *feats.categorical]
+    missing = [c for c in dict.fromkeys(wanted) if c not in rows.columns]
+    if missing:
+        raise SourceError(f"features for {day}: columns {missing} not in the validated partition")
+    out = rows[list(dict.fromkeys(wanted))].copy()
+    out.insert(len(spec.row_id), PARTITION_DATE, pd.Series([day] * len(rows), index=rows.index, dtype="object"))
+    stamp = pd.Timestamp(day)
+    calendar = {"day_of_week": stamp.dayofweek, "day_of_year": stamp.dayofyear, "month": stamp.month,
+                "is_weekend": float(stamp.dayofweek >= 5)}
+    for name in feats.calendar:
+        out[name] = float(calendar[name])
+    if feats.history:
+        past = past[past[PARTITION_DATE] < day].copy()
+        past["__label"] = compute_target(past, spec.target)
+        for hist in feats.history:
+            out[hist.name] = _aggregate(rows, past, hist, day)
+    for column in feats.numeric:
+        if column not in spec.row_id:  # ids keep their stored type
+            out[column] = pd.to_numeric(out[column], errors="raise").astype("float64")
+    for column in feats.categorical:
+        out[column] = out[column].astype("string")
+    out[spec.target.name] = compute_target(rows, spec.target)
+    return out.sort_values(spec.row_id, kind="stable").reset_index(drop=True)

@@ -1,0 +1,92 @@
+"""The fitted preprocessing every backend consumes, saved as plain JSON (no pickle).
+
+Numeric columns: median imputation, standardisation, plus a missing-indicator for each
+column that had nulls at fit time. Categorical columns: integer codes by frequency
+(1..K, at most ``max_categories``); 0 means missing or unseen at fit time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlpipe.errors import NotFittedError
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Model inputs: a float32 numeric block and an int64 block of category codes."""
+
+    numeric: np.ndarray
+    categorical: np.ndarray
+    cardinalities: tuple[int, ...]  # codes per categorical column, including 0
+
+    def __len__(self) -> int:
+        return len(self.numeric)
+
+
+class Preprocessor:
+    def __init__(self, numeric: list[str], categorical: list[str], max_categories: int = 254):
+        self.numeric = list(numeric)
+        self.categorical = list(categorical)
+        self.max_categories = max_categories
+
+    def fit(self, frame: pd.DataFrame) -> Preprocessor:
+        num = frame[self.numeric].astype("float64")
+        self.medians_ = num.median().fillna(0.0).to_dict()
+        filled = num.fillna(self.medians_)
+        self.means_ = filled.mean().to_dict()
+        self.scales_ = filled.std(ddof=0).replace(0.0, 1.0).fillna(1.0).to_dict()
+        self.indicators_ = [c for c in self.numeric if num[c].isna().any()]
+        self.vocab_ = {}
+        for column in self.categorical:
+            counts = frame[column].dropna().astype(str).value_counts()
+            top = counts.sort_index().sort_values(ascending=False, kind="stable").index[: self.max_categories]
+            self.vocab_[column] = list(top)
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "vocab_"):
+            raise NotFittedError("Preprocessor is not fitted: call fit() first")
+
+    @property
+    def output_numeric(self) -> list[str]:
+        self._check()
+        return [*self.numeric, *(f"{c}__missing" for c in self.indicators_)]
+
+    def transform(self, frame: pd.DataFrame) -> Encoded:
+        self._check()
+        missing = [c for c in [*self.numeric, *self.categorical] if c not in frame.columns]
+        if missing:
+            raise KeyError(f"input lacks feature columns {missing}")
+        num = frame[self.numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
+        flags = num[self.indicators_].isna().astype("float64").to_numpy()
+        scaled = ((num.fillna(self.medians_) - pd.Series(self.means_)) / pd.Series(self.scales_)).to_numpy()
+        numeric = np.hstack([scaled, flags]).astype("float32") if self.numeric else np.zeros((len(frame), 0), "float32")
+        codes = []
+        for column in self.categorical:
+            lookup = {v: i + 1 for i, v in enumerate(self.vocab_[column])}
+            values = frame[column].astype("object").where(frame[column].notna(), None)
+            codes.append([lookup.get(str(v), 0) if v is not None else 0 for v in values])
+        categorical = np.array(codes, dtype="int64").T.reshape(len(frame), len(self.categorical))
+        cards = tuple(len(self.vocab_[c]) + 1 for c in self.categorical)
+        return Encoded(numeric, categorical, cards)
+
+    def save(self, directory: str | Path) -> None:
+        self._check()
+        state = {"numeric": self.numeric, "categorical": self.categorical, "max_categories": self.max_categories,
+                 "medians": self.medians_, "means": self.means_, "scales": self.scales_,
+                 "indicators": self.indicators_, "vocab": self.vocab_}
+        Path(directory, "preprocessor.json").write_text(json.dumps(state, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Preprocessor:
+        state = json.loads(Path(directory, "preprocessor.json").read_text())
+        pre = cls(state["numeric"], state["categorical"], state["max_categories"])
+        pre.medians_, pre.means_, pre.scales_ = state["medians"], state["means"], state["scales"]
+        pre.indicators_, pre.vocab_ = state["indicators"], state["vocab"]
+        return pre

@@ -1,0 +1,109 @@
+"""MLflow: tracking store, candidate logging, registry aliases, uniform model loading.
+
+Every model is logged as one pyfunc wrapping a :class:`~mlpipe.model.ModelBundle`
+(preprocessing included), so scoring and evaluation call the same API for every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import os
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+from mlpipe.model import ModelBundle  # noqa: E402
+from mlpipe.settings import Settings  # noqa: E402
+
+CHAMPION = "champion"
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # models-from-code: no pickled Python object
+OUTPUT_COLUMN = "score"
+
+
+class BundleModel(mlflow.pyfunc.PythonModel):
+    """pyfunc face of a ModelBundle: predict(frame of features) -> frame with ``score``."""
+
+    def load_context(self, context):
+        self.bundle = ModelBundle.load(context.artifacts["bundle"])
+
+    def predict(self, context, model_input, params=None):
+        return pd.DataFrame({OUTPUT_COLUMN: self.bundle.score(model_input)})
+
+
+def connect(settings: Settings, experiment: str) -> str:
+    """Point MLflow at the store and make sure the experiment exists; return its id."""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    if settings.tracking_uri.startswith("sqlite:///"):
+        Path(settings.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    settings.artifact_root.mkdir(parents=True, exist_ok=True)
+    try:
+        return mlflow.create_experiment(experiment, artifact_location=settings.artifact_root.as_uri())
+    except MlflowException:  # created concurrently by another task
+        return mlflow.get_experiment_by_name(experiment).experiment_id
+
+
+def _requirements(backend: str) -> list[str]:
+    names = ["pandas", "numpy", "pyarrow", "scikit-learn", "skops", "threadpoolctl"]
+    return [f"{n}=={metadata.version(n)}" for n in names]
+
+
+def log_bundle(bundle: ModelBundle, example: pd.DataFrame, registered_model: str) -> mlflow.models.model.ModelInfo:
+    """Log the bundle as a pyfunc model in the active run and register a new version."""
+    from mlflow.models import infer_signature
+
+    features = example[bundle.features]
+    signature = infer_signature(features, pd.DataFrame({OUTPUT_COLUMN: bundle.score(features)}))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = bundle.save(Path(tmp) / "bundle")
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=str(ENTRY), artifacts={"bundle": str(path)}, signature=signature,
+            registered_model_name=registered_model, pip_requirements=_requirements(bundle.backend_name))
+
+
+def champion_version(registered_model: str):
+    """The ModelVersion behind ``@champion``, or None if nothing was promoted yet."""
+    try:
+        return MlflowClient().get_model_version_by_alias(registered_model, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def load_model(uri: str):
+    return mlflow.pyfunc.load_model(uri)
+
+
+def predict(model, frame: pd.DataFrame) -> pd.Series:
+    """Score a frame through the pyfunc, passing only the columns its signature names."""
+    names = model.metadata.get_input_schema().input_names()
+    return model.predict(frame[names])[OUTPUT_COLUMN].to_numpy()
+
+
+def promote(registered_model: str, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_model, version, key, value)
+    client.set_registered_model_alias(registered_model, CHAMPION, version)
+
+
+def tag_version(registered_model: str, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_model, version, key, str(value))
+
+
+def log_json(payload: dict, name: str) -> None:
+    mlflow.log_text(json.dumps(payload, indent=2, default=str), name)

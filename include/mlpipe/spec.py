@@ -1,0 +1,243 @@
+"""The typed pipeline spec: one YAML file says everything a pipeline needs.
+
+``load_spec(path)`` returns a validated :class:`PipelineSpec` or raises
+:class:`~mlpipe.errors.SpecError` listing every bad field with its location.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlpipe.errors import SpecError
+
+TaskType = Literal["binary", "regression"]
+METRICS: dict[str, dict[str, bool]] = {
+    # metric -> {task: greater_is_better}
+    "roc_auc": {"binary": True},
+    "pr_auc": {"binary": True},
+    "log_loss": {"binary": False},
+    "accuracy": {"binary": True},
+    "rmse": {"regression": False},
+    "mae": {"regression": False},
+    "r2": {"regression": True},
+}
+CALENDAR = ("day_of_week", "day_of_year", "month", "is_weekend")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JoinSpec(_Model):
+    keys: list[str] = Field(min_length=1)
+    how: Literal["left", "inner"] = "left"
+
+
+class SourceSpec(_Model):
+    path: str = Field(description="File path, or pkg://<package>/<path inside it>")
+    format: Literal["csv", "parquet"] | None = None
+    columns: list[str] | None = None
+    rename: dict[str, str] = {}
+    join: JoinSpec | None = None
+
+    @property
+    def file_format(self) -> str:
+        if self.format:
+            return self.format
+        return "parquet" if self.path.endswith((".parquet", ".pq")) else "csv"
+
+
+class PartitionSpec(_Model):
+    column: str
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+
+class TargetSpec(_Model):
+    name: str
+    expression: str
+    task: TaskType
+    when_null: Literal["drop", "positive", "negative"] = "drop"
+
+    @field_validator("expression")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            ast.parse(value, mode="eval")
+        except SyntaxError as exc:
+            raise ValueError(f"not a valid expression: {exc.msg}") from exc
+        return value
+
+    @property
+    def inputs(self) -> list[str]:
+        """Column names the expression reads."""
+        tree = ast.parse(self.expression, mode="eval")
+        return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)})
+
+    @model_validator(mode="after")
+    def _null_policy_fits_task(self) -> TargetSpec:
+        if self.task == "regression" and self.when_null != "drop":
+            raise ValueError("when_null must be 'drop' for regression targets")
+        return self
+
+
+class HistorySpec(_Model):
+    """A point-in-time aggregate of the target over earlier partitions only."""
+
+    name: str
+    group_by: list[str] = Field(min_length=1)
+    window_days: int = Field(ge=1, le=366)
+    stat: Literal["target_mean", "count"] = "target_mean"
+
+
+class FeaturesSpec(_Model):
+    numeric: list[str] = []
+    categorical: list[str] = []
+    calendar: list[Literal[CALENDAR]] = []  # type: ignore[valid-type]
+    history: list[HistorySpec] = []
+
+    @property
+    def derived_numeric(self) -> list[str]:
+        return [*self.calendar, *(h.name for h in self.history)]
+
+    @property
+    def all_names(self) -> list[str]:
+        return [*self.numeric, *self.derived_numeric, *self.categorical]
+
+
+class ColumnRule(_Model):
+    type: Literal["int", "float", "number", "string"]
+    max_null_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+
+
+class ValidationSpec(_Model):
+    min_rows: int = Field(1, ge=0)
+    max_rows: int | None = None
+    columns: dict[str, ColumnRule] = {}
+
+
+class TrainingSpec(_Model):
+    lookback_days: int = Field(ge=2, description="Training window: days before the logical date")
+    holdout_days: int = Field(ge=1, description="Most recent days of the window held out")
+    min_rows: int = Field(100, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _holdout_inside_window(self) -> TrainingSpec:
+        if self.holdout_days >= self.lookback_days:
+            raise ValueError("holdout_days must be smaller than lookback_days")
+        return self
+
+
+class VariantSpec(_Model):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    backend: str
+    params: dict[str, Any] = {}
+
+
+class GateSpec(_Model):
+    metric: str = "roc_auc"
+    floors: dict[str, float] = {}
+    min_improvement: float = Field(0.0, ge=0.0)
+
+
+class PipelineSpec(_Model):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    description: str = ""
+    model_name: str | None = None
+    sources: dict[str, SourceSpec] = Field(min_length=1)
+    row_id: list[str] = Field(min_length=1)
+    partition: PartitionSpec
+    target: TargetSpec
+    features: FeaturesSpec
+    exclude: list[str] = []
+    validation: ValidationSpec = ValidationSpec()
+    training: TrainingSpec
+    variants: list[VariantSpec] = Field(min_length=1)
+    gate: GateSpec = GateSpec()
+
+    @property
+    def registered_model(self) -> str:
+        return self.model_name or self.name
+
+    @property
+    def primary(self) -> str:
+        return next(iter(self.sources))
+
+    @property
+    def leakage(self) -> set[str]:
+        """Columns that must never reach a model: declared exclusions and target inputs."""
+        return {*self.exclude, *self.target.inputs, self.target.name}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineSpec:
+        problems: list[str] = []
+        first, *others = self.sources.items()
+        if first[1].join is not None:
+            problems.append(f"sources.{first[0]}.join: the first (primary) source cannot have a join")
+        problems += [f"sources.{n}.join: required for every source after the first" for n, s in others if s.join is None]
+        feats = self.features
+        names = feats.all_names
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append(f"features: listed more than once: {dupes}")
+        leaked = sorted(set(names) & self.leakage)
+        if leaked:
+            problems.append(f"features: {leaked} are excluded (leakage or target inputs) and cannot be features")
+        variant_names = [v.name for v in self.variants]
+        if len(set(variant_names)) != len(variant_names):
+            problems.append("variants: names must be unique")
+        directions = METRICS.get(self.gate.metric)
+        if directions is None or self.target.task not in directions:
+            problems.append(f"gate.metric: {self.gate.metric!r} is not a {self.target.task} metric")
+        for metric in self.gate.floors:
+            if self.target.task not in METRICS.get(metric, {}):
+                problems.append(f"gate.floors.{metric}: not a {self.target.task} metric")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def greater_is_better(self, metric: str | None = None) -> bool:
+        return METRICS[metric or self.gate.metric][self.target.task]
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate a spec file; every bad field is named in one error."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping, got {type(raw).__name__}")
+    try:
+        return PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
+        raise SpecError(f"{path}: invalid pipeline spec:\n" + "\n".join(lines)) from exc
+
+
+def spec_hash(spec: PipelineSpec) -> str:
+    """Stable content hash of a spec, recorded with every model and decision."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]

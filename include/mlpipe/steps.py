@@ -1,0 +1,202 @@
+"""The pipeline's steps, one function per Airflow task. Each takes small values (dates,
+names) and returns small dicts (URIs, counts, hashes, metrics) fit for XCom."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mlpipe import features as feat
+from mlpipe.errors import MlpipeError, PartitionMissing, TrainingError
+from mlpipe.sources import read_day
+from mlpipe.settings import Settings, get_settings
+from mlpipe.spec import PipelineSpec, load_spec, spec_hash
+from mlpipe.storage import Store, file_hash
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    spec: PipelineSpec
+    store: Store
+
+    @classmethod
+    def load(cls, settings: Settings | None = None) -> Context:
+        settings = settings or get_settings()
+        spec = load_spec(settings.spec_path)
+        return cls(settings, spec, Store(settings.data_root, spec.name))
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.settings.data_root) / self.spec.name / ".cache"
+
+
+def _written(path: Path, rows: int) -> dict:
+    return {"uri": str(path), "rows": rows, "sha256": file_hash(path)}
+
+
+# ---------------------------------------------------------------- ingest
+def extract(ctx: Context, day: dt.date) -> dict:
+    frame = read_day(ctx.spec, day, ctx.cache_dir)
+    return _written(ctx.store.write("raw", day, frame), len(frame))
+
+
+def validate(ctx: Context, day: dt.date) -> dict:
+    from mlpipe.validation import validate as run_suite
+
+    frame = ctx.store.read("raw", day)
+    summary = run_suite(frame, ctx.spec, str(ctx.store.path("raw", day)),
+                        lambda payload: ctx.store.write_report("validation", day, payload))
+    return {**_written(ctx.store.write("validated", day, frame), len(frame)), "report": summary["report"]}
+
+
+def build_features(ctx: Context, day: dt.date) -> dict:
+    spec, store = ctx.spec, ctx.store
+    rows = store.read("validated", day)
+    start, end = feat.history_days(spec, day)
+    past, days = store.read_range("validated", start, end, columns=feat.history_columns(spec),
+                                  date_column=feat.PARTITION_DATE)
+    frame = feat.build_features(spec, day, rows, past)
+    return {**_written(store.write("features", day, frame), len(frame)), "history_days": [str(d) for d in days]}
+
+
+# ---------------------------------------------------------------- train
+@dataclass(frozen=True)
+class Window:
+    start: dt.date
+    holdout_start: dt.date
+    end: dt.date  # exclusive
+
+    def to_dict(self) -> dict:
+        return {"start": str(self.start), "holdout_start": str(self.holdout_start), "end": str(self.end)}
+
+
+def window(spec: PipelineSpec, end: dt.date, start: dt.date | None = None, holdout_days: int | None = None) -> Window:
+    """Training window ending before ``end`` (the logical date); the last days are holdout."""
+    start = start or end - dt.timedelta(days=spec.training.lookback_days)
+    holdout_start = end - dt.timedelta(days=holdout_days or spec.training.holdout_days)
+    if not start < holdout_start < end:
+        raise TrainingError(f"bad window: start {start}, holdout from {holdout_start}, end {end}")
+    return Window(start, holdout_start, end)
+
+
+def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, list[dt.date]]:
+    frame, days = ctx.store.read_range("features", win.start, win.end)
+    if not days:
+        raise PartitionMissing(f"no feature partitions in [{win.start}, {win.end}): run ingest first")
+    target = ctx.spec.target.name
+    frame = frame[frame[target].notna()]
+    dates = pd.to_datetime(frame[feat.PARTITION_DATE]).dt.date
+    train, holdout = frame[dates < win.holdout_start], frame[dates >= win.holdout_start]
+    for name, part in (("training", train), ("holdout", holdout)):
+        if len(part) < ctx.spec.training.min_rows:
+            raise TrainingError(f"{name} split has {len(part)} labelled rows in {win.to_dict()}; "
+                                f"need at least {ctx.spec.training.min_rows}")
+    return train, holdout, days
+
+
+def train_variant(ctx: Context, name: str, win: Window, run_tags: dict[str, str], register: bool = True) -> dict:
+    import mlflow
+
+    from mlpipe import registry
+    from mlpipe.evaluation import compute_metrics
+    from mlpipe.model import ModelBundle
+
+    spec = ctx.spec
+    variant = next((v for v in spec.variants if v.name == name), None)
+    if variant is None:
+        raise TrainingError(f"unknown variant {name!r}; the spec has {[v.name for v in spec.variants]}")
+    train, holdout, days = load_split(ctx, win)
+    experiment = registry.connect(ctx.settings, spec.name)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"train-{name}") as run:
+        mlflow.set_tags({**run_tags, "mlpipe.step": "train", "mlpipe.variant": name,
+                         "mlpipe.backend": variant.backend, "mlpipe.spec_hash": spec_hash(spec)})
+        mlflow.log_params({**{f"hp.{k}": v for k, v in variant.params.items()}, **win.to_dict(),
+                           "train_rows": len(train), "holdout_rows": len(holdout)})
+        started = time.perf_counter()
+        bundle = ModelBundle.train(spec, variant, train, n_threads=ctx.settings.task_cpus)
+        fit_seconds = time.perf_counter() - started
+        metrics = compute_metrics(spec.target.task, holdout[spec.target.name], bundle.score(holdout))
+        mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds})
+        registry.log_json({"window": win.to_dict(), "partitions": [str(d) for d in days],
+                           "hashes": {str(d): file_hash(ctx.store.path("features", d)) for d in days}},
+                          "data/partitions.json")
+        info = registry.log_bundle(bundle, train.head(200), spec.registered_model if register else None)
+    version = str(info.registered_model_version) if register else None
+    return {"variant": name, "backend": variant.backend, "run_id": run.info.run_id, "model_uri": info.model_uri,
+            "version": version, "metrics": metrics, "fit_seconds": round(fit_seconds, 3)}
+
+
+def evaluate(ctx: Context, candidates: list[dict], requested: list[str], win: Window, run_tags: dict[str, str],
+             promote: bool) -> dict:
+    """Score the champion and every candidate on the same holdout, apply the gate, and
+    set ``champion`` when a candidate wins and ``promote`` is true. Always recorded."""
+    import mlflow
+
+    from mlpipe import registry
+    from mlpipe.evaluation import compute_metrics, decide
+
+    spec = ctx.spec
+    if not candidates:
+        raise TrainingError("no variant trained successfully; nothing to evaluate")
+    _, holdout, _ = load_split(ctx, win)
+    y = holdout[spec.target.name].to_numpy()
+    experiment = registry.connect(ctx.settings, spec.name)
+    scored = {c["variant"]: compute_metrics(spec.target.task, y, registry.predict(registry.load_model(c["model_uri"]),
+                                                                                   holdout)) for c in candidates}
+    current = registry.champion_version(spec.registered_model)
+    champion_metrics, note = None, ""
+    if current is not None:
+        try:
+            model = registry.load_model(f"models:/{spec.registered_model}/{current.version}")
+            champion_metrics = compute_metrics(spec.target.task, y, registry.predict(model, holdout))
+        except Exception as exc:  # noqa: BLE001 - e.g. a schema change: record it, do not crash
+            note = f"; champion v{current.version} cannot score the holdout ({exc}), treated as absent"
+    decision = decide(spec.gate, spec.target.task, scored, champion_metrics)
+    by_name = {c["variant"]: c for c in candidates}
+    winner = by_name.get(decision.winner) if decision.winner else None
+    promoted = bool(decision.promote and promote and winner and winner["version"])
+    record = {**decision.to_dict(), "reason": decision.reason + note, "promoted": promoted,
+              "would_promote": decision.promote, "previous_champion": current.version if current else None,
+              "champion_version": (winner["version"] if promoted else (current.version if current else None)),
+              "winner_version": winner["version"] if winner else None, "window": win.to_dict(),
+              "spec_hash": spec_hash(spec), "run_tags": run_tags,
+              "failed_variants": sorted(set(requested) - set(by_name))}
+    with mlflow.start_run(experiment_id=experiment, run_name="evaluate"):
+        mlflow.set_tags({**run_tags, "mlpipe.step": "evaluate", "mlpipe.decision": "promote" if promoted else "keep",
+                         "mlpipe.reason": record["reason"][:5000]})
+        for name, metrics in scored.items():
+            mlflow.log_metrics({f"{name}.{k}": v for k, v in metrics.items()})
+        registry.log_json(record, "decision.json")
+    if promoted:
+        registry.promote(spec.registered_model, winner["version"],
+                         {"mlpipe.promoted_by": run_tags.get("airflow.run_id", ""), "mlpipe.reason": decision.reason})
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    path = ctx.store.write_report("decisions", stamp, record)
+    return {**record, "record": str(path)}
+
+
+# ---------------------------------------------------------------- score
+def score(ctx: Context, day: dt.date) -> dict:
+    from mlpipe import registry
+
+    spec = ctx.spec
+    frame = ctx.store.read("features", day)
+    registry.connect(ctx.settings, spec.name)
+    current = registry.champion_version(spec.registered_model)
+    if current is None:
+        raise MlpipeError(f"no '{registry.CHAMPION}' alias on model {spec.registered_model!r}: run the train DAG first")
+    model = registry.load_model(f"models:/{spec.registered_model}/{current.version}")
+    scores = registry.predict(model, frame)
+    out = frame[spec.row_id].copy()
+    out[feat.PARTITION_DATE] = frame[feat.PARTITION_DATE]
+    out["score"] = scores
+    if spec.target.task == "binary":
+        out["predicted_label"] = (scores >= 0.5).astype("int8")
+    out["model_name"] = spec.registered_model
+    out["model_version"] = str(current.version)
+    return {**_written(ctx.store.write("predictions", day, out), len(out)), "model_version": str(current.version)}

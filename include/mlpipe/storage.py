@@ -1,0 +1,108 @@
+"""Partitioned Parquet under a data root: ``<root>/<pipeline>/<layer>/date=YYYY-MM-DD.parquet``.
+
+Each partition is one file, written to a temporary name in the same folder and renamed
+into place, so a reader sees the old partition or the new one, never half of either,
+and a rerun replaces instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mlpipe.errors import PartitionMissing
+
+LAYERS = ("raw", "validated", "features", "predictions")
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+    pipeline: str
+
+    def layer_dir(self, layer: str) -> Path:
+        if layer not in LAYERS:
+            raise ValueError(f"unknown layer {layer!r}; expected one of {LAYERS}")
+        return Path(self.root) / self.pipeline / layer
+
+    def path(self, layer: str, day: dt.date) -> Path:
+        return self.layer_dir(layer) / f"date={day.isoformat()}.parquet"
+
+    def report_path(self, kind: str, key: dt.date | str) -> Path:
+        name = key.isoformat() if isinstance(key, dt.date) else key
+        return Path(self.root) / self.pipeline / "reports" / kind / f"{name}.json"
+
+    def exists(self, layer: str, day: dt.date) -> bool:
+        return self.path(layer, day).exists()
+
+    def write(self, layer: str, day: dt.date, frame: pd.DataFrame) -> Path:
+        """Atomically write one partition and return its path."""
+        target = self.path(layer, day)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            frame.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def read(self, layer: str, day: dt.date, columns: list[str] | None = None) -> pd.DataFrame:
+        path = self.path(layer, day)
+        if not path.exists():
+            raise PartitionMissing(f"{layer} partition for {day} not found at {path}")
+        return pd.read_parquet(path, columns=columns)
+
+    def days(self, layer: str, start: dt.date, end: dt.date) -> list[dt.date]:
+        """Existing partition dates in ``[start, end)``, ascending."""
+        folder = self.layer_dir(layer)
+        if not folder.exists():
+            return []
+        found = []
+        for p in folder.glob("date=*.parquet"):
+            day = dt.date.fromisoformat(p.name[5:15])
+            if start <= day < end:
+                found.append(day)
+        return sorted(found)
+
+    def read_range(
+        self, layer: str, start: dt.date, end: dt.date, columns: list[str] | None = None,
+        date_column: str | None = None,
+    ) -> tuple[pd.DataFrame, list[dt.date]]:
+        """Concatenate the existing partitions in ``[start, end)``; also return their dates.
+
+        With ``date_column``, each row gets its partition's date in that column.
+        """
+        days = self.days(layer, start, end)
+        frames = [self.read(layer, d, columns) for d in days]
+        if date_column:
+            frames = [f.assign(**{date_column: d}) for f, d in zip(frames, days)]
+        if not frames:
+            return pd.DataFrame(columns=[*(columns or []), *([date_column] if date_column else [])]), []
+        return pd.concat(frames, ignore_index=True), days
+
+    def write_report(self, kind: str, key: dt.date | str, payload: dict) -> Path:
+        """Write a JSON report (validation per day, decisions per train run) atomically."""
+        path = self.report_path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
+        os.replace(tmp, path)
+        return path
+
+
+def file_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,118 @@
+"""Data-quality suites derived from the spec, run with Great Expectations.
+
+``build_rules`` is pure (the spec -> a list of rules); ``validate`` runs them on one
+partition through an ephemeral GX context, writes the full report as JSON, and raises
+:class:`ValidationFailed` naming each failed column and rule and the report's path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from mlpipe.errors import ValidationFailed
+from mlpipe.spec import PipelineSpec
+
+_INT = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+        "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"]
+_FLOAT = ["float16", "float32", "float64", "Float32", "Float64"]
+TYPE_LISTS = {"int": _INT, "float": _FLOAT, "number": _INT + _FLOAT, "string": ["str"]}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation: its GX class name, its column (None for table rules) and kwargs."""
+
+    expectation: str
+    column: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def build_rules(spec: PipelineSpec) -> list[Rule]:
+    """The spec's suite: required columns, then each column rule, then row-count bounds."""
+    rules: list[Rule] = []
+    feats = spec.features
+    needed = [*spec.row_id, spec.partition.column, *spec.target.inputs, *feats.numeric, *feats.categorical,
+              *(k for h in feats.history for k in h.group_by), *spec.validation.columns]
+    for column in dict.fromkeys(needed):
+        rules.append(Rule("ExpectColumnToExist", column))
+    for column, rule in spec.validation.columns.items():
+        rules.append(Rule("ExpectColumnValuesToBeInTypeList", column, {"type_list": TYPE_LISTS[rule.type]}))
+        if rule.max_null_fraction < 1.0:
+            rules.append(Rule("ExpectColumnValuesToNotBeNull", column, {"mostly": round(1.0 - rule.max_null_fraction, 6)}))
+        if rule.min is not None or rule.max is not None:
+            rules.append(Rule("ExpectColumnValuesToBeBetween", column, {"min_value": rule.min, "max_value": rule.max}))
+        if rule.categories is not None:
+            rules.append(Rule("ExpectColumnValuesToBeInSet", column, {"value_set": rule.categories}))
+    for column in spec.target.inputs:
+        if column not in spec.validation.columns:  # a target that is all null can never train
+            rules.append(Rule("ExpectColumnValuesToNotBeNull", column, {"mostly": 0.01}))
+    bounds = spec.validation
+    rules.append(Rule("ExpectTableRowCountToBeBetween", None, {"min_value": bounds.min_rows, "max_value": bounds.max_rows}))
+    return rules
+
+
+def _run_gx(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> list[dict]:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    # GX 1.x does not know pandas 3's "str" dtype; as object it checks each value's type.
+    strings = frame.select_dtypes(include=["string", "str"]).columns
+    frame = frame.astype({c: object for c in strings})
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas("partition")
+        .add_dataframe_asset("rows")
+        .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    suite = gx.ExpectationSuite(name=suite_name)
+    for rule in rules:
+        kwargs = dict(rule.kwargs, **({"column": rule.column} if rule.column else {}))
+        suite.add_expectation(getattr(gx.expectations, rule.expectation)(**kwargs))
+    result = batch.validate(suite)
+    out = []
+    for r in result.results:
+        detail = {k: v for k, v in r.result.items() if k in ("observed_value", "element_count", "unexpected_count",
+                                                            "unexpected_percent", "partial_unexpected_list")}
+        out.append({"expectation": r.expectation_config.type, "column": r.expectation_config.kwargs.get("column"),
+                    "kwargs": {k: v for k, v in r.expectation_config.kwargs.items() if k not in ("column", "batch_id")},
+                    "success": bool(r.success), "result": detail})
+    return out
+
+
+def validate(frame: pd.DataFrame, spec: PipelineSpec, source: str,
+             write_report: Callable[[dict], Path]) -> dict:
+    """Validate one partition; ``write_report(payload) -> path`` stores the report.
+
+    Returns a small summary; raises ValidationFailed if any rule fails.
+    """
+    rules = build_rules(spec)
+    results = _run_gx(frame, rules, f"{spec.name}.raw")
+    missing = {r["column"] for r in results if r["expectation"] == "expect_column_to_exist" and not r["success"]}
+    failures = [r for r in results if not r["success"]
+                and (r["expectation"] == "expect_column_to_exist" or r["column"] not in missing)]
+    payload = {"pipeline": spec.name, "source": source, "rows": len(frame), "success": not failures,
+               "rules": len(results), "failures": failures, "results": results}
+    path = write_report(payload)
+    if failures:
+        lines = [f"  column {f['column'] or '<table>'!s}: {f['expectation']} {f['kwargs'] or ''} -> "
+                 f"{_describe(f['result'])}" for f in failures]
+        raise ValidationFailed(
+            f"{source}: {len(failures)} of {len(results)} data-quality rules failed:\n" + "\n".join(lines)
+            + f"\nreport: {path}", failures, str(path))
+    return {"rows": len(frame), "rules": len(results), "report": str(path)}
+
+
+def _describe(result: dict) -> str:
+    if "unexpected_count" in result:
+        return f"{result['unexpected_count']} of {result.get('element_count')} rows unexpected"
+    if "observed_value" in result:
+        return f"observed {result['observed_value']!r}"
+    return "column not found"
