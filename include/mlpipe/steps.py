@@ -74,6 +74,10 @@ class Window:
     def to_dict(self) -> dict:
         return {"start": str(self.start), "holdout_start": str(self.holdout_start), "end": str(self.end)}
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> Window:
+        return cls(*(dt.date.fromisoformat(raw[k]) for k in ("start", "holdout_start", "end")))
+
 
 def window(spec: PipelineSpec, end: dt.date, start: dt.date | None = None, holdout_days: int | None = None) -> Window:
     """Training window ending before ``end`` (the logical date); the last days are holdout."""
@@ -82,6 +86,22 @@ def window(spec: PipelineSpec, end: dt.date, start: dt.date | None = None, holdo
     if not start < holdout_start < end:
         raise TrainingError(f"bad window: start {start}, holdout from {holdout_start}, end {end}")
     return Window(start, holdout_start, end)
+
+
+def _date(value: str | dt.date | None) -> dt.date | None:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window_end=None, holdout_days=None,
+                  variants: list[str] | None = None, dry_run: bool = False) -> dict:
+    """Resolve a train run's Params into a window and the variants to train."""
+    known = [v.name for v in ctx.spec.variants]
+    unknown = sorted(set(variants or []) - set(known))
+    if unknown:
+        raise TrainingError(f"unknown variants {unknown}; the spec has {known}")
+    win = window(ctx.spec, _date(window_end) or logical_date, _date(window_start), holdout_days)
+    load_split(ctx, win)  # fail here, once, if the data cannot support the window
+    return {"window": win.to_dict(), "variants": list(variants or known), "dry_run": bool(dry_run)}
 
 
 def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, list[dt.date]]:
@@ -99,7 +119,9 @@ def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, l
     return train, holdout, days
 
 
-def train_variant(ctx: Context, name: str, win: Window, run_tags: dict[str, str], register: bool = True) -> dict:
+def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str], dry_run: bool = False) -> dict:
+    """Fit one variant on the window's training days, log it to MLflow with its holdout
+    metrics and data partitions, and register it as a new version (unless dry run)."""
     import mlflow
 
     from mlpipe import registry
@@ -110,6 +132,7 @@ def train_variant(ctx: Context, name: str, win: Window, run_tags: dict[str, str]
     variant = next((v for v in spec.variants if v.name == name), None)
     if variant is None:
         raise TrainingError(f"unknown variant {name!r}; the spec has {[v.name for v in spec.variants]}")
+    win, register = Window.from_dict(window), not dry_run
     train, holdout, days = load_split(ctx, win)
     experiment = registry.connect(ctx.settings, spec.name)
     with mlflow.start_run(experiment_id=experiment, run_name=f"train-{name}") as run:
@@ -131,7 +154,7 @@ def train_variant(ctx: Context, name: str, win: Window, run_tags: dict[str, str]
             "version": version, "metrics": metrics, "fit_seconds": round(fit_seconds, 3)}
 
 
-def evaluate(ctx: Context, candidates: list[dict], requested: list[str], win: Window, run_tags: dict[str, str],
+def evaluate(ctx: Context, candidates: list[dict], requested: list[str], window: dict, run_tags: dict[str, str],
              promote: bool) -> dict:
     """Score the champion and every candidate on the same holdout, apply the gate, and
     set ``champion`` when a candidate wins and ``promote`` is true. Always recorded."""
@@ -143,6 +166,7 @@ def evaluate(ctx: Context, candidates: list[dict], requested: list[str], win: Wi
     spec = ctx.spec
     if not candidates:
         raise TrainingError("no variant trained successfully; nothing to evaluate")
+    win = Window.from_dict(window)
     _, holdout, _ = load_split(ctx, win)
     y = holdout[spec.target.name].to_numpy()
     experiment = registry.connect(ctx.settings, spec.name)

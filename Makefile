@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine:  make demo   and   make test
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export PATH := $(BIN):$(PATH)
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__EXECUTOR := LocalExecutor
+export MLPIPE_DATA_ROOT ?= $(CURDIR)/data
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow/mlflow.db
+export MLPIPE_ARTIFACTS ?= $(CURDIR)/mlflow/artifacts
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+# Demo window (override: make demo FROM=2013-01-01 TO=2013-12-31 HOLDOUT=92)
+FROM ?= 2013-01-01
+TO ?= 2013-12-31
+HOLDOUT ?= 92
+
+.PHONY: install demo test up clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/python scripts/demo.py --from $(FROM) --to $(TO) --holdout-days $(HOLDOUT)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+up: install
+	$(BIN)/python scripts/up.py
+
+clean:
+	rm -rf .airflow data mlflow

@@ -1,0 +1,20 @@
+"""Score one day's feature partition with the model behind the `champion` alias,
+resolved at run time, and write a predictions partition."""
+
+from __future__ import annotations
+
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+from mlpipe_tasks import DEFAULT_ARGS, START, run_step
+
+
+@dag(schedule=CronDataIntervalTimetable("0 6 * * *", timezone="UTC"), start_date=START, catchup=False,
+     max_active_runs=4, default_args=DEFAULT_ARGS, tags=["mlpipe", "score"], doc_md=__doc__)
+def score():
+    @task
+    def score_partition(data_interval_start=None) -> dict:
+        return run_step("score", day=data_interval_start.date())
+
+    score_partition()
+
+
+score()
