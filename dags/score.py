@@ -4,10 +4,10 @@ resolved at run time, and write a predictions partition."""
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
-from mlpipe_tasks import DEFAULT_ARGS, START, run_step
+from mlpipe_tasks import DEFAULT_ARGS, run_step, schedule_dates
 
 
-@dag(schedule=CronDataIntervalTimetable("0 6 * * *", timezone="UTC"), start_date=START, catchup=False,
+@dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), **schedule_dates(), catchup=False,
      max_active_runs=4, default_args=DEFAULT_ARGS, tags=["mlpipe", "score"], doc_md=__doc__)
 def score():
     @task

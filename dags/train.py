@@ -7,8 +7,8 @@ Trigger manually with the Params form to choose the window, the variants, or a d
 
 from __future__ import annotations
 
-from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
-from mlpipe_tasks import DEFAULT_ARGS, START, run_step
+from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, get_current_context, task
+from mlpipe_tasks import DEFAULT_ARGS, run_step, schedule_dates
 
 PARAMS = {
     "window_start": Param(None, type=["null", "string"], format="date",
@@ -23,27 +23,28 @@ PARAMS = {
 }
 
 
-@dag(schedule=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), start_date=START, catchup=False,
+@dag(schedule=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), **schedule_dates(extra_days=8), catchup=False,
      max_active_runs=1, default_args=DEFAULT_ARGS, params=PARAMS, tags=["mlpipe", "train"], doc_md=__doc__)
 def train():
-    @task(multiple_outputs=True, retries=0)
-    def plan(params=None, logical_date=None) -> dict:
+    @task(retries=0)
+    def plan(params=None, logical_date=None) -> list[dict]:
+        """One job per variant: {variant, window, dry_run}."""
         return run_step("plan_training", logical_date=logical_date.date(), **params)
 
-    @task
-    def train_variant(variant: str, window: dict, dry_run: bool, dag_run=None) -> dict:
-        return run_step("train_variant", name=variant, window=window, dry_run=dry_run,
+    @task(map_index_template="{{ variant }}")
+    def train_variant(job: dict, dag_run=None) -> dict:
+        get_current_context()["variant"] = job["variant"]
+        return run_step("train_variant", name=job["variant"], window=job["window"], dry_run=job["dry_run"],
                         run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id})
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def evaluate(results, variants: list[str], window: dict, dry_run: bool, dag_run=None) -> dict:
-        return run_step("evaluate", candidates=[r for r in results if r], requested=variants, window=window,
-                        promote=not dry_run,
+    def evaluate(results, jobs: list[dict], dag_run=None) -> dict:
+        return run_step("evaluate", candidates=[r for r in results if r], requested=[j["variant"] for j in jobs],
+                        window=jobs[0]["window"], promote=not jobs[0]["dry_run"],
                         run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id})
 
-    p = plan()
-    trained = train_variant.partial(window=p["window"], dry_run=p["dry_run"]).expand(variant=p["variants"])
-    evaluate(trained, variants=p["variants"], window=p["window"], dry_run=p["dry_run"])
+    jobs = plan()
+    evaluate(train_variant.expand(job=jobs), jobs)
 
 
 train()

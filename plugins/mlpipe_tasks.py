@@ -1,25 +1,38 @@
-"""Glue between Airflow tasks and ``mlpipe.steps``: shared defaults and error mapping.
+"""Glue between Airflow tasks and ``mlpipe.steps``: shared defaults, the spec's schedule
+dates, and error mapping.
 
-Only Airflow is imported here; ``mlpipe.steps`` (pandas and friends) is imported inside
-``run_step`` at task run time, never while a DAG file is parsed.
+Only Airflow, PyYAML and pydantic (through ``mlpipe.spec``) load while a DAG file is
+parsed; ``mlpipe.steps`` (pandas and friends) is imported inside ``run_step`` at run time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 
 from airflow.sdk.exceptions import AirflowFailException
 
-START = dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc)
 DEFAULT_ARGS = {"owner": "mlpipe", "retries": 2, "retry_delay": dt.timedelta(seconds=30)}
 FEATURES_URI = "mlpipe://features"
+
+
+@lru_cache
+def schedule_dates(extra_days: int = 0) -> dict:
+    """``start_date`` / ``end_date`` DAG kwargs from the spec's ``schedule`` section."""
+    from mlpipe.settings import get_settings
+    from mlpipe.spec import load_spec
+
+    sched = load_spec(get_settings().spec_path).schedule
+    utc = dt.timezone.utc
+    end = sched.end and dt.datetime.combine(sched.end + dt.timedelta(days=extra_days), dt.time(23, 59), utc)
+    return {"start_date": dt.datetime.combine(sched.start, dt.time(), utc), "end_date": end}
 
 
 def run_step(step: str, **kwargs):
     """Run ``mlpipe.steps.<step>`` with a freshly loaded context.
 
-    Bad input (spec, source or data-quality errors) fails the task at once without
-    retries: retrying cannot fix the data. Anything else may be transient and retries.
+    Bad input (spec, source, data-quality or training-setup errors) fails the task at
+    once: retrying cannot fix the data. Anything else may be transient and retries.
     """
     from mlpipe import steps
     from mlpipe.errors import SourceError, SpecError, TrainingError, ValidationFailed

@@ -49,6 +49,13 @@ class Service:
         self.log.close()
 
 
+def port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
 def wait_http(url: str, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -121,6 +128,9 @@ def main() -> int:
     for dag_id in ("ingest", "train", "score"):
         airflow("dags", "unpause", dag_id)
 
+    if not port_free(args.port):
+        raise SystemExit(f"port {args.port} is in use (another Airflow?); stop it or pass --port / MLPIPE_AIRFLOW_PORT")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below stops our services
     api = Service("api-server", "api-server", "--port", str(args.port))
     try:
         wait_http(f"http://localhost:{args.port}/api/v2/version")
@@ -132,10 +142,11 @@ def main() -> int:
 
         print(f"== train on {start} .. {holdout_start - dt.timedelta(days=1)}, holdout {holdout_start} .. {end}",
               flush=True)
-        conf = {"window_start": str(start), "window_end": str(train_end), "holdout_days": args.holdout_days}
+        conf = {"window_start": str(start), "holdout_days": args.holdout_days}
         run_id = f"demo__{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
         phase("train", "train", run_id,
-              lambda: airflow("dags", "trigger", "train", "--run-id", run_id, "--conf", json.dumps(conf)))
+              lambda: airflow("dags", "trigger", "train", "--run-id", run_id, "--conf", json.dumps(conf),
+                              "--logical-date", f"{train_end}T00:00:00+00:00"))
 
         print(f"== score {holdout_start} .. {end} with the champion (backfill)", flush=True)
         phase("score", "score", (holdout_start, end),

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import hashlib
 from pathlib import Path
 from typing import Any, Literal
@@ -160,6 +161,20 @@ class GateSpec(_Model):
     min_improvement: float = Field(0.0, ge=0.0)
 
 
+class ScheduleSpec(_Model):
+    """Dates the source holds data for: the DAGs' start_date and, for a finished
+    historical dataset, end_date (no scheduled runs after it; backfills still work)."""
+
+    start: dt.date
+    end: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScheduleSpec:
+        if self.end is not None and self.end < self.start:
+            raise ValueError("end must not be before start")
+        return self
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     description: str = ""
@@ -167,6 +182,7 @@ class PipelineSpec(_Model):
     sources: dict[str, SourceSpec] = Field(min_length=1)
     row_id: list[str] = Field(min_length=1)
     partition: PartitionSpec
+    schedule: ScheduleSpec
     target: TargetSpec
     features: FeaturesSpec
     exclude: list[str] = []

@@ -12,7 +12,7 @@ import pandas as pd
 
 from mlpipe import features as feat
 from mlpipe.errors import MlpipeError, PartitionMissing, TrainingError
-from mlpipe.sources import read_day
+from mlpipe.sources import day_has_rows, read_day
 from mlpipe.settings import Settings, get_settings
 from mlpipe.spec import PipelineSpec, load_spec, spec_hash
 from mlpipe.storage import Store, file_hash
@@ -60,6 +60,11 @@ def build_features(ctx: Context, day: dt.date) -> dict:
     start, end = feat.history_days(spec, day)
     past, days = store.read_range("validated", start, end, columns=feat.history_columns(spec),
                                   date_column=feat.PARTITION_DATE)
+    expected = [start + dt.timedelta(days=i) for i in range((end - start).days)]
+    pending = [d for d in expected if d not in days and day_has_rows(spec, d, ctx.cache_dir)]
+    if pending:  # point in time means *all* earlier days: wait rather than build from a partial history
+        raise PartitionMissing(f"features for {day} need validated partitions for {[str(d) for d in pending]}, "
+                               "which the source has rows for: ingest those days first")
     frame = feat.build_features(spec, day, rows, past)
     return {**_written(store.write("features", day, frame), len(frame)), "history_days": [str(d) for d in days]}
 
@@ -93,15 +98,15 @@ def _date(value: str | dt.date | None) -> dt.date | None:
 
 
 def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window_end=None, holdout_days=None,
-                  variants: list[str] | None = None, dry_run: bool = False) -> dict:
-    """Resolve a train run's Params into a window and the variants to train."""
+                  variants: list[str] | None = None, dry_run: bool = False) -> list[dict]:
+    """Resolve a train run's Params into one job per variant to train."""
     known = [v.name for v in ctx.spec.variants]
     unknown = sorted(set(variants or []) - set(known))
     if unknown:
         raise TrainingError(f"unknown variants {unknown}; the spec has {known}")
     win = window(ctx.spec, _date(window_end) or logical_date, _date(window_start), holdout_days)
     load_split(ctx, win)  # fail here, once, if the data cannot support the window
-    return {"window": win.to_dict(), "variants": list(variants or known), "dry_run": bool(dry_run)}
+    return [{"variant": name, "window": win.to_dict(), "dry_run": bool(dry_run)} for name in variants or known]
 
 
 def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, list[dt.date]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlpipe.errors import SourceError
-from mlpipe.sources.files import read_source
+from mlpipe.sources.files import has_rows, read_source
 from mlpipe.spec import PipelineSpec
 
 
@@ -31,3 +31,8 @@ def read_day(spec: PipelineSpec, day: dt.date, cache_dir: Path) -> pd.DataFrame:
             raise SourceError(f"join {name} -> {other}: keys {keys} are not unique in {other}") from exc
     present = [c for c in spec.row_id if c in frame.columns]
     return frame.sort_values(present, kind="stable").reset_index(drop=True)
+
+
+def day_has_rows(spec: PipelineSpec, day: dt.date, cache_dir: Path) -> bool:
+    """Whether the primary source has rows for ``day``, so its partition is expected."""
+    return has_rows(spec.sources[spec.primary], cache_dir, day, spec.partition)

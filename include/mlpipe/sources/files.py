@@ -9,6 +9,7 @@ reading one day touches only that day's row groups instead of parsing the whole 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import importlib.util
 import os
 import tempfile
@@ -61,13 +62,22 @@ def _cached(source: SourceSpec, path: Path, partition: PartitionSpec | None, cac
     cached = cache_dir / key
     if cached.exists():
         return cached
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / f".{key}.lock", "w") as lock:  # parallel tasks build the cache once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not cached.exists():
+            _build_cache(source, path, partition, cached)
+    return cached
+
+
+def _build_cache(source: SourceSpec, path: Path, partition: PartitionSpec | None, cached: Path) -> None:
+    cache_dir = cached.parent
     frame = read_file(path, source.file_format)
     if partition is not None:
         if partition.column not in frame.columns:
             raise SourceError(f"{path}: partition column {partition.column!r} not found")
         frame[PARTITION_COL] = partition_dates(frame[partition.column], partition).astype("string")
         frame = frame.sort_values(PARTITION_COL, kind="stable")
-    cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
     os.close(fd)
     try:
@@ -75,7 +85,6 @@ def _cached(source: SourceSpec, path: Path, partition: PartitionSpec | None, cac
         os.replace(tmp, cached)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return cached
 
 
 def read_source(
@@ -109,3 +118,12 @@ def read_source(
             raise SourceError(f"source {name!r} ({path}): columns {missing} not found")
         frame = frame[source.columns]
     return frame.rename(columns=source.rename).reset_index(drop=True)
+
+
+def has_rows(source: SourceSpec, cache_dir: Path, day: dt.date, partition: PartitionSpec) -> bool:
+    """Whether the source holds any row for ``day`` (cheap: a file check or a filtered count)."""
+    path = resolve(source.path, day)
+    if "{date}" in source.path:
+        return path.exists()
+    cached = _cached(source, path, partition, cache_dir)
+    return pq.read_table(cached, columns=[PARTITION_COL], filters=[(PARTITION_COL, "==", day.isoformat())]).num_rows > 0
