@@ -58,7 +58,8 @@ def partition_dates(values: pd.Series, partition: PartitionSpec) -> pd.Series:
 
 def _cached(source: SourceSpec, path: Path, partition: PartitionSpec | None, cache_dir: Path) -> Path:
     stat = path.stat()
-    key = f"{path.name}-{stat.st_size}-{int(stat.st_mtime)}{'-p' if partition else ''}.parquet"
+    tag = f"{partition.column}@{partition.timezone}".replace("/", "_") if partition else "all"
+    key = f"{path.name}-{stat.st_size}-{int(stat.st_mtime)}-{tag}.parquet"
     cached = cache_dir / key
     if cached.exists():
         return cached
