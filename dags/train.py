@@ -26,7 +26,7 @@ PARAMS = {
 @dag(schedule=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), **schedule_dates(extra_days=8), catchup=False,
      max_active_runs=1, default_args=DEFAULT_ARGS, params=PARAMS, tags=["mlpipe", "train"], doc_md=__doc__)
 def train():
-    @task(retries=0)
+    @task
     def plan(params=None, logical_date=None) -> list[dict]:
         """One job per variant: {variant, window, dry_run}."""
         return run_step("plan_training", logical_date=logical_date.date(), **params)

@@ -64,6 +64,8 @@ def log_bundle(bundle: ModelBundle, example: pd.DataFrame, registered_model: str
     from mlflow.models import infer_signature
 
     features = example[bundle.features]
+    ints = features.select_dtypes("integer").columns  # ids/ints may arrive as floats with NaN later
+    features = features.astype({c: "float64" for c in ints})
     signature = infer_signature(features, pd.DataFrame({OUTPUT_COLUMN: bundle.score(features)}))
     with tempfile.TemporaryDirectory() as tmp:
         path = bundle.save(Path(tmp) / "bundle")

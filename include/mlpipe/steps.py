@@ -186,12 +186,13 @@ def evaluate(ctx: Context, candidates: list[dict], requested: list[str], window:
         except Exception as exc:  # noqa: BLE001 - e.g. a schema change: record it, do not crash
             note = f"; champion v{current.version} cannot score the holdout ({exc}), treated as absent"
     decision = decide(spec.gate, spec.target.task, scored, champion_metrics)
+    previous = str(current.version) if current else None
     by_name = {c["variant"]: c for c in candidates}
     winner = by_name.get(decision.winner) if decision.winner else None
     promoted = bool(decision.promote and promote and winner and winner["version"])
     record = {**decision.to_dict(), "reason": decision.reason + note, "promoted": promoted,
-              "would_promote": decision.promote, "previous_champion": current.version if current else None,
-              "champion_version": (winner["version"] if promoted else (current.version if current else None)),
+              "would_promote": decision.promote, "previous_champion": previous,
+              "champion_version": winner["version"] if promoted else previous,
               "winner_version": winner["version"] if winner else None, "window": win.to_dict(),
               "spec_hash": spec_hash(spec), "run_tags": run_tags,
               "failed_variants": sorted(set(requested) - set(by_name))}

