@@ -75,7 +75,7 @@ def decide(gate: GateSpec, task: str, candidates: dict[str, dict[str, float]],
         return Decision(True, best, f"no champion yet; {best} passes floors with {metric}={value:.4f}", metric,
                         candidates, champion)
     gain = sign * (value - champion[metric])
-    if gain < gate.min_improvement or gain <= 0:
+    if gain < gate.min_improvement - 1e-9 or gain <= 0:
         return Decision(False, best, f"{best} {metric}={value:.4f} does not beat champion "
                         f"{champion[metric]:.4f} by the margin {gate.min_improvement} (gain {gain:+.4f})",
                         metric, candidates, champion)

@@ -42,12 +42,15 @@ class ModelBundle:
         if labelled.empty:
             raise TrainingError("no labelled rows to train on")
         pre = Preprocessor(numeric, categorical).fit(labelled)
-        backend = get_backend(variant.backend)(task=spec.target.task, seed=spec.training.seed,
-                                               n_threads=n_threads, **variant.params)
         y = labelled[spec.target.name].to_numpy()
         if spec.target.task == "binary":
             y = y.astype("int64")
-        backend.fit(pre.transform(labelled), y)
+        try:
+            backend = get_backend(variant.backend)(task=spec.target.task, seed=spec.training.seed,
+                                                   n_threads=n_threads, **variant.params)
+            backend.fit(pre.transform(labelled), y)
+        except (TypeError, ValueError, KeyError) as exc:  # bad hyperparameters, unknown backend
+            raise TrainingError(f"variant {variant.name!r} ({variant.backend}): {exc}") from exc
         return cls(variant.backend, pre, backend, spec.target.task, spec.target.name)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The typed pipeline spec: one YAML file says everything a pipeline needs.
 
 ``load_spec(path)`` returns a validated :class:`PipelineSpec` or raises
-:class:`~mlpipe.errors.SpecError` listing every bad field with its location.
+:class:`~mlpipe.errors.SpecError` listing every bad field with its location. Rules that
+relate fields to each other (leakage, metric per task, joins) are checked once every
+field is individually valid, and then all reported together.
 """
 
 from __future__ import annotations

@@ -152,6 +152,7 @@ def regression_spec(toy_dir: Path, spec_dict: dict) -> PipelineSpec:
     data = copy.deepcopy(spec_dict)
     data["target"] = {"name": "delay_min", "expression": "delay * 1.0", "task": "regression"}
     data["gate"] = {"metric": "rmse", "floors": {"rmse": 100.0}, "min_improvement": 0.1}
+    data["variants"][1]["params"] = {"alpha": 1.0}  # Ridge, not LogisticRegression
     return load_spec(_write_spec(toy_dir, data, "regression.yaml"))
 
 

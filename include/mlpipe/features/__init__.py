@@ -33,6 +33,15 @@ def compute_target(frame: pd.DataFrame, target: TargetSpec) -> pd.Series:
     return label.mask(unknown, fill)
 
 
+def as_category_text(values: pd.Series) -> pd.Series:
+    """Categories as text; integral numbers print without a decimal point, so a numeric
+    code reads the same on days with and without nulls (100, never 100.0)."""
+    if pd.api.types.is_numeric_dtype(values):
+        values = values.map(lambda v: None if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)),
+                            na_action=None)
+    return values.astype("string")
+
+
 def history_days(spec: PipelineSpec, day: dt.date) -> tuple[dt.date, dt.date]:
     """The ``[start, end)`` range of earlier partitions the historical features read."""
     longest = max((h.window_days for h in spec.features.history), default=0)
@@ -85,6 +94,6 @@ def build_features(spec: PipelineSpec, day: dt.date, rows: pd.DataFrame, past: p
         if column not in spec.row_id:  # ids keep their stored type
             out[column] = pd.to_numeric(out[column], errors="raise").astype("float64")
     for column in feats.categorical:
-        out[column] = out[column].astype("string")
+        out[column] = as_category_text(out[column])
     out[spec.target.name] = compute_target(rows, spec.target)
     return out.sort_values(spec.row_id, kind="stable").reset_index(drop=True)

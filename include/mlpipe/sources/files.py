@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import importlib.util
 import os
 import tempfile
@@ -57,9 +58,12 @@ def partition_dates(values: pd.Series, partition: PartitionSpec) -> pd.Series:
 
 
 def _cached(source: SourceSpec, path: Path, partition: PartitionSpec | None, cache_dir: Path) -> Path:
+    if not path.exists():
+        raise SourceError(f"{path}: source file not found")
     stat = path.stat()
-    tag = f"{partition.column}@{partition.timezone}".replace("/", "_") if partition else "all"
-    key = f"{path.name}-{stat.st_size}-{int(stat.st_mtime)}-{tag}.parquet"
+    tag = f"{partition.column}@{partition.timezone}" if partition else "all"
+    ident = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{tag}".encode()).hexdigest()[:16]
+    key = f"{path.name}-{ident}.parquet"
     cached = cache_dir / key
     if cached.exists():
         return cached
@@ -126,5 +130,7 @@ def has_rows(source: SourceSpec, cache_dir: Path, day: dt.date, partition: Parti
     path = resolve(source.path, day)
     if "{date}" in source.path:
         return path.exists()
+    if not path.exists():
+        return False
     cached = _cached(source, path, partition, cache_dir)
     return pq.read_table(cached, columns=[PARTITION_COL], filters=[(PARTITION_COL, "==", day.isoformat())]).num_rows > 0

@@ -81,6 +81,9 @@ def _run_gx(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> list[dic
     for r in result.results:
         detail = {k: v for k, v in r.result.items() if k in ("observed_value", "element_count", "unexpected_count",
                                                             "unexpected_percent", "partial_unexpected_list")}
+        info = r.exception_info or {}
+        if isinstance(info, dict) and info.get("raised_exception"):
+            detail["error"] = str(info.get("exception_message") or "the check raised an error").splitlines()[0][:300]
         out.append({"expectation": r.expectation_config.type, "column": r.expectation_config.kwargs.get("column"),
                     "kwargs": {k: v for k, v in r.expectation_config.kwargs.items() if k not in ("column", "batch_id")},
                     "success": bool(r.success), "result": detail})
@@ -111,8 +114,10 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, source: str,
 
 
 def _describe(result: dict) -> str:
+    if "error" in result:
+        return f"check errored: {result['error']}"
     if "unexpected_count" in result:
         return f"{result['unexpected_count']} of {result.get('element_count')} rows unexpected"
     if "observed_value" in result:
         return f"observed {result['observed_value']!r}"
-    return "column not found"
+    return "failed"

@@ -109,9 +109,6 @@ def test_changed_file_is_not_served_from_a_stale_cache(toy_dir, cache_dir, days,
     assert len(after) < len(before)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: sources.files._cached keys the cache by file *name*, size and "
-                   "mtime only, so two same-named files in different folders with equal size and mtime "
-                   "share one cache entry and the second source returns the first one's rows")
 def test_cache_distinguishes_same_named_files_in_different_folders(tmp_path, cache_dir):
     first, second = tmp_path / "a" / "lookup.csv", tmp_path / "b" / "lookup.csv"
     for path, value in ((first, "x"), (second, "y")):
@@ -148,10 +145,6 @@ def test_missing_columns_file_and_partition_column(toy_dir, cache_dir, days, tmp
                     partition=PartitionSpec(column="when"))
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="BUG: sources.files.read_source/_cached (and has_rows) stat() a single-file source "
-                   "before read_file's existence check, so a missing file raises a bare FileNotFoundError "
-                   "instead of a SourceError naming the source")
 def test_missing_single_file_raises_source_error(tmp_path, cache_dir):
     with pytest.raises(SourceError, match="source 'ghost'.*not found"):
         read_source("ghost", SourceSpec(path=str(tmp_path / "ghost.csv")), cache_dir)
