@@ -130,6 +130,7 @@ class ColumnRule(_Model):
     min: float | None = None
     max: float | None = None
     categories: list[str] | None = None
+    severity: Literal["error", "warn"] = Field("error", description="warn: report a failure, do not block")
 
 
 class ValidationSpec(_Model):

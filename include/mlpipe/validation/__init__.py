@@ -30,6 +30,7 @@ class Rule:
     expectation: str
     column: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    severity: str = "error"
 
 
 def build_rules(spec: PipelineSpec) -> list[Rule]:
@@ -41,13 +42,16 @@ def build_rules(spec: PipelineSpec) -> list[Rule]:
     for column in dict.fromkeys(needed):
         rules.append(Rule("ExpectColumnToExist", column))
     for column, rule in spec.validation.columns.items():
-        rules.append(Rule("ExpectColumnValuesToBeInTypeList", column, {"type_list": TYPE_LISTS[rule.type]}))
+        sev = rule.severity
+        rules.append(Rule("ExpectColumnValuesToBeInTypeList", column, {"type_list": TYPE_LISTS[rule.type]}, sev))
         if rule.max_null_fraction < 1.0:
-            rules.append(Rule("ExpectColumnValuesToNotBeNull", column, {"mostly": round(1.0 - rule.max_null_fraction, 6)}))
+            mostly = round(1.0 - rule.max_null_fraction, 6)
+            rules.append(Rule("ExpectColumnValuesToNotBeNull", column, {"mostly": mostly}, sev))
         if rule.min is not None or rule.max is not None:
-            rules.append(Rule("ExpectColumnValuesToBeBetween", column, {"min_value": rule.min, "max_value": rule.max}))
+            rules.append(Rule("ExpectColumnValuesToBeBetween", column, {"min_value": rule.min, "max_value": rule.max},
+                              sev))
         if rule.categories is not None:
-            rules.append(Rule("ExpectColumnValuesToBeInSet", column, {"value_set": rule.categories}))
+            rules.append(Rule("ExpectColumnValuesToBeInSet", column, {"value_set": rule.categories}, sev))
     for column in spec.target.inputs:
         if column not in spec.validation.columns:  # a target that is all null can never train
             rules.append(Rule("ExpectColumnValuesToNotBeNull", column, {"mostly": 0.01}))
@@ -73,20 +77,22 @@ def _run_gx(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> list[dic
         .get_batch(batch_parameters={"dataframe": frame})
     )
     suite = gx.ExpectationSuite(name=suite_name)
-    for rule in rules:
+    for i, rule in enumerate(rules):
         kwargs = dict(rule.kwargs, **({"column": rule.column} if rule.column else {}))
-        suite.add_expectation(getattr(gx.expectations, rule.expectation)(**kwargs))
+        suite.add_expectation(getattr(gx.expectations, rule.expectation)(**kwargs, meta={"rule": i}))
     result = batch.validate(suite)
     out = []
-    for r in result.results:
+    for r in result.results:  # GX may reorder results; meta carries each rule's index
+        rule = rules[int(r.expectation_config.meta["rule"])]
         detail = {k: v for k, v in r.result.items() if k in ("observed_value", "element_count", "unexpected_count",
                                                             "unexpected_percent", "partial_unexpected_list")}
         info = r.exception_info or {}
         if isinstance(info, dict) and info.get("raised_exception"):
             detail["error"] = str(info.get("exception_message") or "the check raised an error").splitlines()[0][:300]
         out.append({"expectation": r.expectation_config.type, "column": r.expectation_config.kwargs.get("column"),
-                    "kwargs": {k: v for k, v in r.expectation_config.kwargs.items() if k not in ("column", "batch_id")},
-                    "success": bool(r.success), "result": detail})
+                    "kwargs": {k: v for k, v in r.expectation_config.kwargs.items()
+                               if k not in ("column", "batch_id", "meta")},
+                    "success": bool(r.success), "severity": rule.severity, "result": detail})
     return out
 
 
@@ -99,10 +105,12 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, source: str,
     rules = build_rules(spec)
     results = _run_gx(frame, rules, f"{spec.name}.raw")
     missing = {r["column"] for r in results if r["expectation"] == "expect_column_to_exist" and not r["success"]}
-    failures = [r for r in results if not r["success"]
-                and (r["expectation"] == "expect_column_to_exist" or r["column"] not in missing)]
+    failed = [r for r in results if not r["success"]
+              and (r["expectation"] == "expect_column_to_exist" or r["column"] not in missing)]
+    failures = [r for r in failed if r["severity"] == "error"]
+    warnings = [r for r in failed if r["severity"] != "error"]
     payload = {"pipeline": spec.name, "source": source, "rows": len(frame), "success": not failures,
-               "rules": len(results), "failures": failures, "results": results}
+               "rules": len(results), "failures": failures, "warnings": warnings, "results": results}
     path = write_report(payload)
     if failures:
         lines = [f"  column {f['column'] or '<table>'!s}: {f['expectation']} {f['kwargs'] or ''} -> "
@@ -110,7 +118,7 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, source: str,
         raise ValidationFailed(
             f"{source}: {len(failures)} of {len(results)} data-quality rules failed:\n" + "\n".join(lines)
             + f"\nreport: {path}", failures, str(path))
-    return {"rows": len(frame), "rules": len(results), "report": str(path)}
+    return {"rows": len(frame), "rules": len(results), "warnings": len(warnings), "report": str(path)}
 
 
 def _describe(result: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def test_build_rules_bundled_flights():
 def test_validate_passes_on_good_data_and_writes_report(day_frame, spec, reporter, store, days):
     summary = validate(day_frame, spec, "raw/day-2", reporter)
     path = store.report_path("validation", days[1])
-    assert summary == {"rows": len(day_frame), "rules": len(build_rules(spec)), "report": str(path)}
+    assert summary == {"rows": len(day_frame), "rules": len(build_rules(spec)), "warnings": 0, "report": str(path)}
     report = json.loads(path.read_text())
     assert report["success"] is True and report["failures"] == []
     assert report["pipeline"] == "toy" and report["source"] == "raw/day-2" and report["rows"] == len(day_frame)
@@ -128,3 +129,19 @@ def test_row_count_bounds(day_frame, spec, reporter):
     error = _fail(day_frame, strict, reporter)
     assert [f["expectation"] for f in error.failures] == ["expect_table_row_count_to_be_between"]
     assert "<table>" in str(error)
+
+
+def test_warn_severity_reports_without_blocking(day_frame, spec, reporter, store, days):
+    columns = dict(spec.validation.columns)
+    columns["amount"] = columns["amount"].model_copy(update={"severity": "warn"})
+    lenient = spec.model_copy(update={"validation": spec.validation.model_copy(update={"columns": columns})})
+    bad = day_frame.copy()
+    bad.loc[0, "amount"] = 5000.0  # out of range, but only a warning now
+
+    summary = validate(bad, lenient, "day", reporter)
+
+    assert summary["warnings"] == 1
+    report = json.loads(Path(summary["report"]).read_text())
+    assert report["success"] is True and report["failures"] == []
+    assert [(w["column"], w["expectation"]) for w in report["warnings"]] == [
+        ("amount", "expect_column_values_to_be_between")]
