@@ -61,12 +61,14 @@ def _requirements(backend: str) -> list[str]:
 
 def log_bundle(bundle: ModelBundle, example: pd.DataFrame, registered_model: str) -> mlflow.models.model.ModelInfo:
     """Log the bundle as a pyfunc model in the active run and register a new version."""
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
 
-    features = example[bundle.features]
-    ints = features.select_dtypes("integer").columns  # ids/ints may arrive as floats with NaN later
-    features = features.astype({c: "float64" for c in ints})
-    signature = infer_signature(features, pd.DataFrame({OUTPUT_COLUMN: bundle.score(features)}))
+    features = _as_model_input(example[bundle.features])
+    inferred = infer_signature(features, pd.DataFrame({OUTPUT_COLUMN: bundle.score(features)}))
+    # Every input may be null at scoring time (the preprocessing imputes), so none is required.
+    inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
+    signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
     with tempfile.TemporaryDirectory() as tmp:
         path = bundle.save(Path(tmp) / "bundle")
         return mlflow.pyfunc.log_model(
@@ -88,10 +90,17 @@ def load_model(uri: str):
     return mlflow.pyfunc.load_model(uri)
 
 
+def _as_model_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integers as floats: MLflow will not cast int64 to double, and ints turn into floats
+    as soon as a value is missing."""
+    ints = frame.select_dtypes("integer").columns
+    return frame.astype({c: "float64" for c in ints})
+
+
 def predict(model, frame: pd.DataFrame) -> pd.Series:
     """Score a frame through the pyfunc, passing only the columns its signature names."""
     names = model.metadata.get_input_schema().input_names()
-    return model.predict(frame[names])[OUTPUT_COLUMN].to_numpy()
+    return model.predict(_as_model_input(frame[names]))[OUTPUT_COLUMN].to_numpy()
 
 
 def promote(registered_model: str, version: str, tags: dict[str, str]) -> None:
