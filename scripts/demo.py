@@ -142,11 +142,14 @@ def main() -> int:
 
         print(f"== train on {start} .. {holdout_start - dt.timedelta(days=1)}, holdout {holdout_start} .. {end}",
               flush=True)
-        conf = {"window_start": str(start), "holdout_days": args.holdout_days}
-        run_id = f"demo__{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}"
+        conf = {"window_start": str(start), "window_end": str(train_end), "holdout_days": args.holdout_days}
+        now = dt.datetime.now(dt.timezone.utc)
+        run_id = f"demo__{now:%Y%m%dT%H%M%S}"
+        # A logical date on the window's last day, unique per demo run (Airflow allows one run per date).
+        logical = f"{train_end}T{now:%H:%M:%S}+00:00"
         phase("train", "train", run_id,
               lambda: airflow("dags", "trigger", "train", "--run-id", run_id, "--conf", json.dumps(conf),
-                              "--logical-date", f"{train_end}T00:00:00+00:00"))
+                              "--logical-date", logical))
 
         print(f"== score {holdout_start} .. {end} with the champion (backfill)", flush=True)
         phase("score", "score", (holdout_start, end),
