@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+
 from mlpipe_tasks import DEFAULT_ARGS, FEATURES_URI, run_step, schedule_dates
 
 

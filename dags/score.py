@@ -4,6 +4,7 @@ resolved at run time, and write a predictions partition."""
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
+
 from mlpipe_tasks import DEFAULT_ARGS, run_step, schedule_dates
 
 

@@ -8,6 +8,7 @@ Trigger manually with the Params form to choose the window, the variants, or a d
 from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, get_current_context, task
+
 from mlpipe_tasks import DEFAULT_ARGS, run_step, schedule_dates
 
 PARAMS = {

@@ -7,19 +7,18 @@ Every model is logged as one pyfunc wrapping a :class:`~mlpipe.model.ModelBundle
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
 
-import os
-
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
 from mlpipe.model import ModelBundle  # noqa: E402
 from mlpipe.settings import Settings  # noqa: E402
 

@@ -12,8 +12,8 @@ import pandas as pd
 
 from mlpipe import features as feat
 from mlpipe.errors import MlpipeError, PartitionMissing, TrainingError
-from mlpipe.sources import day_has_rows, read_day
 from mlpipe.settings import Settings, get_settings
+from mlpipe.sources import day_has_rows, read_day
 from mlpipe.spec import PipelineSpec, load_spec, spec_hash
 from mlpipe.storage import Store, file_hash
 
@@ -128,7 +128,6 @@ def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str
     """Fit one variant on the window's training days, log it to MLflow with its holdout
     metrics and data partitions, and register it as a new version (unless dry run)."""
     import mlflow
-
     from mlpipe import registry
     from mlpipe.evaluation import compute_metrics
     from mlpipe.model import ModelBundle
@@ -164,7 +163,6 @@ def evaluate(ctx: Context, candidates: list[dict], requested: list[str], window:
     """Score the champion and every candidate on the same holdout, apply the gate, and
     set ``champion`` when a candidate wins and ``promote`` is true. Always recorded."""
     import mlflow
-
     from mlpipe import registry
     from mlpipe.evaluation import compute_metrics, decide
 

@@ -85,7 +85,7 @@ class Store:
         days = self.days(layer, start, end)
         frames = [self.read(layer, d, columns) for d in days]
         if date_column:
-            frames = [f.assign(**{date_column: d}) for f, d in zip(frames, days)]
+            frames = [f.assign(**{date_column: d}) for f, d in zip(frames, days, strict=True)]
         if not frames:
             return pd.DataFrame(columns=[*(columns or []), *([date_column] if date_column else [])]), []
         return pd.concat(frames, ignore_index=True), days

@@ -88,12 +88,23 @@ def test_rerun_rewrites_identical_partitions(pipeline):
     assert not list(store.layer_dir("features").glob(".*tmp"))
 
 
-def test_bad_day_fails_validation_and_stops_downstream(pipeline):
+CORRUPTIONS = {
+    "missing column": (lambda f: f.drop(columns=["distance"]), ("distance", "expect_column_to_exist")),
+    "wrong type": (lambda f: f.assign(distance="far"), ("distance", "expect_column_values_to_be_in_type_list")),
+    "all-null target": (lambda f: f.assign(arr_delay=None), ("arr_delay", "expect_column_values_to_not_be_null")),
+}
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_bad_day_fails_validation_and_stops_downstream(pipeline, kind):
     store = pipeline["ctx"].store
     from mlpipe.storage import file_hash
 
-    bad = pd.read_csv(pipeline["drops"] / f"{BAD_DAY}.csv").drop(columns=["distance"])
-    bad.to_csv(pipeline["drops"] / f"{BAD_DAY}.csv", index=False)
+    corrupt, expected = CORRUPTIONS[kind]
+    original = pipeline["drops"] / f"{BAD_DAY}.original"
+    if not original.exists():
+        (pipeline["drops"] / f"{BAD_DAY}.csv").rename(original)
+    corrupt(pd.read_csv(original)).to_csv(pipeline["drops"] / f"{BAD_DAY}.csv", index=False)
     earlier = {(layer, d): file_hash(store.path(layer, d)) for layer in ("validated", "features") for d in DAYS}
 
     run = pipeline["dags"]["ingest"].test(logical_date=run_for(BAD_DAY))
@@ -103,7 +114,7 @@ def test_bad_day_fails_validation_and_stops_downstream(pipeline):
     assert states["validate"] == "failed" and states["build_features"] == "upstream_failed"
     assert not store.exists("validated", BAD_DAY) and not store.exists("features", BAD_DAY)
     report = json.loads(store.report_path("validation", BAD_DAY).read_text())
-    assert {(f["column"], f["expectation"]) for f in report["failures"]} == {("distance", "expect_column_to_exist")}
+    assert expected in {(f["column"], f["expectation"]) for f in report["failures"]}
     assert {k: file_hash(store.path(*k)) for k in earlier} == earlier
 
 
@@ -118,7 +129,6 @@ def _train(pipeline):
 
 def test_train_registers_variants_and_promotes_first_champion(pipeline):
     from mlflow import MlflowClient
-
     from mlpipe import registry
 
     decision = _train(pipeline)
@@ -133,6 +143,9 @@ def test_train_registers_variants_and_promotes_first_champion(pipeline):
     run = MlflowClient().get_run(champion.run_id)
     assert run.data.tags["airflow.dag_id"] == "train"
     assert "roc_auc" in run.data.metrics
+    model = registry.load_model(f"models:/{name}/{champion.version}")
+    inputs = set(model.metadata.get_input_schema().input_names())
+    assert inputs and not inputs & pipeline["ctx"].spec.leakage  # no excluded column reaches the model
 
 
 def test_retrain_on_same_data_promotes_nothing(pipeline):

@@ -33,7 +33,7 @@ def make_events(seed: int = 0) -> pd.DataFrame:
     n = len(DAYS) * ROWS_PER_DAY
     day_index = np.repeat(np.arange(len(DAYS)), ROWS_PER_DAY)
     minutes = rng.integers(0, 24 * 60, size=n)
-    stamps = [pd.Timestamp(DAYS[d]) + pd.Timedelta(minutes=int(m)) for d, m in zip(day_index, minutes)]
+    stamps = [pd.Timestamp(DAYS[d]) + pd.Timedelta(minutes=int(m)) for d, m in zip(day_index, minutes, strict=True)]
     delay = rng.normal(8.0, 10.0, size=n).round(1)
     delay[rng.random(n) < 0.1] = np.nan
     amount = rng.uniform(1, 999, size=n).round(2)
@@ -184,14 +184,14 @@ def make_model_frame(n: int = 240, seed: int = 1) -> pd.DataFrame:
     amount[rng.random(n) < 0.05] = np.nan
     store = rng.choice(STORES, size=n)
     channel = rng.choice(CHANNELS, size=n)
-    region = pd.Series(store).map(dict(zip(STORES, ["north", "north", "south", "east"])))
+    region = pd.Series(store).map(dict(zip(STORES, ["north", "north", "south", "east"], strict=True)))
     signal = np.nan_to_num(amount, nan=500.0) / 250.0 + (channel == "web") * 1.5 - 2.5
     delay = (signal * 6 + rng.normal(0, 4, size=n) + 8).round(1)
     frame = pd.DataFrame({
         "event_id": np.arange(1, n + 1),
         "partition_date": [DAYS[i % len(DAYS)] for i in range(n)],
         "amount": amount,
-        "store_size": pd.Series(store).map(dict(zip(STORES, [100.0, 250.0, 80.0, 400.0]))).to_numpy(),
+        "store_size": pd.Series(store).map(dict(zip(STORES, [100.0, 250.0, 80.0, 400.0], strict=True))).to_numpy(),
         "channel": pd.Series(channel, dtype="string"),
         "store": pd.Series(store, dtype="string"),
         "region": region.astype("string"),

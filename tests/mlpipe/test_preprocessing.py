@@ -107,7 +107,7 @@ def test_not_fitted(tmp_path):
     with pytest.raises(NotFittedError):
         pre.transform(_train())
     with pytest.raises(NotFittedError):
-        pre.output_numeric
+        _ = pre.output_numeric
     with pytest.raises(NotFittedError):
         pre.save(tmp_path)
     assert not (tmp_path / "preprocessor.json").exists()

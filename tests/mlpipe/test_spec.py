@@ -10,6 +10,7 @@ from mlpipe.errors import SpecError
 from mlpipe.settings import PROJECT_ROOT
 from mlpipe.spec import PipelineSpec, load_spec, spec_hash
 
+
 def _dump(folder: Path, data, name: str) -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
