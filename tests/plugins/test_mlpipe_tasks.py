@@ -1,0 +1,43 @@
+"""Task glue: errors that retrying cannot fix fail at once; schedule dates come from the spec."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
+
+from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
+
+import mlpipe_tasks  # noqa: E402
+from mlpipe import steps  # noqa: E402
+from mlpipe.errors import PartitionMissing, SourceError, ValidationFailed  # noqa: E402
+
+
+@pytest.mark.parametrize("error", [ValidationFailed("bad day", [], "report.json"), SourceError("no file")])
+def test_data_errors_fail_without_retry(monkeypatch, error):
+    def boom(ctx, **kwargs):
+        raise error
+
+    monkeypatch.setattr(steps, "extract", boom)
+    with pytest.raises(AirflowFailException, match=str(error).splitlines()[0]):
+        mlpipe_tasks.run_step("extract", day=dt.date(2013, 1, 1))
+
+
+def test_waiting_for_partitions_stays_retryable(monkeypatch):
+    def wait(ctx, **kwargs):
+        raise PartitionMissing("earlier day not validated yet")
+
+    monkeypatch.setattr(steps, "build_features", wait)
+    with pytest.raises(PartitionMissing):
+        mlpipe_tasks.run_step("build_features", day=dt.date(2013, 1, 2))
+
+
+def test_schedule_dates_follow_the_spec():
+    mlpipe_tasks.schedule_dates.cache_clear()
+    dates = mlpipe_tasks.schedule_dates(extra_days=8)
+    assert dates["start_date"] == dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc)
+    assert dates["end_date"] == dt.datetime(2014, 1, 8, 23, 59, tzinfo=dt.timezone.utc)
