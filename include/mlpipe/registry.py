@@ -53,7 +53,7 @@ def connect(settings: Settings, experiment: str) -> str:
         return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
-def _requirements(backend: str) -> list[str]:
+def _requirements() -> list[str]:
     names = ["pandas", "numpy", "pyarrow", "scikit-learn", "skops", "threadpoolctl"]
     return [f"{n}=={metadata.version(n)}" for n in names]
 
@@ -72,7 +72,7 @@ def log_bundle(bundle: ModelBundle, example: pd.DataFrame, registered_model: str
         path = bundle.save(Path(tmp) / "bundle")
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(ENTRY), artifacts={"bundle": str(path)}, signature=signature,
-            registered_model_name=registered_model, pip_requirements=_requirements(bundle.backend_name))
+            registered_model_name=registered_model, pip_requirements=_requirements())
 
 
 def champion_version(registered_model: str):

@@ -27,9 +27,10 @@ def summary(ctx: Context) -> str:
     else:
         metric = decision["metric"]
         lines.append(f"latest train run {decision['run_tags'].get('airflow.run_id')}, window {decision['window']}")
-        names = sorted(decision["candidates"], key=lambda n: -(decision["candidates"][n].get(metric) or 0))
-        cols = ["roc_auc", "pr_auc", "log_loss", "accuracy"] if "roc_auc" in metric or "auc" in metric \
-            or metric in ("log_loss", "accuracy") else ["rmse", "mae", "r2"]
+        sign = 1.0 if ctx.spec.greater_is_better(metric) else -1.0
+        names = sorted(decision["candidates"], key=lambda n: -sign * decision["candidates"][n].get(metric, 0.0))
+        cols = ["roc_auc", "pr_auc", "log_loss", "accuracy"] if ctx.spec.target.task == "binary" \
+            else ["rmse", "mae", "r2"]
         lines.append(f"  {'variant':<14}" + "".join(f"{c:>10}" for c in cols))
         rows = [(n, decision["candidates"][n]) for n in names]
         if decision.get("champion"):
