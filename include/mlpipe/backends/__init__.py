@@ -13,6 +13,8 @@ from mlpipe.backends.base import Backend
 REGISTRY: dict[str, str] = {
     "sklearn_hgb": "mlpipe.backends.sklearn:GradientBoosting",
     "sklearn_linear": "mlpipe.backends.sklearn:Linear",
+    "torch_mlp": "mlpipe.backends.torch_mlp:TabularMLP",
+    "tensorflow_mlp": "mlpipe.backends.keras_mlp:KerasMLP",
 }
 
 

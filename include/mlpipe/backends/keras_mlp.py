@@ -1,0 +1,128 @@
+"""TensorFlow/Keras backend: the same tabular MLP idea as the torch backend (an embedding
+per categorical column, early stopping on a seeded validation split), saved in the
+native ``.keras`` format and loaded with Keras' safe mode."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpipe.errors import NotFittedError
+from mlpipe.preprocessing import Encoded
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {"hidden": [128, 64], "dropout": 0.1, "lr": 2e-3, "batch_size": 1024,
+                            "max_epochs": 30, "patience": 3, "validation_fraction": 0.1, "max_embedding_dim": 16}
+
+
+def _tf(n_threads: int):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:  # only possible before TensorFlow's runtime starts; later calls keep the first setting
+        tf.config.threading.set_intra_op_parallelism_threads(n_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
+    if not tf.config.list_physical_devices("GPU"):
+        log.info("tensorflow backend: no GPU visible; training on the CPU")
+    return tf
+
+
+class KerasMLP:
+    def __init__(self, *, task: str, seed: int = 0, n_threads: int = 1, **params: Any):
+        unknown = sorted(set(params) - set(DEFAULTS))
+        if unknown:
+            raise TypeError(f"unknown tensorflow hyperparameters {unknown}; known: {sorted(DEFAULTS)}")
+        self.task = task
+        self.seed = seed
+        self.n_threads = n_threads
+        self.params = params
+
+    def _p(self, name: str):
+        return self.params.get(name, DEFAULTS[name])
+
+    def _build(self, tf, n_numeric: int, cardinalities: list[int]):
+        keras = tf.keras
+        numeric = keras.Input(shape=(n_numeric,), name="numeric")
+        columns = [keras.Input(shape=(1,), dtype="int32", name=f"cat{i}") for i in range(len(cardinalities))]
+        parts = [numeric]
+        for column, card in zip(columns, cardinalities, strict=True):
+            dim = min(self._p("max_embedding_dim"), (card + 1) // 2 + 1)
+            parts.append(keras.layers.Flatten()(keras.layers.Embedding(card, dim)(column)))
+        x = keras.layers.Concatenate()(parts) if len(parts) > 1 else numeric
+        for size in self._p("hidden"):
+            x = keras.layers.Dense(size, activation="relu")(x)
+            x = keras.layers.Dropout(self._p("dropout"), seed=self.seed)(x)
+        out = keras.layers.Dense(1, activation="sigmoid" if self.task == "binary" else None)(x)
+        return keras.Model([numeric, *columns], out)
+
+    @staticmethod
+    def _inputs(X: Encoded) -> list[np.ndarray]:
+        cats = X.categorical.astype("int32")
+        return [X.numeric.astype("float32"), *(cats[:, i:i + 1] for i in range(cats.shape[1]))]
+
+    def fit(self, X: Encoded, y: np.ndarray) -> KerasMLP:
+        tf = _tf(self.n_threads)
+        tf.keras.utils.set_random_seed(self.seed)
+        y = np.asarray(y, dtype="float32")
+        self.y_mean_, self.y_std_ = (0.0, 1.0) if self.task == "binary" else (float(y.mean()), float(y.std() or 1.0))
+        target = (y - self.y_mean_) / self.y_std_
+        order = np.random.default_rng(self.seed).permutation(len(y))
+        n_val = max(1, int(len(y) * self._p("validation_fraction")))
+        val, train = order[:n_val], order[n_val:]
+        model = self._build(tf, X.numeric.shape[1], list(X.cardinalities))
+        model.compile(optimizer=tf.keras.optimizers.Adam(self._p("lr")),
+                      loss="binary_crossentropy" if self.task == "binary" else "mse")
+        inputs = self._inputs(X)
+        model.fit([a[train] for a in inputs], target[train], validation_data=([a[val] for a in inputs], target[val]),
+                  epochs=self._p("max_epochs"), batch_size=self._p("batch_size"), verbose=0, shuffle=True,
+                  callbacks=[tf.keras.callbacks.EarlyStopping(patience=self._p("patience"),
+                                                              restore_best_weights=True)])
+        self.model_ = model
+        return self
+
+    def _raw(self, X: Encoded) -> np.ndarray:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("KerasMLP is not fitted: call fit() first")
+        out = self.model_.predict(self._inputs(X), verbose=0, batch_size=8192)
+        return out.reshape(-1).astype("float64")
+
+    def predict_proba(self, X: Encoded) -> np.ndarray:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("KerasMLP is not fitted: call fit() first")
+        if self.task != "binary":
+            raise TypeError("predict_proba is only defined for classification")
+        p = np.clip(self._raw(X), 0.0, 1.0)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: Encoded) -> np.ndarray:
+        if self.task == "binary":
+            return (self.predict_proba(X)[:, 1] >= 0.5).astype("int64")
+        return self._raw(X) * self.y_std_ + self.y_mean_
+
+    def save(self, directory: Path) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("KerasMLP is not fitted: call fit() first")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model_.save(directory / "model.keras")
+        meta = {"task": self.task, "seed": self.seed, "n_threads": self.n_threads, "params": self.params,
+                "y_mean": self.y_mean_, "y_std": self.y_std_}
+        (directory / "backend.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: Path) -> KerasMLP:
+        directory = Path(directory)
+        meta = json.loads((directory / "backend.json").read_text())
+        model = cls(task=meta["task"], seed=meta["seed"], n_threads=meta["n_threads"], **meta["params"])
+        tf = _tf(model.n_threads)
+        model.model_ = tf.keras.models.load_model(directory / "model.keras", compile=False, safe_mode=True)
+        model.y_mean_, model.y_std_ = meta["y_mean"], meta["y_std"]
+        return model
