@@ -7,7 +7,8 @@ Trigger manually with the Params form to choose the window, the variants, or a d
 
 from __future__ import annotations
 
-from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
+from mlpipe_operators import OPERATORS
 
 from mlpipe_tasks import DEFAULT_ARGS, run_step, schedule_dates
 
@@ -29,23 +30,25 @@ PARAMS = {
 def train():
     @task
     def plan(params=None, logical_date=None) -> list[dict]:
-        """One job per variant: {variant, window, dry_run}."""
+        """One job per variant: {variant, family, window, dry_run}."""
         return run_step("plan_training", logical_date=logical_date.date(), **params)
 
-    @task(map_index_template="{{ variant }}")
-    def train_variant(job: dict, dag_run=None) -> dict:
-        get_current_context()["variant"] = job["variant"]
-        return run_step("train_variant", name=job["variant"], window=job["window"], dry_run=job["dry_run"],
-                        run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id})
+    @task
+    def select(jobs: list[dict], family: str) -> list[dict]:
+        return [job for job in jobs if job["family"] == family]
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def evaluate(results, jobs: list[dict], dag_run=None) -> dict:
-        return run_step("evaluate", candidates=[r for r in results if r], requested=[j["variant"] for j in jobs],
+    def evaluate(results: list, jobs: list[dict], dag_run=None) -> dict:
+        trained = [r for group in results for r in (group or []) if r]
+        return run_step("evaluate", candidates=trained, requested=[j["variant"] for j in jobs],
                         window=jobs[0]["window"], promote=not jobs[0]["dry_run"],
                         run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id})
 
     jobs = plan()
-    evaluate(train_variant.expand(job=jobs), jobs)
+    trained = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}", **op.placement())
+               .expand(job=select.override(task_id=f"select_{op.family}")(jobs, op.family)).output
+               for op in OPERATORS]
+    evaluate(trained, jobs)
 
 
 train()

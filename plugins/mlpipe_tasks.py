@@ -17,12 +17,22 @@ FEATURES_URI = "mlpipe://features"
 
 
 @lru_cache
-def schedule_dates(extra_days: int = 0) -> dict:
-    """``start_date`` / ``end_date`` DAG kwargs from the spec's ``schedule`` section."""
+def _spec():
     from mlpipe.settings import get_settings
     from mlpipe.spec import load_spec
 
-    sched = load_spec(get_settings().spec_path).schedule
+    return load_spec(get_settings().spec_path)
+
+
+def spec_execution() -> dict:
+    """The spec's ``execution`` section (GPU queue and pool names)."""
+    return _spec().execution.model_dump()
+
+
+@lru_cache
+def schedule_dates(extra_days: int = 0) -> dict:
+    """``start_date`` / ``end_date`` DAG kwargs from the spec's ``schedule`` section."""
+    sched = _spec().schedule
     utc = dt.timezone.utc
     end = sched.end and dt.datetime.combine(sched.end + dt.timedelta(days=extra_days), dt.time(23, 59), utc)
     return {"start_date": dt.datetime.combine(sched.start, dt.time(), utc), "end_date": end}

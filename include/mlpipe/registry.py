@@ -53,9 +53,19 @@ def connect(settings: Settings, experiment: str) -> str:
         return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
-def _requirements() -> list[str]:
-    names = ["pandas", "numpy", "pyarrow", "scikit-learn", "skops", "threadpoolctl"]
-    return [f"{n}=={metadata.version(n)}" for n in names]
+_BACKEND_REQUIREMENTS = {"sklearn": ["scikit-learn", "skops", "threadpoolctl"], "torch": ["torch"],
+                         "tensorflow": ["tensorflow-cpu", "keras"]}
+
+
+def _requirements(backend: str) -> list[str]:
+    names = ["pandas", "numpy", "pyarrow", "scikit-learn", *_BACKEND_REQUIREMENTS.get(backend.split("_")[0], [])]
+    found = []
+    for name in dict.fromkeys(names):
+        try:
+            found.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def log_bundle(bundle: ModelBundle, example: pd.DataFrame, registered_model: str) -> mlflow.models.model.ModelInfo:
@@ -72,7 +82,7 @@ def log_bundle(bundle: ModelBundle, example: pd.DataFrame, registered_model: str
         path = bundle.save(Path(tmp) / "bundle")
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(ENTRY), artifacts={"bundle": str(path)}, signature=signature,
-            registered_model_name=registered_model, pip_requirements=_requirements())
+            registered_model_name=registered_model, pip_requirements=_requirements(bundle.backend_name))
 
 
 def champion_version(registered_model: str):

@@ -178,6 +178,13 @@ class ScheduleSpec(_Model):
         return self
 
 
+class ExecutionSpec(_Model):
+    """Where GPU-capable training runs (Airflow queue and pool names)."""
+
+    gpu_queue: str = "gpu"
+    gpu_pool: str = "gpu"
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     description: str = ""
@@ -193,6 +200,7 @@ class PipelineSpec(_Model):
     training: TrainingSpec
     variants: list[VariantSpec] = Field(min_length=1)
     gate: GateSpec = GateSpec()
+    execution: ExecutionSpec = ExecutionSpec()
 
     @property
     def registered_model(self) -> str:

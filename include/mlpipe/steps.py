@@ -106,7 +106,9 @@ def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window
         raise TrainingError(f"unknown variants {unknown}; the spec has {known}")
     win = window(ctx.spec, _date(window_end) or logical_date, _date(window_start), holdout_days)
     load_split(ctx, win)  # fail here, once, if the data cannot support the window
-    return [{"variant": name, "window": win.to_dict(), "dry_run": bool(dry_run)} for name in variants or known]
+    backends = {v.name: v.backend for v in ctx.spec.variants}
+    return [{"variant": name, "family": backends[name].split("_", 1)[0], "window": win.to_dict(),
+             "dry_run": bool(dry_run)} for name in variants or known]
 
 
 def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, list[dt.date]]:
@@ -124,7 +126,8 @@ def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, l
     return train, holdout, days
 
 
-def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str], dry_run: bool = False) -> dict:
+def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str], dry_run: bool = False,
+                  n_threads: int | None = None) -> dict:
     """Fit one variant on the window's training days, log it to MLflow with its holdout
     metrics and data partitions, and register it as a new version (unless dry run)."""
     import mlflow
@@ -145,7 +148,7 @@ def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str
         mlflow.log_params({**{f"hp.{k}": v for k, v in variant.params.items()}, **win.to_dict(),
                            "train_rows": len(train), "holdout_rows": len(holdout)})
         started = time.perf_counter()
-        bundle = ModelBundle.train(spec, variant, train, n_threads=ctx.settings.task_cpus)
+        bundle = ModelBundle.train(spec, variant, train, n_threads=n_threads or ctx.settings.task_cpus)
         fit_seconds = time.perf_counter() - started
         metrics = compute_metrics(spec.target.task, holdout[spec.target.name], bundle.score(holdout))
         mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds})

@@ -4,6 +4,7 @@ settings the project relies on (retries, tags, mapped training, typed Params, qu
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,9 +56,13 @@ def test_schedules_come_from_the_spec(dagbag):
     assert ingest.catchup is False
 
 
-def test_train_maps_variants_and_has_typed_params(dagbag):
+def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
     train = dagbag.dags["train"]
-    assert type(train.get_task("train_variant")).__name__.endswith("MappedOperator")
+    for family in ("sklearn", "torch", "tensorflow"):
+        task = train.get_task(f"train_{family}")
+        assert type(task).__name__.endswith("MappedOperator")
+        assert task.upstream_task_ids == {f"select_{family}"}
+    assert train.get_task("evaluate").upstream_task_ids >= {"train_sklearn", "train_torch", "train_tensorflow"}
     assert train.get_task("evaluate").trigger_rule == "all_done"
     params = train.params
     assert set(params.keys()) == {"window_start", "window_end", "holdout_days", "variants", "dry_run"}
@@ -68,3 +73,23 @@ def test_train_maps_variants_and_has_typed_params(dagbag):
 def test_features_task_publishes_the_asset(dagbag):
     task = dagbag.dags["ingest"].get_task("build_features")
     assert [o.uri.rstrip("/") for o in task.outlets] == ["mlpipe://features"]
+
+
+def test_gpu_backends_run_on_the_gpu_queue_and_pool(dagbag):
+    train = dagbag.dags["train"]
+    assert (train.get_task("train_torch").queue, train.get_task("train_torch").pool) == ("gpu", "gpu")
+    assert (train.get_task("train_tensorflow").queue, train.get_task("train_tensorflow").pool) == ("gpu", "gpu")
+    assert train.get_task("train_sklearn").pool == "default_pool"
+
+
+def test_gpu_queue_and_pool_are_configurable():
+    probe = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(ROOT / 'plugins')!r}]\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"t = DagBag({str(ROOT / 'dags')!r}).dags['train']\n"
+        "print(t.get_task('train_torch').queue, t.get_task('train_tensorflow').pool)\n"
+    )
+    env = {**os.environ, "MLPIPE_GPU_QUEUE": "cuda_a100", "MLPIPE_GPU_POOL": "a100_slots"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "cuda_a100 a100_slots"

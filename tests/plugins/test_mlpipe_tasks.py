@@ -41,3 +41,25 @@ def test_schedule_dates_follow_the_spec():
     dates = mlpipe_tasks.schedule_dates(extra_days=8)
     assert dates["start_date"] == dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc)
     assert dates["end_date"] == dt.datetime(2014, 1, 8, 23, 59, tzinfo=dt.timezone.utc)
+
+
+def test_gpu_queue_and_pool_come_from_the_spec(monkeypatch, tmp_path):
+    import yaml
+    from mlpipe_operators import SklearnTrainOperator, TensorFlowTrainOperator, TorchTrainOperator
+
+    root = Path(__file__).resolve().parents[2]
+    spec = yaml.safe_load((root / "include/pipelines/flights.yaml").read_text())
+    spec["execution"] = {"gpu_queue": "gpu_h100", "gpu_pool": "h100"}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("MLPIPE_SPEC", str(tmp_path / "spec.yaml"))
+    monkeypatch.delenv("MLPIPE_GPU_QUEUE", raising=False)
+    monkeypatch.delenv("MLPIPE_GPU_POOL", raising=False)
+    mlpipe_tasks._spec.cache_clear()
+    try:
+        assert TorchTrainOperator.placement() == {"queue": "gpu_h100", "pool": "h100"}
+        assert TensorFlowTrainOperator(task_id="t", job={}).pool == "h100"
+        assert SklearnTrainOperator.placement() == {}
+        monkeypatch.setenv("MLPIPE_GPU_QUEUE", "from_env")
+        assert TorchTrainOperator.placement()["queue"] == "from_env"
+    finally:
+        mlpipe_tasks._spec.cache_clear()

@@ -1,0 +1,71 @@
+"""Training operators, one per model backend family. Thin: keyword-only arguments,
+declared template fields, nothing done in ``__init__``; ``execute`` delegates to
+``mlpipe.steps.train_variant`` through ``run_step``.
+
+Torch and TensorFlow operators default to the ``gpu`` queue and pool. Override per task
+(``queue=``/``pool=``), or for all of them with MLPIPE_GPU_QUEUE / MLPIPE_GPU_POOL, or in
+the spec's ``execution`` section. Each task sizes its thread pools to ``cpus`` (default
+MLPIPE_TASK_CPUS, else 1), so parallel variants do not oversubscribe the machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from airflow.sdk import BaseOperator
+
+from mlpipe_tasks import run_step, spec_execution
+
+
+class TrainVariantOperator(BaseOperator):
+    """Train one variant (a job from the train DAG's ``plan``) and register it in MLflow."""
+
+    template_fields: Sequence[str] = ("job",)
+    family = ""
+
+    @classmethod
+    def placement(cls) -> dict:
+        """Queue and pool kwargs for ``partial()`` (a mapped task takes them from there)."""
+        return {}
+
+    def __init__(self, *, job: dict, cpus: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.job = job
+        self.cpus = cpus
+
+    def execute(self, context):
+        dag_run = context["dag_run"]
+        context["variant"] = self.job["variant"]
+        cpus = self.cpus or int(os.environ.get("MLPIPE_TASK_CPUS", "1"))
+        return run_step("train_variant", name=self.job["variant"], window=self.job["window"],
+                        dry_run=self.job["dry_run"], n_threads=cpus,
+                        run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id,
+                                  "airflow.queue": self.queue, "airflow.pool": self.pool})
+
+
+class SklearnTrainOperator(TrainVariantOperator):
+    family = "sklearn"
+
+
+class _GpuTrainOperator(TrainVariantOperator):
+    @classmethod
+    def placement(cls) -> dict:
+        execution = spec_execution()
+        return {"queue": os.environ.get("MLPIPE_GPU_QUEUE") or execution["gpu_queue"],
+                "pool": os.environ.get("MLPIPE_GPU_POOL") or execution["gpu_pool"]}
+
+    def __init__(self, *, queue: str | None = None, pool: str | None = None, **kwargs):
+        default = self.placement()
+        super().__init__(queue=queue or default["queue"], pool=pool or default["pool"], **kwargs)
+
+
+class TorchTrainOperator(_GpuTrainOperator):
+    family = "torch"
+
+
+class TensorFlowTrainOperator(_GpuTrainOperator):
+    family = "tensorflow"
+
+
+OPERATORS = (SklearnTrainOperator, TorchTrainOperator, TensorFlowTrainOperator)
