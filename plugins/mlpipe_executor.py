@@ -6,7 +6,8 @@ workers start are already loaded in every task: pandas, pyarrow and Great Expect
 it with ``AIRFLOW__CORE__EXECUTOR=mlpipe_executor.PreloadingLocalExecutor``; set
 ``MLPIPE_PRELOAD`` (comma-separated modules) to change the list, empty to disable.
 Training libraries (torch, TensorFlow, MLflow) are not preloaded: they start threads
-that do not survive a fork.
+that do not survive a fork. Preloaded libraries are those of the moment the scheduler
+started: restart it after upgrading them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import os
 
 from airflow.executors.local_executor import LocalExecutor
 
-DEFAULT_PRELOAD = "pandas,pyarrow.parquet,great_expectations,mlpipe.steps,mlpipe.validation"
+# Third-party libraries only: the project's own modules are imported fresh by each task,
+# so an edit to include/mlpipe takes effect without restarting the scheduler.
+DEFAULT_PRELOAD = "pandas,pyarrow.parquet,great_expectations,pydantic,yaml"
 
 
 class PreloadingLocalExecutor(LocalExecutor):

@@ -127,6 +127,9 @@ def main() -> int:
     airflow("dags", "reserialize")
     for dag_id in ("ingest", "train", "score"):
         airflow("dags", "unpause", dag_id)
+    # torch / TensorFlow training runs in this pool (a queue is ignored by the LocalExecutor)
+    pool = os.environ.get("MLPIPE_GPU_POOL") or ctx.spec.execution.gpu_pool
+    airflow("pools", "set", pool, os.environ.get("MLPIPE_GPU_POOL_SLOTS", "2"), "GPU training slots")
 
     if not port_free(args.port):
         raise SystemExit(f"port {args.port} is in use (another Airflow?); stop it or pass --port / MLPIPE_AIRFLOW_PORT")
