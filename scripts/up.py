@@ -22,6 +22,10 @@ def main() -> int:
     os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://localhost:{port}/execution/")
     os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
     artifacts = os.environ.get("MLPIPE_ARTIFACTS", "mlflow/artifacts")
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], check=True, capture_output=True)
+    pool = os.environ.get("MLPIPE_GPU_POOL", "gpu")
+    subprocess.run([str(BIN / "airflow"), "pools", "set", pool, os.environ.get("MLPIPE_GPU_POOL_SLOTS", "2"),
+                    "GPU training slots"], check=True, capture_output=True)
     procs = [
         subprocess.Popen([str(BIN / "airflow"), "standalone"], start_new_session=True),
         subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
