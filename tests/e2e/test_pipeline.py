@@ -46,6 +46,7 @@ def pipeline(tmp_path_factory):
     spec["sources"]["flights"]["path"] = str(drops / "{date}.csv")
     spec["training"]["min_rows"] = 200
     spec["gate"]["floors"] = {"roc_auc": 0.5}
+    spec["variants"].append({"name": "broken", "backend": "sklearn_linear", "params": {"no_such_param": 1}})
     spec_path = work / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     os.environ["MLPIPE_SPEC"] = str(spec_path)
@@ -118,8 +119,8 @@ def test_bad_day_fails_validation_and_stops_downstream(pipeline, kind):
     assert {k: file_hash(store.path(*k)) for k in earlier} == earlier
 
 
-def _train(pipeline):
-    conf = {"window_start": str(DAYS[0]), "holdout_days": 2, "variants": ["hgb_small", "logreg"]}
+def _train(pipeline, variants=("hgb_small", "logreg")):
+    conf = {"window_start": str(DAYS[0]), "holdout_days": 2, "variants": list(variants)}
     run = pipeline["dags"]["train"].test(logical_date=run_for(DAYS[-1]), run_conf=conf)
     assert str(run.state) == "success", task_states(run)
     from mlpipe.report import latest_decision
@@ -171,3 +172,15 @@ def test_score_uses_the_champion(pipeline):
     assert predictions["score"].between(0, 1).all()
     assert set(predictions["model_version"]) == {str(registry.champion_version(spec.registered_model).version)}
     assert list(predictions[spec.row_id].itertuples(index=False)) == list(features[spec.row_id].itertuples(index=False))
+
+
+def test_a_failing_variant_does_not_stop_the_others(pipeline):
+    from mlpipe import registry
+
+    name = pipeline["ctx"].spec.registered_model
+    before = str(registry.champion_version(name).version)
+    decision = _train(pipeline, variants=("logreg", "broken", "mlp_torch_small"))
+    assert decision["failed_variants"] == ["broken"]
+    assert set(decision["candidates"]) == {"logreg", "mlp_torch_small"}
+    assert decision["champion"] is not None  # the champion was scored on the same holdout
+    assert decision["champion_version"] == (decision["winner_version"] if decision["promoted"] else before)
