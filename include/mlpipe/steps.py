@@ -152,6 +152,7 @@ def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str
         fit_seconds = time.perf_counter() - started
         metrics = compute_metrics(spec.target.task, holdout[spec.target.name], bundle.score(holdout))
         mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds})
+        mlflow.set_tag("mlpipe.device", getattr(bundle.backend, "device_", "cpu"))
         registry.log_json({"window": win.to_dict(), "partitions": [str(d) for d in days],
                            "hashes": {str(d): file_hash(ctx.store.path("features", d)) for d in days}},
                           "data/partitions.json")

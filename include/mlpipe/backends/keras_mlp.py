@@ -30,9 +30,14 @@ def _tf(n_threads: int):
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass
-    if not tf.config.list_physical_devices("GPU"):
-        log.info("tensorflow backend: no GPU visible; training on the CPU")
     return tf
+
+
+def _device(tf) -> str:
+    if tf.config.list_physical_devices("GPU"):
+        return "gpu"
+    log.warning("tensorflow backend: no GPU visible; training on the CPU")
+    return "cpu"
 
 
 class KerasMLP:
@@ -70,6 +75,7 @@ class KerasMLP:
 
     def fit(self, X: Encoded, y: np.ndarray) -> KerasMLP:
         tf = _tf(self.n_threads)
+        self.device_ = _device(tf)
         tf.keras.utils.set_random_seed(self.seed)
         y = np.asarray(y, dtype="float32")
         self.y_mean_, self.y_std_ = (0.0, 1.0) if self.task == "binary" else (float(y.mean()), float(y.std() or 1.0))

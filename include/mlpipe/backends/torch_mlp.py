@@ -30,7 +30,7 @@ def pick_device(requested: str) -> str:
     if requested == "cuda":
         log.warning("torch backend: CUDA requested but no GPU is visible; falling back to the CPU")
     elif requested == "auto":
-        log.info("torch backend: no GPU visible; training on the CPU")
+        log.warning("torch backend: no GPU visible; training on the CPU")
     return "cpu"
 
 
