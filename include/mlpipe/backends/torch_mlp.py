@@ -21,12 +21,15 @@ DEFAULTS: dict[str, Any] = {"hidden": [128, 64], "dropout": 0.1, "lr": 2e-3, "we
                             "max_embedding_dim": 16, "device": "auto"}
 
 
-def pick_device(requested: str) -> str:
-    """``cuda`` when asked for ("auto" or "cuda") and visible; otherwise the CPU, said aloud."""
+def pick_device(requested: str, quiet: bool = False) -> str:
+    """``cuda`` when asked for ("auto" or "cuda") and visible; otherwise the CPU, said aloud
+    unless ``quiet`` (loading a model for scoring)."""
     import torch
 
     if requested in ("auto", "cuda") and torch.cuda.is_available():
         return "cuda"
+    if quiet:
+        return "cpu"
     if requested == "cuda":
         log.warning("torch backend: CUDA requested but no GPU is visible; falling back to the CPU")
     elif requested == "auto":
@@ -167,7 +170,7 @@ class TabularMLP:
         meta = json.loads((directory / "backend.json").read_text())
         model = cls(task=meta["task"], seed=meta["seed"], n_threads=meta["n_threads"], **meta["params"])
         model.config_, model.y_mean_, model.y_std_ = meta["config"], meta["y_mean"], meta["y_std"]
-        model.device_ = pick_device(model._p("device"))
+        model.device_ = pick_device(model._p("device"), quiet=True)
         net = _network(**model.config_)
         net.load_state_dict(torch.load(directory / "state_dict.pt", map_location="cpu", weights_only=True))
         model.net_ = net.to(model.device_).eval()
