@@ -31,12 +31,12 @@ def summary(ctx: Context) -> str:
         names = sorted(decision["candidates"], key=lambda n: -sign * decision["candidates"][n].get(metric, 0.0))
         cols = ["roc_auc", "pr_auc", "log_loss", "accuracy"] if ctx.spec.target.task == "binary" \
             else ["rmse", "mae", "r2"]
-        lines.append(f"  {'variant':<14}" + "".join(f"{c:>10}" for c in cols))
+        lines.append(f"  {'variant':<16}" + "".join(f"{c:>10}" for c in cols))
         rows = [(n, decision["candidates"][n]) for n in names]
         if decision.get("champion"):
             rows.append((f"champion v{decision['previous_champion']}", decision["champion"]))
         for name, m in rows:
-            lines.append(f"  {name:<14}" + "".join(f"{m.get(c, float('nan')):>10.4f}" for c in cols))
+            lines.append(f"  {name:<16}" + "".join(f"{m.get(c, float('nan')):>10.4f}" for c in cols))
         if decision.get("failed_variants"):
             lines.append(f"  failed variants: {decision['failed_variants']}")
         verdict = "PROMOTED" if decision["promoted"] else "kept the champion"
