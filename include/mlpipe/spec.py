@@ -152,10 +152,42 @@ class TrainingSpec(_Model):
         return self
 
 
+class ParamSpace(_Model):
+    """One hyperparameter's search range: ``int`` / ``float`` between ``low`` and ``high``
+    (``log`` for a log scale), or ``categorical`` over ``choices``."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamSpace:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs choices")
+        elif self.low is None or self.high is None or self.low >= self.high:
+            raise ValueError(f"{self.type} needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        return self
+
+
+class SearchSpec(_Model):
+    """Optuna search for one variant: ``trials`` TPE trials over ``space``, each fitted on
+    the training split minus its last ``validation_days`` and scored on those days."""
+
+    trials: int = Field(ge=1, le=500)
+    validation_days: int = Field(7, ge=1)
+    space: dict[str, ParamSpace] = Field(min_length=1)
+
+
 class VariantSpec(_Model):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     backend: str
     params: dict[str, Any] = {}
+    search: SearchSpec | None = None
 
 
 class GateSpec(_Model):

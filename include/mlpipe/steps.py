@@ -147,8 +147,11 @@ def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str
                          "mlpipe.backend": variant.backend, "mlpipe.spec_hash": spec_hash(spec)})
         mlflow.log_params({**{f"hp.{k}": v for k, v in variant.params.items()}, **win.to_dict(),
                            "train_rows": len(train), "holdout_rows": len(holdout)})
+        threads = n_threads or ctx.settings.task_cpus
         started = time.perf_counter()
-        bundle = ModelBundle.train(spec, variant, train, n_threads=n_threads or ctx.settings.task_cpus)
+        if variant.search:
+            variant = _searched(spec, variant, train, threads)
+        bundle = ModelBundle.train(spec, variant, train, n_threads=threads)
         fit_seconds = time.perf_counter() - started
         metrics = compute_metrics(spec.target.task, holdout[spec.target.name], bundle.score(holdout))
         mlflow.log_metrics({**metrics, "fit_seconds": fit_seconds})
@@ -160,6 +163,25 @@ def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str
     version = str(info.registered_model_version) if register else None
     return {"variant": name, "backend": variant.backend, "run_id": run.info.run_id, "model_uri": info.model_uri,
             "version": version, "metrics": metrics, "fit_seconds": round(fit_seconds, 3)}
+
+
+def _searched(spec: PipelineSpec, variant, train: pd.DataFrame, threads: int):
+    """Run the variant's Optuna search, one nested MLflow run per trial; return the
+    variant with the best parameters."""
+    import mlflow
+    from mlpipe.search import search
+
+    experiment = mlflow.active_run().info.experiment_id
+
+    def log_trial(number: int, params: dict, value: float) -> None:
+        with mlflow.start_run(experiment_id=experiment, run_name=f"trial-{number}", nested=True):
+            mlflow.log_params({f"hp.{k}": v for k, v in params.items()})
+            mlflow.log_metric(f"validation_{spec.gate.metric}", value)
+
+    best, value = search(spec, variant, train, threads, log_trial)
+    mlflow.log_params({f"best.{k}": v for k, v in best.items()})
+    mlflow.log_metrics({f"search.validation_{spec.gate.metric}": value, "search.trials": variant.search.trials})
+    return variant.model_copy(update={"params": best})
 
 
 def evaluate(ctx: Context, candidates: list[dict], requested: list[str], window: dict, run_tags: dict[str, str],

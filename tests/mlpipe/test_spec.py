@@ -39,7 +39,8 @@ def test_bundled_flights_spec_loads():
     assert spec.target.task == "binary"
     assert spec.target.inputs == ["arr_delay"]
     assert spec.greater_is_better() is True
-    assert {"hgb", "hgb_small", "logreg"} == {v.name for v in spec.variants}
+    assert len(spec.variants) >= 6
+    assert {v.backend.split("_")[0] for v in spec.variants} == {"sklearn", "torch", "tensorflow"}
     assert spec.training.holdout_days < spec.training.lookback_days
     # no model feature is a leakage column
     assert not set(spec.features.all_names) & spec.leakage

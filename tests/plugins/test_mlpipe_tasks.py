@@ -44,8 +44,13 @@ def test_schedule_dates_follow_the_spec():
 
 
 def test_gpu_queue_and_pool_come_from_the_spec(monkeypatch, tmp_path):
+    import mlpipe_operators
     import yaml
     from mlpipe_operators import SklearnTrainOperator, TensorFlowTrainOperator, TorchTrainOperator
+
+    # Airflow's plugin loading may have re-imported mlpipe_tasks: clear the cache the
+    # operators actually use.
+    spec_cache = mlpipe_operators.spec_execution.__globals__["_spec"]
 
     root = Path(__file__).resolve().parents[2]
     spec = yaml.safe_load((root / "include/pipelines/flights.yaml").read_text())
@@ -54,7 +59,7 @@ def test_gpu_queue_and_pool_come_from_the_spec(monkeypatch, tmp_path):
     monkeypatch.setenv("MLPIPE_SPEC", str(tmp_path / "spec.yaml"))
     monkeypatch.delenv("MLPIPE_GPU_QUEUE", raising=False)
     monkeypatch.delenv("MLPIPE_GPU_POOL", raising=False)
-    mlpipe_tasks._spec.cache_clear()
+    spec_cache.cache_clear()
     try:
         assert TorchTrainOperator.placement() == {"queue": "gpu_h100", "pool": "h100"}
         assert TensorFlowTrainOperator(task_id="t", job={}).pool == "h100"
@@ -62,4 +67,4 @@ def test_gpu_queue_and_pool_come_from_the_spec(monkeypatch, tmp_path):
         monkeypatch.setenv("MLPIPE_GPU_QUEUE", "from_env")
         assert TorchTrainOperator.placement()["queue"] == "from_env"
     finally:
-        mlpipe_tasks._spec.cache_clear()
+        spec_cache.cache_clear()
