@@ -54,10 +54,10 @@ def main() -> int:
     results = [steps.train_variant(ctx, j["variant"], j["window"], tags) for j in jobs]
     decision = steps.evaluate(ctx, results, [j["variant"] for j in jobs], jobs[0]["window"], tags, promote=True)
     print(f"window {jobs[0]['window']}")
-    print(f"{'variant':<12}{'backend':<16}{'fit_s':>8}{'roc_auc':>9}{'pr_auc':>9}{'log_loss':>9}")
+    print(f"{'variant':<16}{'backend':<16}{'fit_s':>8}{'roc_auc':>9}{'pr_auc':>9}{'log_loss':>9}")
     for r in results:
         m = decision["candidates"][r["variant"]]
-        print(f"{r['variant']:<12}{r['backend']:<16}{r['fit_seconds']:>8.1f}{m['roc_auc']:>9.4f}"
+        print(f"{r['variant']:<16}{r['backend']:<16}{r['fit_seconds']:>8.1f}{m['roc_auc']:>9.4f}"
               f"{m['pr_auc']:>9.4f}{m['log_loss']:>9.4f}")
     print(f"decision: promoted={decision['promoted']} champion v{decision['champion_version']}: {decision['reason']}")
     print(f"data and MLflow store: {work}")
