@@ -41,6 +41,7 @@ def main() -> int:
     print(f"\nAirflow UI: http://localhost:{port}  login: " +
           ", ".join(f"{u} / {p}" for u, p in login.items()) if login else f"\nAirflow UI: http://localhost:{port}")
     print(f"MLflow UI:  http://localhost:{mlflow_port}\nCtrl-C stops both.", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop both on kill/timeout too
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(1)
