@@ -154,13 +154,19 @@ def main() -> int:
               lambda: airflow("dags", "trigger", "train", "--run-id", run_id, "--conf", json.dumps(conf),
                               "--logical-date", logical))
 
+        if registry.champion_version(ctx.spec.registered_model) is None:
+            print("== no champion (the gate promoted nothing): skipping score", flush=True)
+            return finish(ctx, t0)
         print(f"== score {holdout_start} .. {end} with the champion (backfill)", flush=True)
         phase("score", "score", (holdout_start, end),
               lambda: airflow("backfill", "create", "--dag-id", "score", "--from-date", str(holdout_start),
                               "--to-date", str(end), "--max-active-runs", "8", check=False))
     finally:
         api.stop()
+    return finish(ctx, t0)
 
+
+def finish(ctx, t0: float) -> int:
     from mlpipe.report import summary
 
     print(summary(ctx))
