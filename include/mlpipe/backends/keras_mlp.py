@@ -8,17 +8,14 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mlpipe.errors import NotFittedError
+from mlpipe.backends.neural import NeuralBackend
 from mlpipe.preprocessing import Encoded
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {"hidden": [128, 64], "dropout": 0.1, "lr": 2e-3, "batch_size": 1024,
-                            "max_epochs": 30, "patience": 3, "validation_fraction": 0.1, "max_embedding_dim": 16}
 
 
 def _tf(n_threads: int):
@@ -40,18 +37,9 @@ def _device(tf) -> str:
     return "cpu"
 
 
-class KerasMLP:
-    def __init__(self, *, task: str, seed: int = 0, n_threads: int = 1, **params: Any):
-        unknown = sorted(set(params) - set(DEFAULTS))
-        if unknown:
-            raise TypeError(f"unknown tensorflow hyperparameters {unknown}; known: {sorted(DEFAULTS)}")
-        self.task = task
-        self.seed = seed
-        self.n_threads = n_threads
-        self.params = params
-
-    def _p(self, name: str):
-        return self.params.get(name, DEFAULTS[name])
+class KerasMLP(NeuralBackend):
+    framework = "tensorflow"
+    fitted_attr = "model_"
 
     def _build(self, tf, n_numeric: int, cardinalities: list[int]):
         keras = tf.keras
@@ -77,12 +65,7 @@ class KerasMLP:
         tf = _tf(self.n_threads)
         self.device_ = _device(tf)
         tf.keras.utils.set_random_seed(self.seed)
-        y = np.asarray(y, dtype="float32")
-        self.y_mean_, self.y_std_ = (0.0, 1.0) if self.task == "binary" else (float(y.mean()), float(y.std() or 1.0))
-        target = (y - self.y_mean_) / self.y_std_
-        order = np.random.default_rng(self.seed).permutation(len(y))
-        n_val = max(1, int(len(y) * self._p("validation_fraction")))
-        val, train = order[:n_val], order[n_val:]
+        train, val, target = self._split(y)
         model = self._build(tf, X.numeric.shape[1], list(X.cardinalities))
         model.compile(optimizer=tf.keras.optimizers.Adam(self._p("lr")),
                       loss="binary_crossentropy" if self.task == "binary" else "mse")
@@ -95,27 +78,12 @@ class KerasMLP:
         return self
 
     def _raw(self, X: Encoded) -> np.ndarray:
-        if not hasattr(self, "model_"):
-            raise NotFittedError("KerasMLP is not fitted: call fit() first")
+        self._check_fitted()
         out = self.model_.predict(self._inputs(X), verbose=0, batch_size=8192)
         return out.reshape(-1).astype("float64")
 
-    def predict_proba(self, X: Encoded) -> np.ndarray:
-        if not hasattr(self, "model_"):
-            raise NotFittedError("KerasMLP is not fitted: call fit() first")
-        if self.task != "binary":
-            raise TypeError("predict_proba is only defined for classification")
-        p = np.clip(self._raw(X), 0.0, 1.0)
-        return np.column_stack([1.0 - p, p])
-
-    def predict(self, X: Encoded) -> np.ndarray:
-        if self.task == "binary":
-            return (self.predict_proba(X)[:, 1] >= 0.5).astype("int64")
-        return self._raw(X) * self.y_std_ + self.y_mean_
-
     def save(self, directory: Path) -> None:
-        if not hasattr(self, "model_"):
-            raise NotFittedError("KerasMLP is not fitted: call fit() first")
+        self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model_.save(directory / "model.keras")

@@ -11,14 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from mlpipe.errors import NotFittedError
+from mlpipe.backends.neural import DEFAULTS as NEURAL_DEFAULTS
+from mlpipe.backends.neural import NeuralBackend
 from mlpipe.preprocessing import Encoded
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {"hidden": [128, 64], "dropout": 0.1, "lr": 2e-3, "weight_decay": 1e-5,
-                            "batch_size": 1024, "max_epochs": 30, "patience": 3, "validation_fraction": 0.1,
-                            "max_embedding_dim": 16, "device": "auto"}
+DEFAULTS: dict[str, Any] = {**NEURAL_DEFAULTS, "weight_decay": 1e-5, "device": "auto"}
 
 
 def pick_device(requested: str, quiet: bool = False) -> str:
@@ -61,18 +60,10 @@ def _network(n_numeric: int, cardinalities: list[int], hidden: list[int], dropou
     return TabularMLP()
 
 
-class TabularMLP:
-    def __init__(self, *, task: str, seed: int = 0, n_threads: int = 1, **params: Any):
-        unknown = sorted(set(params) - set(DEFAULTS))
-        if unknown:
-            raise TypeError(f"unknown torch hyperparameters {unknown}; known: {sorted(DEFAULTS)}")
-        self.task = task
-        self.seed = seed
-        self.n_threads = n_threads
-        self.params = params
-
-    def _p(self, name: str):
-        return self.params.get(name, DEFAULTS[name])
+class TabularMLP(NeuralBackend):
+    defaults = DEFAULTS
+    framework = "torch"
+    fitted_attr = "net_"
 
     def fit(self, X: Encoded, y: np.ndarray) -> TabularMLP:
         import torch
@@ -80,13 +71,7 @@ class TabularMLP:
         torch.manual_seed(self.seed)
         torch.set_num_threads(self.n_threads)
         self.device_ = pick_device(self._p("device"))
-        y = np.asarray(y, dtype="float32")
-        self.y_mean_, self.y_std_ = (0.0, 1.0) if self.task == "binary" else (float(y.mean()), float(y.std() or 1.0))
-        target = (y - self.y_mean_) / self.y_std_
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(y))
-        n_val = max(1, int(len(y) * self._p("validation_fraction")))
-        val, train = order[:n_val], order[n_val:]
+        train, val, target = self._split(y)
         self.config_ = {"n_numeric": X.numeric.shape[1], "cardinalities": list(X.cardinalities),
                         "hidden": list(self._p("hidden")), "dropout": self._p("dropout"),
                         "max_dim": self._p("max_embedding_dim")}
@@ -130,31 +115,18 @@ class TabularMLP:
     def _raw(self, X: Encoded) -> np.ndarray:
         import torch
 
-        if not hasattr(self, "net_"):
-            raise NotFittedError("TabularMLP is not fitted: call fit() first")
+        self._check_fitted()
         torch.set_num_threads(self.n_threads)
         with torch.no_grad():
             out = self.net_(*self._tensors(X))
+            if self.task == "binary":
+                out = torch.sigmoid(out)
         return out.cpu().numpy().astype("float64")
-
-    def predict_proba(self, X: Encoded) -> np.ndarray:
-        if not hasattr(self, "net_"):
-            raise NotFittedError("TabularMLP is not fitted: call fit() first")
-        if self.task != "binary":
-            raise TypeError("predict_proba is only defined for classification")
-        p = 1.0 / (1.0 + np.exp(-self._raw(X)))
-        return np.column_stack([1.0 - p, p])
-
-    def predict(self, X: Encoded) -> np.ndarray:
-        if self.task == "binary":
-            return (self.predict_proba(X)[:, 1] >= 0.5).astype("int64")
-        return self._raw(X) * self.y_std_ + self.y_mean_
 
     def save(self, directory: Path) -> None:
         import torch
 
-        if not hasattr(self, "net_"):
-            raise NotFittedError("TabularMLP is not fitted: call fit() first")
+        self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.cpu() for k, v in self.net_.state_dict().items()}, directory / "state_dict.pt")

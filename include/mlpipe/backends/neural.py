@@ -1,0 +1,61 @@
+"""What the torch and Keras MLP backends share: hyperparameter checking with defaults,
+the seeded validation split with target scaling, and predict / predict_proba on top of
+each backend's ``_raw`` (probabilities for binary targets, scaled values for regression)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mlpipe.errors import NotFittedError
+from mlpipe.preprocessing import Encoded
+
+DEFAULTS: dict[str, Any] = {"hidden": [128, 64], "dropout": 0.1, "lr": 2e-3, "batch_size": 1024,
+                            "max_epochs": 30, "patience": 3, "validation_fraction": 0.1, "max_embedding_dim": 16}
+
+
+class NeuralBackend:
+    defaults: ClassVar[dict[str, Any]] = DEFAULTS
+    framework: ClassVar[str] = ""
+    fitted_attr: ClassVar[str] = ""
+
+    def __init__(self, *, task: str, seed: int = 0, n_threads: int = 1, **params: Any):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise TypeError(f"unknown {self.framework} hyperparameters {unknown}; known: {sorted(self.defaults)}")
+        self.task = task
+        self.seed = seed
+        self.n_threads = n_threads
+        self.params = params
+
+    def _p(self, name: str):
+        return self.params.get(name, self.defaults[name])
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, self.fitted_attr):
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() first")
+
+    def _split(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Seeded (train, validation) row indices and the target, standardised for regression."""
+        y = np.asarray(y, dtype="float32")
+        self.y_mean_, self.y_std_ = (0.0, 1.0) if self.task == "binary" else (float(y.mean()), float(y.std() or 1.0))
+        order = np.random.default_rng(self.seed).permutation(len(y))
+        n_val = max(1, int(len(y) * self._p("validation_fraction")))
+        return order[n_val:], order[:n_val], ((y - self.y_mean_) / self.y_std_).astype("float32")
+
+    def _raw(self, X: Encoded) -> np.ndarray:  # pragma: no cover - implemented by each backend
+        raise NotImplementedError
+
+    def predict_proba(self, X: Encoded) -> np.ndarray:
+        self._check_fitted()
+        if self.task != "binary":
+            raise TypeError("predict_proba is only defined for classification")
+        p = np.clip(self._raw(X), 0.0, 1.0)
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: Encoded) -> np.ndarray:
+        self._check_fitted()
+        if self.task == "binary":
+            return (self.predict_proba(X)[:, 1] >= 0.5).astype("int64")
+        return self._raw(X) * self.y_std_ + self.y_mean_
