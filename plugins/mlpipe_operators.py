@@ -37,9 +37,8 @@ class TrainVariantOperator(BaseOperator):
     def execute(self, context):
         dag_run = context["dag_run"]
         context["variant"] = self.job["variant"]
-        cpus = self.cpus or int(os.environ.get("MLPIPE_TASK_CPUS", "1"))
         return run_step("train_variant", name=self.job["variant"], window=self.job["window"],
-                        dry_run=self.job["dry_run"], n_threads=cpus,
+                        dry_run=self.job["dry_run"], n_threads=self.cpus,  # None: MLPIPE_TASK_CPUS
                         run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id,
                                   "airflow.queue": self.queue, "airflow.pool": self.pool})
 

@@ -119,11 +119,5 @@ def promote(registered_model: str, version: str, tags: dict[str, str]) -> None:
     client.set_registered_model_alias(registered_model, CHAMPION, version)
 
 
-def tag_version(registered_model: str, version: str, tags: dict[str, str]) -> None:
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_model, version, key, str(value))
-
-
 def log_json(payload: dict, name: str) -> None:
     mlflow.log_text(json.dumps(payload, indent=2, default=str), name)
