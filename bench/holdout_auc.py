@@ -52,14 +52,20 @@ def main() -> int:
     jobs = steps.plan_training(ctx, end, window_start=start, holdout_days=args.holdout_days)
     tags = {"airflow.run_id": "bench"}
     results = [steps.train_variant(ctx, j["variant"], j["window"], tags) for j in jobs]
-    decision = steps.evaluate(ctx, results, [j["variant"] for j in jobs], jobs[0]["window"], tags, promote=True)
+    t0 = time.perf_counter()
+    ensemble = steps.build_ensemble(ctx, candidates=results, window=jobs[0]["window"], run_tags=tags, register=True)
+    results += [ensemble] if ensemble else []
+    ensemble_s, t0 = time.perf_counter() - t0, time.perf_counter()
+    decision = steps.evaluate(ctx, candidates=results, requested=[j["variant"] for j in jobs],
+                              window=jobs[0]["window"], run_tags=tags)
+    print(f"ensemble built in {ensemble_s:.1f}s; evaluation (with bootstrap) in {time.perf_counter() - t0:.1f}s")
     print(f"window {jobs[0]['window']}")
     print(f"{'variant':<16}{'backend':<16}{'fit_s':>8}{'roc_auc':>9}{'pr_auc':>9}{'log_loss':>9}")
     for r in results:
-        m = decision["candidates"][r["variant"]]
-        print(f"{r['variant']:<16}{r['backend']:<16}{r['fit_seconds']:>8.1f}{m['roc_auc']:>9.4f}"
+        m = decision["candidates"][r["variant"]]["metrics"]
+        print(f"{r['variant']:<16}{r['backend']:<16}{r.get('fit_seconds', float('nan')):>8.1f}{m['roc_auc']:>9.4f}"
               f"{m['pr_auc']:>9.4f}{m['log_loss']:>9.4f}")
-    print(f"decision: promoted={decision['promoted']} champion v{decision['champion_version']}: {decision['reason']}")
+    print(f"decision: {decision['decision']}, champion v{decision['champion_after']}: {decision['reason']}")
     print(f"data and MLflow store: {work}")
     return 0
 

@@ -1,8 +1,11 @@
-"""Train the spec's variants in parallel, evaluate them with the champion on one holdout,
-and move the MLflow alias `champion` only when the gate says a candidate wins.
+"""Train the spec's variants in parallel, add a soft-voting ensemble of the best ones,
+evaluate them all with the champion on one holdout, and move the MLflow alias `champion`
+only when the gate says a candidate wins beyond the noise (`challenger`: the best that
+did not win). Every decision goes to the promotion ledger.
 
 Trigger manually with the Params form to choose the window, the variants, or a dry run
-(trains and records a decision without registering or promoting anything).
+(trains and records a decision without registering or promoting anything). Backfill runs
+record what they would have promoted and move nothing, unless `promote_in_backfill`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
 from mlpipe_operators import OPERATORS
 
-from mlpipe_tasks import DEFAULT_ARGS, run_step, schedule_dates
+from mlpipe_tasks import DEFAULT_ARGS, is_backfill, run_step, run_tags, schedule_dates
 
 PARAMS = {
     "window_start": Param(None, type=["null", "string"], format="date",
@@ -22,6 +25,8 @@ PARAMS = {
     "variants": Param([], type="array", items={"type": "string"},
                       description="Variant names to train (empty: all in the spec)"),
     "dry_run": Param(False, type="boolean", description="Train and evaluate, but register and promote nothing"),
+    "promote_in_backfill": Param(False, type="boolean",
+                                 description="Let a backfill run register and promote (default: record only)"),
 }
 
 
@@ -29,26 +34,32 @@ PARAMS = {
      max_active_runs=1, default_args=DEFAULT_ARGS, params=PARAMS, tags=["mlpipe", "train"], doc_md=__doc__)
 def train():
     @task
-    def plan(params=None, logical_date=None) -> list[dict]:
-        """One job per variant: {variant, family, window, dry_run}."""
-        return run_step("plan_training", logical_date=logical_date.date(), **params)
+    def plan(params=None, logical_date=None, dag_run=None) -> list[dict]:
+        """One job per variant: {variant, family, window, mode}."""
+        return run_step("plan_training", logical_date=logical_date.date(),
+                        backfill=is_backfill(dag_run), **params)
 
     @task
     def select(jobs: list[dict], family: str) -> list[dict]:
         return [job for job in jobs if job["family"] == family]
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def evaluate(results: list, jobs: list[dict], dag_run=None) -> dict:
+    def ensemble(results: list, jobs: list[dict], dag_run=None) -> dict | None:
         trained = [r for group in results for r in (group or []) if r]
+        return run_step("build_ensemble", candidates=trained, window=jobs[0]["window"], run_tags=run_tags(dag_run),
+                        register=jobs[0]["mode"] == "live")
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def evaluate(results: list, combined: dict | None, jobs: list[dict], dag_run=None) -> dict:
+        trained = [r for group in results for r in (group or []) if r] + ([combined] if combined else [])
         return run_step("evaluate", candidates=trained, requested=[j["variant"] for j in jobs],
-                        window=jobs[0]["window"], promote=not jobs[0]["dry_run"],
-                        run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id})
+                        window=jobs[0]["window"], mode=jobs[0]["mode"], run_tags=run_tags(dag_run))
 
     jobs = plan()
     trained = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}", **op.placement())
                .expand(job=select.override(task_id=f"select_{op.family}")(jobs, op.family)).output
                for op in OPERATORS]
-    evaluate(trained, jobs)
+    evaluate(trained, ensemble(trained, jobs), jobs)
 
 
 train()

@@ -38,16 +38,29 @@ def schedule_dates(extra_days: int = 0) -> dict:
     return {"start_date": dt.datetime.combine(sched.start, dt.time(), utc), "end_date": end}
 
 
+def _run_type(dag_run) -> str:
+    return str(getattr(dag_run.run_type, "value", dag_run.run_type))
+
+
+def is_backfill(dag_run) -> bool:
+    return _run_type(dag_run) == "backfill"
+
+
+def run_tags(dag_run) -> dict[str, str]:
+    """MLflow / ledger tags naming the Airflow run."""
+    return {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id, "airflow.run_type": _run_type(dag_run)}
+
+
 def run_step(step: str, **kwargs):
     """Run ``mlpipe.steps.<step>`` with a freshly loaded context.
 
-    Bad input (spec, source, data-quality or training-setup errors) fails the task at
+    Bad input (spec, source, data-quality, training-setup or registry requests) fails the task at
     once: retrying cannot fix the data. Anything else may be transient and retries.
     """
     from mlpipe import steps
-    from mlpipe.errors import SourceError, SpecError, TrainingError, ValidationFailed
+    from mlpipe.errors import RegistryError, SourceError, SpecError, TrainingError, ValidationFailed
 
     try:
         return getattr(steps, step)(steps.Context.load(), **kwargs)
-    except (SpecError, SourceError, ValidationFailed, TrainingError) as exc:
+    except (SpecError, SourceError, ValidationFailed, TrainingError, RegistryError) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc

@@ -36,5 +36,9 @@ class TrainingError(MlpipeError):
     """Training could not start or a variant could not be fitted."""
 
 
+class RegistryError(MlpipeError):
+    """A registry operation cannot be done as asked (unknown version, nothing to roll back to)."""
+
+
 class NotFittedError(MlpipeError):
     """A model or preprocessor was used before ``fit``."""

@@ -31,6 +31,10 @@ class ModelBundle:
     def features(self) -> list[str]:
         return [*self.preprocessor.numeric, *self.preprocessor.categorical]
 
+    @property
+    def backend_names(self) -> list[str]:
+        return [self.backend_name]
+
     @classmethod
     def train(cls, spec: PipelineSpec, variant: VariantSpec, frame: pd.DataFrame, n_threads: int = 1) -> ModelBundle:
         feats = spec.features

@@ -2,6 +2,7 @@
 artifact, so loading a model never unpickles a Python object."""
 
 import mlflow
+
 from mlpipe.registry import BundleModel
 
 mlflow.models.set_model(BundleModel())

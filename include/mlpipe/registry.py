@@ -14,15 +14,15 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-import mlflow  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlpipe.model import ModelBundle  # noqa: E402
 from mlpipe.settings import Settings  # noqa: E402
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # models-from-code: no pickled Python object
 OUTPUT_COLUMN = "score"
 
@@ -31,7 +31,9 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     """pyfunc face of a ModelBundle: predict(frame of features) -> frame with ``score``."""
 
     def load_context(self, context):
-        self.bundle = ModelBundle.load(context.artifacts["bundle"])
+        from mlpipe.ensemble import load_bundle
+
+        self.bundle = load_bundle(context.artifacts["bundle"])
 
     def predict(self, context, model_input, params=None):
         return pd.DataFrame({OUTPUT_COLUMN: self.bundle.score(model_input)})
@@ -57,8 +59,9 @@ _BACKEND_REQUIREMENTS = {"sklearn": ["scikit-learn", "skops", "threadpoolctl"], 
                          "tensorflow": ["tensorflow-cpu", "keras"]}
 
 
-def _requirements(backend: str) -> list[str]:
-    names = ["pandas", "numpy", "pyarrow", "scikit-learn", *_BACKEND_REQUIREMENTS.get(backend.split("_")[0], [])]
+def _requirements(backends: list[str]) -> list[str]:
+    names = ["pandas", "numpy", "pyarrow", "scikit-learn",
+             *(r for b in backends for r in _BACKEND_REQUIREMENTS.get(b.split("_")[0], []))]
     found = []
     for name in dict.fromkeys(names):
         try:
@@ -68,7 +71,7 @@ def _requirements(backend: str) -> list[str]:
     return found
 
 
-def log_bundle(bundle: ModelBundle, example: pd.DataFrame, registered_model: str) -> mlflow.models.model.ModelInfo:
+def log_bundle(bundle, example: pd.DataFrame, registered_model: str) -> mlflow.models.model.ModelInfo:
     """Log the bundle as a pyfunc model in the active run and register a new version."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
@@ -82,17 +85,56 @@ def log_bundle(bundle: ModelBundle, example: pd.DataFrame, registered_model: str
         path = bundle.save(Path(tmp) / "bundle")
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(ENTRY), artifacts={"bundle": str(path)}, signature=signature,
-            registered_model_name=registered_model, pip_requirements=_requirements(bundle.backend_name))
+            registered_model_name=registered_model, pip_requirements=_requirements(bundle.backend_names))
 
 
-def champion_version(registered_model: str):
-    """The ModelVersion behind ``@champion``, or None if nothing was promoted yet."""
+def alias_version(registered_model: str, alias: str):
+    """The ModelVersion behind ``@alias``, or None if the alias (or the model) does not exist."""
     try:
-        return MlflowClient().get_model_version_by_alias(registered_model, CHAMPION)
+        return MlflowClient().get_model_version_by_alias(registered_model, alias)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
         raise
+
+
+def champion_version(registered_model: str):
+    return alias_version(registered_model, CHAMPION)
+
+
+def version_exists(registered_model: str, version: str) -> bool:
+    try:
+        MlflowClient().get_model_version(registered_model, str(version))
+        return True
+    except MlflowException:
+        return False
+
+
+class AliasMoved(Exception):
+    """An alias no longer points where the caller last saw it."""
+
+
+def move_alias(registered_model: str, alias: str, version: str | None, expected: str | None,
+               tags: dict[str, str] | None = None) -> None:
+    """Compare-and-set: point ``alias`` at ``version`` (or delete it when None) only if
+    it still points at ``expected`` (None: unset). Callers hold the pipeline's promotion
+    lock, so the check and the move cannot interleave with another promotion."""
+    current = alias_version(registered_model, alias)
+    seen = str(current.version) if current else None
+    if seen != (str(expected) if expected is not None else None):
+        raise AliasMoved(f"@{alias} of {registered_model} moved from v{expected} to v{seen} meanwhile")
+    client = MlflowClient()
+    if version is None:
+        if current is not None:
+            client.delete_registered_model_alias(registered_model, alias)
+        return
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(registered_model, str(version), key, value)
+    client.set_registered_model_alias(registered_model, alias, str(version))
+
+
+def version_uri(registered_model: str, version: str) -> str:
+    return f"models:/{registered_model}/{version}"
 
 
 def load_model(uri: str):
@@ -112,11 +154,9 @@ def predict(model, frame: pd.DataFrame) -> pd.Series:
     return model.predict(_as_model_input(frame[names]))[OUTPUT_COLUMN].to_numpy()
 
 
-def promote(registered_model: str, version: str, tags: dict[str, str]) -> None:
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_model, version, key, value)
-    client.set_registered_model_alias(registered_model, CHAMPION, version)
+def bundle_of(model):
+    """The ModelBundle (or Ensemble) inside a loaded pyfunc."""
+    return model.unwrap_python_model().bundle
 
 
 def log_json(payload: dict, name: str) -> None:

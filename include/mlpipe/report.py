@@ -1,16 +1,15 @@
-"""Human-readable summary of the latest train decision and the current champion."""
+"""Human-readable summary of the data layers, the latest train decision (from the
+promotion ledger) and the current aliases."""
 
 from __future__ import annotations
 
-import json
-
+from mlpipe import ledger
 from mlpipe.steps import Context
 
 
 def latest_decision(ctx: Context) -> dict | None:
-    folder = ctx.store.report_path("decisions", "x").parent
-    records = sorted(folder.glob("*.json")) if folder.exists() else []
-    return json.loads(records[-1].read_text()) if records else None
+    """The ledger's latest train entry."""
+    return next((e for e in reversed(ledger.entries(ctx.store)) if e["kind"] == "train"), None)
 
 
 def summary(ctx: Context) -> str:
@@ -25,23 +24,30 @@ def summary(ctx: Context) -> str:
     if decision is None:
         lines.append("no train decision recorded yet")
     else:
-        metric = decision["metric"]
-        lines.append(f"latest train run {decision['run_tags'].get('airflow.run_id')}, window {decision['window']}")
+        metric, intervals = decision["metric"], decision.get("intervals", {})
+        lines.append(f"latest train run {decision['run_id']} ({decision['mode']}), window {decision['window']}")
         sign = 1.0 if ctx.spec.greater_is_better(metric) else -1.0
-        names = sorted(decision["candidates"], key=lambda n: -sign * decision["candidates"][n].get(metric, 0.0))
-        cols = ["roc_auc", "pr_auc", "log_loss", "accuracy"] if ctx.spec.target.task == "binary" \
+        candidates = {n: c["metrics"] for n, c in decision["candidates"].items()}
+        names = sorted(candidates, key=lambda n: -sign * candidates[n].get(metric, 0.0))
+        cols = ["roc_auc", "pr_auc", "log_loss", "brier", "f1"] if ctx.spec.target.task == "binary" \
             else ["rmse", "mae", "r2"]
-        lines.append(f"  {'variant':<16}" + "".join(f"{c:>10}" for c in cols))
-        rows = [(n, decision["candidates"][n]) for n in names]
-        if decision.get("champion"):
-            rows.append((f"champion v{decision['previous_champion']}", decision["champion"]))
+        lines.append(f"  {'model':<16}" + "".join(f"{c:>10}" for c in cols) + f"   {metric} gain vs champion")
+        rows = [(n, candidates[n]) for n in names]
+        if decision.get("champion_metrics"):
+            rows.append((f"champion v{decision['champion_before']}", decision["champion_metrics"]))
         for name, m in rows:
-            lines.append(f"  {name:<16}" + "".join(f"{m.get(c, float('nan')):>10.4f}" for c in cols))
+            gain = intervals.get(name, {})
+            shown = (f"   {gain['gain']:+.4f} [{gain['gain_ci'][0]:+.4f}, {gain['gain_ci'][1]:+.4f}]"
+                     if "gain_ci" in gain else "")
+            lines.append(f"  {name:<16}" + "".join(f"{m.get(c, float('nan')):>10.4f}" for c in cols) + shown)
         if decision.get("failed_variants"):
             lines.append(f"  failed variants: {decision['failed_variants']}")
-        verdict = "PROMOTED" if decision["promoted"] else "kept the champion"
+        verdict = {"promote": "PROMOTED", "keep": "kept the champion"}.get(decision["decision"],
+                                                                            decision["decision"].upper())
         lines.append(f"gate: {verdict}: {decision['reason']}")
-    current = registry.champion_version(ctx.spec.registered_model)
-    lines.append(f"champion: {ctx.spec.registered_model} version {current.version}" if current
-                 else "champion: none yet")
+        lines.append(f"ledger entry {decision['seq']}: python -m mlpipe.ledger")
+    for alias in (registry.CHAMPION, registry.CHALLENGER):
+        current = registry.alias_version(ctx.spec.registered_model, alias)
+        lines.append(f"{alias}: {ctx.spec.registered_model} version {current.version}" if current
+                     else f"{alias}: none")
     return "\n".join(lines)

@@ -26,10 +26,16 @@ METRICS: dict[str, dict[str, bool]] = {
     "pr_auc": {"binary": True},
     "log_loss": {"binary": False},
     "accuracy": {"binary": True},
+    "f1": {"binary": True},
+    "precision": {"binary": True},
+    "recall": {"binary": True},
+    "brier": {"binary": False},
+    "calibration_error": {"binary": False},
     "rmse": {"regression": False},
     "mae": {"regression": False},
     "r2": {"regression": True},
 }
+GATE_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "rmse", "mae", "r2")  # bootstrappable
 CALENDAR = ("day_of_week", "day_of_year", "month", "is_weekend")
 
 
@@ -190,10 +196,31 @@ class VariantSpec(_Model):
     search: SearchSpec | None = None
 
 
+class BootstrapSpec(_Model):
+    """Paired bootstrap of each candidate's gain over the champion on the holdout."""
+    resamples: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
 class GateSpec(_Model):
+    """Promotion: every floor passed, and the lower bound of the gain's bootstrap interval
+    above ``min_improvement``. ``unscorable_champion`` says what happens when the champion
+    cannot score the holdout (e.g. the features changed): ``replace`` treats it as absent,
+    ``keep`` refuses to promote until someone rolls back or retires it."""
     metric: str = "roc_auc"
     floors: dict[str, float] = {}
     min_improvement: float = Field(0.0, ge=0.0)
+    bootstrap: BootstrapSpec = BootstrapSpec()
+    unscorable_champion: Literal["replace", "keep"] = "replace"
+
+
+class EnsembleSpec(_Model):
+    """A soft-voting ensemble of the ``top_k`` trained variants, gated like any other
+    candidate. ``metric`` weighting: weights proportional to each member's gate metric
+    (to its inverse when lower is better)."""
+    top_k: int = Field(3, ge=2)
+    weighting: Literal["equal", "metric"] = "metric"
 
 
 class ScheduleSpec(_Model):
@@ -232,6 +259,7 @@ class PipelineSpec(_Model):
     training: TrainingSpec
     variants: list[VariantSpec] = Field(min_length=1)
     gate: GateSpec = GateSpec()
+    ensemble: EnsembleSpec | None = None
     execution: ExecutionSpec = ExecutionSpec()
 
     @property
@@ -265,9 +293,13 @@ class PipelineSpec(_Model):
         variant_names = [v.name for v in self.variants]
         if len(set(variant_names)) != len(variant_names):
             problems.append("variants: names must be unique")
+        if "ensemble" in variant_names:
+            problems.append("variants: 'ensemble' is reserved for the ensemble candidate")
         directions = METRICS.get(self.gate.metric)
         if directions is None or self.target.task not in directions:
             problems.append(f"gate.metric: {self.gate.metric!r} is not a {self.target.task} metric")
+        elif self.gate.metric not in GATE_METRICS:
+            problems.append(f"gate.metric: {self.gate.metric!r} has no bootstrap; choose one of {sorted(GATE_METRICS)}")
         for metric in self.gate.floors:
             if self.target.task not in METRICS.get(metric, {}):
                 problems.append(f"gate.floors.{metric}: not a {self.target.task} metric")

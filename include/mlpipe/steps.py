@@ -98,8 +98,14 @@ def _date(value: str | dt.date | None) -> dt.date | None:
 
 
 def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window_end=None, holdout_days=None,
-                  variants: list[str] | None = None, dry_run: bool = False) -> list[dict]:
-    """Resolve a train run's Params into one job per variant to train."""
+                  variants: list[str] | None = None, dry_run: bool = False, backfill: bool = False,
+                  promote_in_backfill: bool = False) -> list[dict]:
+    """Resolve a train run's Params into one job per variant to train.
+
+    ``mode`` is ``dry_run`` (register and promote nothing), ``backfill`` (a run for a
+    past interval: record what would be promoted, register and move nothing, unless
+    ``promote_in_backfill``) or ``live``.
+    """
     known = [v.name for v in ctx.spec.variants]
     unknown = sorted(set(variants or []) - set(known))
     if unknown:
@@ -107,8 +113,9 @@ def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window
     win = window(ctx.spec, _date(window_end) or logical_date, _date(window_start), holdout_days)
     load_split(ctx, win)  # fail here, once, if the data cannot support the window
     backends = {v.name: v.backend for v in ctx.spec.variants}
-    return [{"variant": name, "family": backends[name].split("_", 1)[0], "window": win.to_dict(),
-             "dry_run": bool(dry_run)} for name in variants or known]
+    mode = "dry_run" if dry_run else "backfill" if backfill and not promote_in_backfill else "live"
+    return [{"variant": name, "family": backends[name].split("_", 1)[0], "window": win.to_dict(), "mode": mode}
+            for name in variants or known]
 
 
 def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, list[dt.date]]:
@@ -126,11 +133,12 @@ def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, l
     return train, holdout, days
 
 
-def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str], dry_run: bool = False,
+def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str], register: bool = True,
                   n_threads: int | None = None) -> dict:
     """Fit one variant on the window's training days, log it to MLflow with its holdout
-    metrics and data partitions, and register it as a new version (unless dry run)."""
+    metrics and data partitions, and (when ``register``) register it as a new version."""
     import mlflow
+
     from mlpipe import registry
     from mlpipe.evaluation import compute_metrics
     from mlpipe.model import ModelBundle
@@ -139,7 +147,7 @@ def train_variant(ctx: Context, name: str, window: dict, run_tags: dict[str, str
     variant = next((v for v in spec.variants if v.name == name), None)
     if variant is None:
         raise TrainingError(f"unknown variant {name!r}; the spec has {[v.name for v in spec.variants]}")
-    win, register = Window.from_dict(window), not dry_run
+    win = Window.from_dict(window)
     train, holdout, days = load_split(ctx, win)
     experiment = registry.connect(ctx.settings, spec.name)
     with mlflow.start_run(experiment_id=experiment, run_name=f"train-{name}") as run:
@@ -169,6 +177,7 @@ def _searched(spec: PipelineSpec, variant, train: pd.DataFrame, threads: int):
     """Run the variant's Optuna search, one nested MLflow run per trial; return the
     variant with the best parameters."""
     import mlflow
+
     from mlpipe.search import search
 
     experiment = mlflow.active_run().info.experiment_id
@@ -184,73 +193,55 @@ def _searched(spec: PipelineSpec, variant, train: pd.DataFrame, threads: int):
     return variant.model_copy(update={"params": best})
 
 
-def evaluate(ctx: Context, candidates: list[dict], requested: list[str], window: dict, run_tags: dict[str, str],
-             promote: bool) -> dict:
-    """Score the champion and every candidate on the same holdout, apply the gate, and
-    set ``champion`` when a candidate wins and ``promote`` is true. Always recorded."""
-    import mlflow
-    from mlpipe import registry
-    from mlpipe.evaluation import compute_metrics, decide
+def build_ensemble(ctx: Context, **kwargs) -> dict | None:
+    from mlpipe.promotion import build_ensemble as build
 
-    spec = ctx.spec
-    if not candidates:
-        raise TrainingError("no variant trained successfully; nothing to evaluate")
-    win = Window.from_dict(window)
-    _, holdout, _ = load_split(ctx, win)
-    y = holdout[spec.target.name].to_numpy()
-    experiment = registry.connect(ctx.settings, spec.name)
-    scored = {c["variant"]: compute_metrics(spec.target.task, y, registry.predict(registry.load_model(c["model_uri"]),
-                                                                                   holdout)) for c in candidates}
-    current = registry.champion_version(spec.registered_model)
-    champion_metrics, note = None, ""
-    if current is not None:
-        try:
-            model = registry.load_model(f"models:/{spec.registered_model}/{current.version}")
-            champion_metrics = compute_metrics(spec.target.task, y, registry.predict(model, holdout))
-        except Exception as exc:  # noqa: BLE001 - e.g. a schema change: record it, do not crash
-            note = f"; champion v{current.version} cannot score the holdout ({exc}), treated as absent"
-    decision = decide(spec.gate, spec.target.task, scored, champion_metrics)
-    previous = str(current.version) if current else None
-    by_name = {c["variant"]: c for c in candidates}
-    winner = by_name.get(decision.winner) if decision.winner else None
-    promoted = bool(decision.promote and promote and winner and winner["version"])
-    record = {**decision.to_dict(), "reason": decision.reason + note, "promoted": promoted,
-              "would_promote": decision.promote, "previous_champion": previous,
-              "champion_version": winner["version"] if promoted else previous,
-              "winner_version": winner["version"] if winner else None, "window": win.to_dict(),
-              "spec_hash": spec_hash(spec), "run_tags": run_tags,
-              "failed_variants": sorted(set(requested) - set(by_name))}
-    with mlflow.start_run(experiment_id=experiment, run_name="evaluate"):
-        mlflow.set_tags({**run_tags, "mlpipe.step": "evaluate", "mlpipe.decision": "promote" if promoted else "keep",
-                         "mlpipe.reason": record["reason"][:5000]})
-        for name, metrics in scored.items():
-            mlflow.log_metrics({f"{name}.{k}": v for k, v in metrics.items()})
-        registry.log_json(record, "decision.json")
-    if promoted:
-        registry.promote(spec.registered_model, winner["version"],
-                         {"mlpipe.promoted_by": run_tags.get("airflow.run_id", ""), "mlpipe.reason": decision.reason})
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    path = ctx.store.write_report("decisions", stamp, record)
-    return {**record, "record": str(path)}
+    return build(ctx, **kwargs)
+
+
+def evaluate(ctx: Context, **kwargs) -> dict:
+    from mlpipe.promotion import evaluate as run
+
+    return run(ctx, **kwargs)
+
+
+def rollback(ctx: Context, **kwargs) -> dict:
+    from mlpipe.promotion import rollback as run
+
+    return run(ctx, **kwargs)
 
 
 # ---------------------------------------------------------------- score
 def score(ctx: Context, day: dt.date) -> dict:
+    """Score a day's features with ``champion``, and in shadow with ``challenger`` when
+    there is one, into one predictions partition (challenger columns null otherwise)."""
+    import logging
+
     from mlpipe import registry
 
-    spec = ctx.spec
+    spec, name = ctx.spec, ctx.spec.registered_model
     frame = ctx.store.read("features", day)
     registry.connect(ctx.settings, spec.name)
-    current = registry.champion_version(spec.registered_model)
+    current = registry.champion_version(name)
     if current is None:
-        raise MlpipeError(f"no '{registry.CHAMPION}' alias on model {spec.registered_model!r}: run the train DAG first")
-    model = registry.load_model(f"models:/{spec.registered_model}/{current.version}")
-    scores = registry.predict(model, frame)
+        raise MlpipeError(f"no '{registry.CHAMPION}' alias on model {name!r}: run the train DAG first")
+    scores = registry.predict(registry.load_model(registry.version_uri(name, current.version)), frame)
     out = frame[spec.row_id].copy()
     out[feat.PARTITION_DATE] = frame[feat.PARTITION_DATE]
     out["score"] = scores
     if spec.target.task == "binary":
         out["predicted_label"] = (scores >= 0.5).astype("int8")
-    out["model_name"] = spec.registered_model
+    out["model_name"] = name
     out["model_version"] = str(current.version)
-    return {**_written(ctx.store.write("predictions", day, out), len(out)), "model_version": str(current.version)}
+    shadow, shadow_version = None, None
+    challenger = registry.alias_version(name, registry.CHALLENGER)
+    if challenger is not None and str(challenger.version) != str(current.version):
+        try:
+            shadow = registry.predict(registry.load_model(registry.version_uri(name, challenger.version)), frame)
+            shadow_version = str(challenger.version)
+        except Exception as exc:  # noqa: BLE001 - the shadow must never block the champion's scores
+            logging.getLogger(__name__).warning("challenger v%s cannot score %s: %s", challenger.version, day, exc)
+    out["challenger_score"] = pd.Series(shadow, index=out.index, dtype="float64")
+    out["challenger_version"] = pd.Series(shadow_version, index=out.index, dtype="string")
+    return {**_written(ctx.store.write("predictions", day, out), len(out)), "model_version": str(current.version),
+            "challenger_version": shadow_version}

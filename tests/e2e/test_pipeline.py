@@ -132,6 +132,7 @@ def _train(pipeline, variants=("hgb_small", "logreg")):
 
 def test_train_registers_variants_and_promotes_first_champion(pipeline):
     from mlflow import MlflowClient
+
     from mlpipe import registry
 
     decision = _train(pipeline)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import mlflow
 import numpy as np
 import pytest
 
-import mlflow
 from mlpipe import registry
 from mlpipe.model import ModelBundle
 from mlpipe.settings import get_settings

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import mlflow
 import pytest
 
-import mlflow
 from mlpipe.report import latest_decision, summary
 from mlpipe.settings import get_settings
 from mlpipe.steps import Context

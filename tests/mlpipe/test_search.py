@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 import mlflow
+import pytest
 from mlflow import MlflowClient
+
 from mlpipe import steps
 from mlpipe.errors import SpecError
 from mlpipe.search import search
@@ -55,7 +55,7 @@ def test_train_variant_logs_each_trial_as_a_nested_run(tmp_path, spec, store, mo
     win = steps.Window(days[0], days[-1], days[-1] + (days[1] - days[0]))
     try:
         result = steps.train_variant(ctx, searched.variants[0].name, win.to_dict(), {"airflow.run_id": "t"},
-                                     dry_run=True)
+                                     register=False)
         client = MlflowClient()
         parent = client.get_run(result["run_id"])
         children = client.search_runs([parent.info.experiment_id],

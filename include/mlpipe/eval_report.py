@@ -1,0 +1,89 @@
+"""A train run's evaluation as one static HTML page: the decision, every model's
+metrics, ROC and precision-recall curves, and the gate metric with its bootstrap
+intervals. Charts are inline SVG, so the page needs nothing else to display."""
+
+from __future__ import annotations
+
+import html
+import io
+
+CHAMPION_KEY = "champion"
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    return buf.getvalue()[buf.getvalue().index("<svg"):]
+
+
+def _curve_charts(curves: dict[str, dict]) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    charts = []
+    for title, x, y, xlabel, ylabel in (("ROC", "fpr", "tpr", "false positive rate", "true positive rate"),
+                                        ("Precision-recall", "recall", "precision", "recall", "precision")):
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        for name, c in curves.items():
+            ax.plot(c[x], c[y], label=name, lw=2.2 if name == CHAMPION_KEY else 1.2,
+                    ls="--" if name == CHAMPION_KEY else "-")
+        if title == "ROC":
+            ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.01))
+        ax.legend(fontsize=8, loc="lower right" if title == "ROC" else "upper right")
+        charts.append(_svg(fig))
+        plt.close(fig)
+    return charts
+
+
+def _interval_chart(entry: dict) -> str:
+    import matplotlib.pyplot as plt
+
+    metric, intervals = entry["metric"], entry["intervals"]
+    names = [n for n in intervals if "ci" in intervals[n]]
+    panels = [("ci", f"{metric} ({entry['confidence']:.0%} bootstrap interval)", None)]
+    if any("gain_ci" in intervals[n] for n in names):
+        panels.append(("gain_ci", f"gain over the champion (margin {entry['margin']})", entry["margin"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.45 * len(names) + 1.5), squeeze=False)
+    for ax, (key, title, margin) in zip(axes[0], panels, strict=True):
+        shown = [n for n in names if key in intervals[n]]
+        for row, name in enumerate(shown):
+            low, high = intervals[name][key]
+            point = intervals[name].get("gain" if key == "gain_ci" else "value", (low + high) / 2)
+            color = "tab:green" if name == entry.get("winner") and entry.get("would_promote") else "tab:blue"
+            ax.errorbar(point, row, xerr=[[point - low], [high - point]], fmt="o", color=color, capsize=4)
+        ax.set_yticks(range(len(shown)), shown)
+        if margin is not None:
+            ax.axvline(0, color="grey", lw=0.8)
+            ax.axvline(margin, color="tab:red", lw=1, ls="--", label="margin")
+            ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=10)
+    svg = _svg(fig)
+    plt.close(fig)
+    return svg
+
+
+def render(entry: dict, curves: dict[str, dict]) -> str:
+    """The page for one evaluation (``entry`` is the ledger entry, curves per model)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    esc = html.escape
+    models = {**{n: c["metrics"] for n, c in entry["candidates"].items()},
+              **({CHAMPION_KEY: entry["champion_metrics"]} if entry.get("champion_metrics") else {})}
+    columns = sorted({k for m in models.values() for k in m})
+    rows = "".join(
+        f"<tr><th>{esc(n)}</th>" + "".join(f"<td>{m[c]:.4f}</td>" if c in m else "<td></td>" for c in columns)
+        + "</tr>" for n, m in models.items())
+    charts = [*(_curve_charts(curves) if curves else []), _interval_chart(entry)]
+    verdict = {"promote": "PROMOTED", "keep": "kept the champion"}.get(entry["decision"], entry["decision"])
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Evaluation {esc(str(entry.get('run_id')))}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}
+.charts{{display:flex;flex-wrap:wrap;gap:1em}}</style></head><body>
+<h1>Evaluation of train run {esc(str(entry.get('run_id')))}</h1>
+<p>Pipeline <b>{esc(entry['pipeline'])}</b>, model <b>{esc(entry['model'])}</b>; holdout {esc(str(entry['window']))};
+spec {esc(entry['spec_hash'][:12])}.</p>
+<p><b>{esc(verdict)}</b>: {esc(entry['reason'])}</p>
+<p>champion before: v{esc(str(entry['champion_before']))}, after: v{esc(str(entry['champion_after']))};
+challenger: v{esc(str(entry.get('challenger_after')))}</p>
+<table><tr><th>model</th>{''.join(f'<th>{esc(c)}</th>' for c in columns)}</tr>{rows}</table>
+<div class="charts">{''.join(charts)}</div></body></html>"""

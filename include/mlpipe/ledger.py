@@ -1,0 +1,99 @@
+"""The promotion ledger: every train decision and rollback, in order, append-only.
+
+Each entry is one JSON file ``<data root>/<pipeline>/ledger/<seq>.json``, created with a
+hard link so an existing entry can never be replaced, and never rewritten. Decisions
+that may move an alias run under :func:`locked`, one at a time per pipeline.
+
+Read it with ``python -m mlpipe.ledger`` (``--json`` for the raw entries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlpipe.storage import Store
+
+LOCK_TIMEOUT_S = 3600
+
+
+def ledger_dir(store: Store) -> Path:
+    return Path(store.root) / store.pipeline / "ledger"
+
+
+@contextmanager
+def locked(store: Store, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the pipeline's promotion lock (an OS file lock: released if the process dies)."""
+    from filelock import FileLock
+
+    folder = ledger_dir(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder / ".lock", timeout=timeout):
+        yield
+
+
+def entries(store: Store) -> list[dict]:
+    folder = ledger_dir(store)
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("[0-9]*.json"))] if folder.exists() else []
+
+
+def append(store: Store, entry: dict) -> dict:
+    """Add an entry with the next sequence number and the time; return it as stored."""
+    folder = ledger_dir(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    seq = max((int(p.stem) for p in folder.glob("[0-9]*.json")), default=0) + 1
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".entry.", suffix=".tmp")
+    try:
+        while True:
+            stored = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **entry}
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC), "w") as fh:
+                json.dump(stored, fh, indent=2, default=str)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, folder / f"{seq:06d}.json")  # fails if the entry exists: never overwritten
+                return stored
+            except FileExistsError:
+                seq += 1
+    finally:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def previous_champion(store: Store, current: str | None) -> str | None:
+    """The version that was champion before ``current`` became champion, per the ledger."""
+    for entry in reversed(entries(store)):
+        if entry.get("moved") and entry.get("champion_after") == current:
+            return entry.get("champion_before")
+    return None
+
+
+def format_entries(items: list[dict]) -> str:
+    lines = [f"{'seq':>4}  {'time':<25} {'kind':<9} {'decision':<14} {'champion':<11} {'run':<40} reason"]
+    for e in items:
+        champion = f"v{e.get('champion_before')}->v{e.get('champion_after')}" if e.get("moved") \
+            else f"v{e.get('champion_after')}"
+        lines.append(f"{e['seq']:>4}  {e['time']:<25} {e['kind']:<9} {e['decision']:<14} {champion:<11} "
+                     f"{e.get('run_id') or '-':<40} {e.get('reason', '')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from mlpipe.steps import Context
+
+    parser = argparse.ArgumentParser(prog="python -m mlpipe.ledger", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the entries as JSON")
+    parser.add_argument("--last", type=int, default=0, help="only the last N entries")
+    args = parser.parse_args(argv)
+    items = entries(Context.load().store)[-args.last:] if args.last else entries(Context.load().store)
+    print(json.dumps(items, indent=2) if args.json else format_entries(items))
+
+
+if __name__ == "__main__":
+    main()

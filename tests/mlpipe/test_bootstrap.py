@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from mlpipe.bootstrap import WEIGHTED, paired_bootstrap, resample_weights
+
+REFERENCE = {
+    "roc_auc": lambda y, s, w: skm.roc_auc_score(y, s, sample_weight=w),
+    "pr_auc": lambda y, s, w: skm.average_precision_score(y, s, sample_weight=w),
+    "log_loss": lambda y, s, w: skm.log_loss(y, np.clip(s, 1e-7, 1 - 1e-7), sample_weight=w),
+    "brier": lambda y, s, w: skm.brier_score_loss(y, s, sample_weight=w),
+    "accuracy": lambda y, s, w: skm.accuracy_score(y, s >= 0.5, sample_weight=w),
+    "rmse": lambda y, s, w: skm.root_mean_squared_error(y, s, sample_weight=w),
+    "mae": lambda y, s, w: skm.mean_absolute_error(y, s, sample_weight=w),
+    "r2": lambda y, s, w: skm.r2_score(y, s, sample_weight=w),
+}
+
+
+@pytest.mark.parametrize("metric", sorted(WEIGHTED))
+def test_weighted_metrics_match_sklearn_sample_weight(metric):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=1500).astype(float)
+    score = np.round(np.clip(y * 0.3 + rng.uniform(0, 0.7, size=1500), 0, 1), 2)  # many ties
+    weights = next(resample_weights(len(y), 4, seed=1))
+    got = WEIGHTED[metric](y, score)(weights)
+    expected = [REFERENCE[metric](y, score, w) for w in weights]
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_resample_weights_are_counts_of_a_resample_with_replacement():
+    blocks = list(resample_weights(1000, 120, seed=3))
+    assert [b.shape for b in blocks] == [(50, 1000), (50, 1000), (20, 1000)]
+    assert all((b.sum(axis=1) == 1000).all() and (b >= 0).all() for b in blocks)
+    again = np.concatenate(list(resample_weights(1000, 120, seed=3)))
+    np.testing.assert_array_equal(np.concatenate(blocks), again)  # seeded
+
+
+def _scores(rng, y, noise):
+    return np.clip(0.5 * y + rng.normal(0, noise, size=len(y)) + 0.25, 0, 1)
+
+
+def test_identical_models_have_a_zero_width_gain():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, size=2000).astype(float)
+    s = _scores(rng, y, 0.4)
+    out = paired_bootstrap("roc_auc", True, y, {"champion": s, "same": s.copy()}, "champion", resamples=200)
+    assert out["same"]["gain_ci"] == [0.0, 0.0]
+    assert "gain_ci" not in out["champion"]
+    low, high = out["same"]["ci"]
+    assert low < skm.roc_auc_score(y, s) < high
+
+
+def test_a_clearly_better_model_has_a_positive_interval_and_noise_straddles_zero():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, size=3000).astype(float)
+    champion = _scores(rng, y, 0.6)
+    scores = {"champion": champion, "better": _scores(rng, y, 0.3),
+              "noisy": champion + rng.normal(0, 0.01, size=len(y))}
+    out = paired_bootstrap("roc_auc", True, y, scores, "champion", resamples=300)
+    assert out["better"]["gain_ci"][0] > 0.05
+    low, high = out["noisy"]["gain_ci"]
+    assert low < 0 < high
+
+
+def test_lower_is_better_gains_are_sign_adjusted():
+    rng = np.random.default_rng(6)
+    y = rng.normal(size=2000)
+    out = paired_bootstrap("rmse", False, y, {"champion": y + rng.normal(0, 1, 2000),
+                                               "better": y + rng.normal(0, 0.5, 2000)}, "champion", resamples=200)
+    assert out["better"]["gain_ci"][0] > 0  # a lower rmse is a positive gain
+
+
+def test_unknown_metric_is_refused():
+    with pytest.raises(ValueError, match="no bootstrap for metric 'f1'"):
+        paired_bootstrap("f1", True, np.zeros(3), {"a": np.zeros(3)}, None)
