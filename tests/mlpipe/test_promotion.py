@@ -1,0 +1,223 @@
+"""Promotion against a real MLflow (SQLite) store and registry: the gate on bootstrap
+intervals, aliases, the ledger, backfill and dry-run modes, the ensemble, rollback,
+concurrent train runs, shadow scoring."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mlpipe import ledger, promotion, registry, steps
+from mlpipe.errors import RegistryError
+from mlpipe.model import ModelBundle
+from mlpipe.settings import get_settings
+
+pytestmark = pytest.mark.integration
+TAGS = {"airflow.dag_id": "train", "airflow.run_id": "manual__1"}
+
+
+@pytest.fixture
+def ctx(tmp_path, spec, store, model_frame_factory):
+    frame = model_frame_factory(n=900, seed=3)
+    for day, part in frame.groupby("partition_date"):
+        store.write("features", day, part)
+    settings = dataclasses.replace(get_settings(), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                   artifact_root=tmp_path / "artifacts", data_root=store.root)
+    tuned = spec.model_copy(update={
+        "training": spec.training.model_copy(update={"min_rows": 10}),
+        "gate": spec.gate.model_copy(update={"bootstrap": spec.gate.bootstrap.model_copy(update={"resamples": 300})}),
+        "ensemble": None})
+    context = steps.Context(settings, tuned, store)
+    registry.connect(settings, tuned.name)
+    yield context
+    mlflow.set_tracking_uri(get_settings().tracking_uri)
+
+
+def window(ctx) -> dict:
+    days = ctx.store.days("features", *_span())
+    return steps.Window(days[0], days[-1], days[-1] + (days[1] - days[0])).to_dict()
+
+
+def _span():
+    import datetime as dt
+    return dt.date(2000, 1, 1), dt.date(2100, 1, 1)
+
+
+def train(ctx, register=True) -> list[dict]:
+    return [steps.train_variant(ctx, v.name, window(ctx), TAGS, register=register) for v in ctx.spec.variants]
+
+
+def register_noise_model(ctx) -> str:
+    """A model trained on a shuffled target (AUC about 0.5), registered; its version."""
+    train_rows, _, _ = steps.load_split(ctx, steps.Window.from_dict(window(ctx)))
+    target = ctx.spec.target.name
+    shuffled = train_rows.assign(**{target: np.random.default_rng(0).permutation(train_rows[target].to_numpy())})
+    bundle = ModelBundle.train(ctx.spec, ctx.spec.variants[1], shuffled)
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(ctx.spec.name).experiment_id) as run:
+        info = registry.log_bundle(bundle, shuffled.head(50), ctx.spec.registered_model)
+    return {"variant": "noise", "backend": "sklearn_linear", "run_id": run.info.run_id, "model_uri": info.model_uri,
+            "version": str(info.registered_model_version), "metrics": {}}
+
+
+def evaluate(ctx, candidates, mode="live") -> dict:
+    return steps.evaluate(ctx, candidates=candidates, requested=[c["variant"] for c in candidates],
+                          window=window(ctx), run_tags=TAGS, mode=mode)
+
+
+def champion(ctx) -> str | None:
+    found = registry.champion_version(ctx.spec.registered_model)
+    return str(found.version) if found else None
+
+
+def test_first_run_promotes_and_records_everything(ctx):
+    results = train(ctx)
+    entry = evaluate(ctx, results)
+
+    assert entry["decision"] == "promote" and entry["moved"] and entry["champion_before"] is None
+    assert champion(ctx) == entry["champion_after"] == results[[r["variant"] for r in results].index(
+        entry["winner"])]["version"]
+    challenger = registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER)
+    assert str(challenger.version) == entry["challenger_after"] != entry["champion_after"]
+    stored = ledger.entries(ctx.store)
+    assert [e["seq"] for e in stored] == [1] and stored[0]["run_id"] == "manual__1"
+    assert stored[0]["partitions"] and stored[0]["spec_hash"]
+    assert set(stored[0]["candidates"]) == {"hgb", "linear"}
+    assert {"ci"} <= set(stored[0]["intervals"]["hgb"])
+    page = open(entry["report"]).read()
+    assert "<svg" in page and "ROC" in page and "Precision-recall" in page and entry["reason"][:20] in page
+    run = MlflowClient().search_runs([mlflow.get_experiment_by_name(ctx.spec.name).experiment_id],
+                                     "tags.`mlpipe.step` = 'evaluate'")[0]
+    assert run.data.tags["mlpipe.decision"] == "promote" and run.data.tags["mlpipe.ledger_seq"] == "1"
+    version = MlflowClient().get_model_version(ctx.spec.registered_model, champion(ctx))
+    assert version.tags["mlpipe.promoted_by"] == "manual__1"
+
+
+def test_clearly_better_is_promoted_noise_and_worse_are_not(ctx):
+    noise = register_noise_model(ctx)
+    registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
+
+    results = train(ctx)
+    better = evaluate(ctx, results)
+    assert better["decision"] == "promote" and better["champion_before"] == noise["version"]
+    assert better["intervals"][better["winner"]]["gain_ci"][0] > ctx.spec.gate.min_improvement
+
+    again = evaluate(ctx, train(ctx))  # same data, same seeds: a tie with the new champion
+    assert again["decision"] == "keep" and champion(ctx) == better["champion_after"]
+    worse = evaluate(ctx, [register_noise_model(ctx)])
+    assert worse["decision"] == "keep" and champion(ctx) == better["champion_after"]
+    assert [e["decision"] for e in ledger.entries(ctx.store)] == ["promote", "keep", "keep"]
+
+
+@pytest.mark.parametrize("mode", ["backfill", "dry_run"])
+def test_backfill_and_dry_run_record_but_move_nothing(ctx, mode):
+    entry = evaluate(ctx, train(ctx, register=False), mode=mode)
+    assert entry["decision"] == "would-promote" and entry["would_promote"] and not entry["moved"]
+    assert entry["mode"] == mode and champion(ctx) is None
+    assert registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER) is None
+    assert ledger.entries(ctx.store)[-1]["decision"] == "would-promote"
+
+
+def test_unscorable_champion_is_replaced_and_says_why(ctx):
+    """The champion was trained on a feature the data no longer has (a schema change)."""
+    train_rows, _, _ = steps.load_split(ctx, steps.Window.from_dict(window(ctx)))
+    features = ctx.spec.features.model_copy(update={"numeric": [*ctx.spec.features.numeric, "legacy"]})
+    old_spec = ctx.spec.model_copy(update={"features": features})
+    legacy = train_rows.assign(legacy=1.0)
+    bundle = ModelBundle.train(old_spec, old_spec.variants[1], legacy)
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(ctx.spec.name).experiment_id):
+        info = registry.log_bundle(bundle, legacy.head(50), ctx.spec.registered_model)
+    registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, str(info.registered_model_version), None)
+
+    entry = evaluate(ctx, train(ctx))
+
+    assert "legacy" in entry["champion_error"] and entry["champion_metrics"] is None
+    assert entry["decision"] == "promote" and "policy 'replace'" in entry["reason"]
+
+
+def test_rollback_to_previous_and_to_a_version(ctx):
+    noise = register_noise_model(ctx)
+    registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
+    promoted = evaluate(ctx, train(ctx))
+    assert promoted["moved"]
+
+    back = steps.rollback(ctx, version="previous", reason="bad live metrics", run_tags={"airflow.run_id": "rb1"})
+    assert back["kind"] == "rollback" and back["champion_after"] == noise["version"] == champion(ctx)
+    assert back["champion_before"] == promoted["champion_after"]
+    forward = steps.rollback(ctx, version=f"v{promoted['champion_after']}", reason="", run_tags={})
+    assert champion(ctx) == promoted["champion_after"] and forward["seq"] == back["seq"] + 1
+    with pytest.raises(RegistryError, match="already the champion"):
+        steps.rollback(ctx, version=promoted["champion_after"], reason="", run_tags={})
+    with pytest.raises(RegistryError, match="no version '99'"):
+        steps.rollback(ctx, version="99", reason="", run_tags={})
+    assert len(ledger.entries(ctx.store)) == 3  # refused rollbacks leave no entry
+
+
+def test_rollback_without_history_is_refused(ctx):
+    with pytest.raises(RegistryError, match="give an explicit version"):
+        steps.rollback(ctx, version="previous", reason="", run_tags={})
+
+
+def test_ensemble_is_a_candidate_and_reloads_identically(ctx):
+    results = train(ctx)
+    spec = ctx.spec.model_copy(update={"ensemble": ctx.spec.model_fields["ensemble"].annotation.__args__[0](top_k=2)})
+    ctx = dataclasses.replace(ctx, spec=spec)
+    combined = steps.build_ensemble(ctx, candidates=results, window=window(ctx), run_tags=TAGS, register=True)
+    assert combined["variant"] == "ensemble" and set(combined["members"]) == {"hgb", "linear"}
+    assert sum(combined["weights"].values()) == pytest.approx(1.0)
+    entry = evaluate(ctx, [*results, combined])
+    assert "ensemble" in entry["candidates"] and "ensemble" in entry["intervals"]
+    _, holdout, _ = steps.load_split(ctx, steps.Window.from_dict(window(ctx)))
+    loaded = registry.load_model(registry.version_uri(spec.registered_model, combined["version"]))
+    members = [registry.predict(registry.load_model(r["model_uri"]), holdout) for r in results]
+    expected = sum(combined["weights"][r["variant"]] * m for r, m in zip(results, members, strict=True))
+    np.testing.assert_allclose(registry.predict(loaded, holdout), expected, rtol=1e-12)
+    np.testing.assert_allclose(registry.predict(loaded, holdout), registry.predict(loaded, holdout))
+
+
+def _evaluate_in_process(ctx, candidates, barrier):
+    registry.connect(ctx.settings, ctx.spec.name)
+    barrier.wait()
+    evaluate(ctx, candidates)
+
+
+def test_two_runs_at_once_move_champion_exactly_once(ctx):
+    noise = register_noise_model(ctx)
+    registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
+    first, second = train(ctx), train(ctx)
+    mp = multiprocessing.get_context("spawn")
+    barrier = mp.Barrier(2)
+    procs = [mp.Process(target=_evaluate_in_process, args=(ctx, c, barrier)) for c in (first, second)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    entries = ledger.entries(ctx.store)
+    assert sorted(e["decision"] for e in entries) == ["keep", "promote"]
+    moved = [e for e in entries if e["moved"]]
+    assert len(moved) == 1 and moved[0]["champion_before"] == noise["version"]
+    kept = next(e for e in entries if not e["moved"])
+    assert kept["champion_before"] == moved[0]["champion_after"] == champion(ctx)  # compared with the new one
+
+
+def test_score_shadows_the_challenger(ctx):
+    entry = evaluate(ctx, train(ctx))
+    day = steps.Window.from_dict(window(ctx)).holdout_start
+    out = steps.score(ctx, day)
+    predictions = ctx.store.read("predictions", day)
+    assert out["challenger_version"] == entry["challenger_after"]
+    assert set(predictions["model_version"]) == {entry["champion_after"]}
+    assert set(predictions["challenger_version"]) == {entry["challenger_after"]}
+    assert predictions["challenger_score"].between(0, 1).all()
+    assert not np.allclose(predictions["challenger_score"], predictions["score"])
+    client = MlflowClient()
+    client.delete_registered_model_alias(ctx.spec.registered_model, registry.CHALLENGER)
+    steps.score(ctx, day)
+    alone = ctx.store.read("predictions", day)
+    assert alone["challenger_score"].isna().all() and alone["challenger_version"].isna().all()
+    assert list(alone.columns) == list(predictions.columns)
