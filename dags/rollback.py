@@ -19,7 +19,7 @@ PARAMS = {
 
 
 @dag(schedule=None, start_date=schedule_dates()["start_date"], catchup=False, max_active_runs=1,
-     default_args={**DEFAULT_ARGS, "retries": 0}, params=PARAMS, tags=["mlpipe", "rollback"], doc_md=__doc__)
+     default_args=DEFAULT_ARGS, params=PARAMS, tags=["mlpipe", "rollback"], doc_md=__doc__)
 def rollback():
     @task
     def move_champion(params=None, dag_run=None) -> dict:

@@ -26,7 +26,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"ingest", "train", "score"}
+    assert set(dagbag.dag_ids) == {"ingest", "train", "score", "rollback"}
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -62,12 +62,32 @@ def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
         task = train.get_task(f"train_{family}")
         assert type(task).__name__.endswith("MappedOperator")
         assert task.upstream_task_ids == {f"select_{family}"}
-    assert train.get_task("evaluate").upstream_task_ids >= {"train_sklearn", "train_torch", "train_tensorflow"}
-    assert train.get_task("evaluate").trigger_rule == "all_done"
+    trained = {"train_sklearn", "train_torch", "train_tensorflow"}
+    assert train.get_task("ensemble").upstream_task_ids >= trained
+    assert train.get_task("evaluate").upstream_task_ids >= trained | {"ensemble"}
+    assert train.get_task("ensemble").trigger_rule == train.get_task("evaluate").trigger_rule == "all_done"
     params = train.params
-    assert set(params.keys()) == {"window_start", "window_end", "holdout_days", "variants", "dry_run"}
+    assert set(params.keys()) == {"window_start", "window_end", "holdout_days", "variants", "dry_run",
+                                  "promote_in_backfill"}
     assert params.get_param("dry_run").schema["type"] == "boolean"
+    assert params["promote_in_backfill"] is False  # backfills never move the champion by default
     assert params.get_param("window_start").schema["format"] == "date"
+
+
+def test_rollback_is_manual_with_a_validated_version_param(dagbag):
+    from airflow.sdk import Param
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    rollback = dagbag.dags["rollback"]
+    assert rollback.timetable.can_be_scheduled is False  # manual runs only
+    assert rollback.params["version"] == "previous"
+    schema = rollback.params.get_param("version").schema
+    for good in ("previous", "3", "v12"):
+        ParamsDict({"version": Param(good, **schema)}).validate()
+    for bad in ("latest", "", "3.1"):
+        with pytest.raises(ParamValidationError):
+            ParamsDict({"version": Param(bad, **schema)}).validate()
 
 
 def test_features_task_publishes_the_asset(dagbag):

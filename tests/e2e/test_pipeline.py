@@ -136,14 +136,18 @@ def test_train_registers_variants_and_promotes_first_champion(pipeline):
     from mlpipe import registry
 
     decision = _train(pipeline)
-    assert decision["promoted"] is True
-    assert set(decision["candidates"]) == {"hgb_small", "logreg"}
-    assert decision["previous_champion"] is None
+    assert decision["decision"] == "promote" and decision["mode"] == "live"
+    assert set(decision["candidates"]) == {"hgb_small", "logreg", "ensemble"}  # the ensemble is a candidate
+    assert decision["champion_before"] is None and decision["dag_id"] == "train"
     name = pipeline["ctx"].spec.registered_model
     versions = MlflowClient().search_model_versions(f"name='{name}'")
-    assert len(versions) == 2
+    assert len(versions) == 3
     champion = registry.champion_version(name)
-    assert str(champion.version) == decision["champion_version"]
+    assert str(champion.version) == decision["champion_after"]
+    challenger = registry.alias_version(name, registry.CHALLENGER)
+    assert str(challenger.version) == decision["challenger_after"] != decision["champion_after"]
+    report = Path(pipeline["ctx"].store.root) / "flights/reports/evaluation" / f"{decision['seq']:06d}.html"
+    assert "<svg" in report.read_text()
     run = MlflowClient().get_run(champion.run_id)
     assert run.data.tags["airflow.dag_id"] == "train"
     assert "roc_auc" in run.data.metrics
@@ -158,8 +162,8 @@ def test_retrain_on_same_data_promotes_nothing(pipeline):
     name = pipeline["ctx"].spec.registered_model
     before = registry.champion_version(name).version
     decision = _train(pipeline)
-    assert decision["promoted"] is False
-    assert "does not beat champion" in decision["reason"]
+    assert decision["decision"] == "keep" and not decision["moved"]
+    assert "does not beat the champion" in decision["reason"]
     assert registry.champion_version(name).version == before
 
 
@@ -174,6 +178,9 @@ def test_score_uses_the_champion(pipeline):
     assert len(predictions) == len(features)
     assert predictions["score"].between(0, 1).all()
     assert set(predictions["model_version"]) == {str(registry.champion_version(spec.registered_model).version)}
+    challenger = registry.alias_version(spec.registered_model, registry.CHALLENGER)
+    assert set(predictions["challenger_version"]) == {str(challenger.version)}  # shadow scoring
+    assert predictions["challenger_score"].between(0, 1).all()
     assert list(predictions[spec.row_id].itertuples(index=False)) == list(features[spec.row_id].itertuples(index=False))
 
 
@@ -184,6 +191,32 @@ def test_a_failing_variant_does_not_stop_the_others(pipeline):
     before = str(registry.champion_version(name).version)
     decision = _train(pipeline, variants=("logreg", "broken", "mlp_torch_small"))
     assert decision["failed_variants"] == ["broken"]
-    assert set(decision["candidates"]) == {"logreg", "mlp_torch_small"}
-    assert decision["champion"] is not None  # the champion was scored on the same holdout
-    assert decision["champion_version"] == (decision["winner_version"] if decision["promoted"] else before)
+    assert set(decision["candidates"]) == {"logreg", "mlp_torch_small", "ensemble"}
+    assert decision["champion_metrics"] is not None  # the champion was scored on the same holdout
+    assert decision["champion_before"] == before
+    assert str(registry.champion_version(name).version) == decision["champion_after"]
+
+
+def test_rollback_dag_restores_the_previous_champion_for_the_next_score_run(pipeline):
+    from mlpipe import ledger, registry
+
+    ctx, rollback = pipeline["ctx"], pipeline["dags"]["rollback"]
+    name = ctx.spec.registered_model
+    before = str(registry.champion_version(name).version)
+    other = str(registry.alias_version(name, registry.CHALLENGER).version)
+
+    bad = rollback.test(run_conf={"version": "99", "reason": "no such version"})
+    assert str(bad.state) == "failed" and str(registry.champion_version(name).version) == before
+    explicit = rollback.test(run_conf={"version": other, "reason": "e2e explicit"})
+    assert str(explicit.state) == "success", task_states(explicit)
+    assert str(registry.champion_version(name).version) == other
+    previous = rollback.test(run_conf={"version": "previous", "reason": "e2e previous"})
+    assert str(previous.state) == "success", task_states(previous)
+    assert str(registry.champion_version(name).version) == before
+
+    entries = ledger.entries(ctx.store)[-2:]
+    assert [(e["kind"], e["champion_before"], e["champion_after"], e["run_id"]) for e in entries] == [
+        ("rollback", before, other, explicit.run_id), ("rollback", other, before, previous.run_id)]
+    run = pipeline["dags"]["score"].test(logical_date=run_for(DAYS[-2]))
+    assert str(run.state) == "success", task_states(run)
+    assert set(ctx.store.read("predictions", DAYS[-2])["model_version"]) == {before}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from mlpipe import ledger, promotion, registry, steps
+from mlpipe import ledger, registry, steps
 from mlpipe.errors import RegistryError
 from mlpipe.model import ModelBundle
 from mlpipe.settings import get_settings

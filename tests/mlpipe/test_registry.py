@@ -54,12 +54,20 @@ def test_predict_accepts_integers_and_nulls_in_any_input(mlflow_store, spec, mod
     assert scores.shape == (20,) and np.isfinite(scores).all()
 
 
-def test_champion_alias(mlflow_store, spec, model_frame):
+def test_move_alias_is_a_compare_and_set(mlflow_store, spec, model_frame):
     assert registry.champion_version("toy") is None
     _log(spec, model_frame, 0)
     _log(spec, model_frame, 1)
 
-    registry.promote("toy", "2", {"mlpipe.reason": "test"})
+    registry.move_alias("toy", registry.CHAMPION, "2", None, {"mlpipe.reason": "test"})
 
     current = registry.champion_version("toy")
     assert str(current.version) == "2" and current.tags["mlpipe.reason"] == "test"
+    with pytest.raises(registry.AliasMoved, match="moved from vNone to v2"):
+        registry.move_alias("toy", registry.CHAMPION, "1", None)  # a stale view loses
+    assert str(registry.champion_version("toy").version) == "2"
+    registry.move_alias("toy", registry.CHAMPION, "1", "2")
+    assert str(registry.champion_version("toy").version) == "1"
+    registry.move_alias("toy", registry.CHAMPION, None, "1")  # None deletes the alias
+    assert registry.champion_version("toy") is None
+    assert registry.version_exists("toy", "2") and not registry.version_exists("toy", "3")

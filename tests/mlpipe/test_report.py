@@ -1,4 +1,4 @@
-"""The demo summary: best variant first, the decision and the champion."""
+"""The demo summary: best candidate first, gains with intervals, the decision, the aliases."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dataclasses
 import mlflow
 import pytest
 
+from mlpipe import ledger
 from mlpipe.report import latest_decision, summary
 from mlpipe.settings import get_settings
 from mlpipe.steps import Context
@@ -14,22 +15,26 @@ from mlpipe.steps import Context
 pytestmark = pytest.mark.integration
 
 
-def test_summary_lists_variants_best_first_and_the_decision(tmp_path, spec, store):
+def test_summary_lists_candidates_best_first_and_the_decision(tmp_path, spec, store):
     settings = dataclasses.replace(get_settings(), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                                    artifact_root=tmp_path / "artifacts", data_root=store.root)
     ctx = Context(settings, spec, store)
     assert latest_decision(ctx) is None
-    record = {"metric": "roc_auc", "promoted": True, "reason": "no champion yet", "previous_champion": None,
-              "champion": None, "failed_variants": ["broken"], "window": {}, "run_tags": {"airflow.run_id": "r1"},
-              "candidates": {"linear": {"roc_auc": 0.61}, "hgb": {"roc_auc": 0.74}}}
-    store.write_report("decisions", "20240101T000000Z", {**record, "reason": "older"})
-    store.write_report("decisions", "20240102T000000Z", record)
+    entry = {"kind": "train", "metric": "roc_auc", "decision": "promote", "reason": "clears the margin",
+             "run_id": "r1", "mode": "live", "window": {}, "champion_before": "1", "failed_variants": ["broken"],
+             "champion_metrics": {"roc_auc": 0.70},
+             "candidates": {"linear": {"metrics": {"roc_auc": 0.61}}, "hgb": {"metrics": {"roc_auc": 0.74}}},
+             "intervals": {"hgb": {"gain": 0.04, "gain_ci": [0.02, 0.06]}}}
+    ledger.append(store, {**entry, "reason": "older"})
+    ledger.append(store, entry)
+    ledger.append(store, {"kind": "rollback", "decision": "rollback"})  # not a train decision
 
     text = summary(ctx)
 
-    assert latest_decision(ctx)["reason"] == "no champion yet"
-    assert text.index("hgb ") < text.index("linear ")
+    assert latest_decision(ctx)["seq"] == 2
+    assert text.index("hgb ") < text.index("linear ") < text.index("champion v1")
+    assert "+0.0400 [+0.0200, +0.0600]" in text
     assert "failed variants: ['broken']" in text
-    assert "gate: PROMOTED: no champion yet" in text
-    assert "champion: none yet" in text
+    assert "gate: PROMOTED: clears the margin" in text
+    assert "champion: none" in text and "challenger: none" in text
     mlflow.set_tracking_uri(get_settings().tracking_uri)

@@ -179,3 +179,19 @@ def test_spec_hash_is_stable_and_content_sensitive(spec_dict, tmp_path):
     assert spec_hash(load_spec(FLIGHTS)) == spec_hash(load_spec(FLIGHTS))
     spec_dict["training"]["seed"] = 8
     assert spec_hash(load_spec(_dump(tmp_path, spec_dict, "c.yaml"))) != first
+
+
+def test_gate_metric_needs_a_bootstrap_and_ensemble_is_a_reserved_name(spec_dict, tmp_path):
+    spec_dict["gate"]["metric"] = "f1"  # a binary metric, usable as a floor, but not bootstrapped
+    spec_dict["gate"]["floors"] = {"f1": 0.2, "calibration_error": 0.1}
+    spec_dict["variants"][0]["name"] = "ensemble"
+    message = _error(tmp_path, spec_dict)
+    assert "'f1' has no bootstrap" in message and "roc_auc" in message
+    assert "'ensemble' is reserved" in message
+    assert "gate.floors" not in message
+
+
+def test_gate_and_ensemble_defaults(spec):
+    assert spec.gate.bootstrap.resamples == 1000 and spec.gate.bootstrap.confidence == 0.95
+    assert spec.gate.unscorable_champion == "replace"
+    assert spec.ensemble is None  # opt-in

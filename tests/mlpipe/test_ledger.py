@@ -1,0 +1,81 @@
+"""The promotion ledger: numbered, append-only, safe under concurrent writers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+import pytest
+
+from mlpipe import ledger
+
+
+def test_entries_are_numbered_timestamped_and_read_in_order(store):
+    assert ledger.entries(store) == []
+    first = ledger.append(store, {"kind": "train", "decision": "promote"})
+    second = ledger.append(store, {"kind": "rollback", "decision": "rollback"})
+    assert (first["seq"], second["seq"]) == (1, 2)
+    assert first["time"].endswith("+00:00")
+    assert [e["kind"] for e in ledger.entries(store)] == ["train", "rollback"]
+    assert sorted(p.name for p in ledger.ledger_dir(store).glob("*.json")) == ["000001.json", "000002.json"]
+    assert not list(ledger.ledger_dir(store).glob("*.tmp"))
+
+
+def test_an_existing_entry_is_never_overwritten(store, monkeypatch):
+    ledger.append(store, {"kind": "train", "decision": "keep"})
+    original = (ledger.ledger_dir(store) / "000001.json").read_text()
+    # a writer that believes it is first (a stale directory listing) still cannot replace entry 1
+    monkeypatch.setattr(type(ledger.ledger_dir(store)), "glob", lambda self, pattern: iter(()))
+    stored = ledger.append(store, {"kind": "train", "decision": "promote"})
+    monkeypatch.undo()
+    assert stored["seq"] == 2
+    assert (ledger.ledger_dir(store) / "000001.json").read_text() == original
+
+
+def _append_many(store, tag, count):
+    for i in range(count):
+        ledger.append(store, {"kind": "train", "decision": "keep", "writer": tag, "i": i})
+
+
+def test_concurrent_writers_lose_nothing(store):
+    mp = multiprocessing.get_context("spawn")
+    procs = [mp.Process(target=_append_many, args=(store, tag, 15)) for tag in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    items = ledger.entries(store)
+    assert [e["seq"] for e in items] == list(range(1, 46))
+    assert sorted((e["writer"], e["i"]) for e in items) == sorted((t, i) for t in "abc" for i in range(15))
+
+
+def test_previous_champion_follows_the_moves(store):
+    ledger.append(store, {"kind": "train", "decision": "promote", "moved": True, "champion_before": None,
+                          "champion_after": "1"})
+    ledger.append(store, {"kind": "train", "decision": "keep", "moved": False, "champion_before": "1",
+                          "champion_after": "1"})
+    ledger.append(store, {"kind": "train", "decision": "promote", "moved": True, "champion_before": "1",
+                          "champion_after": "3"})
+    assert ledger.previous_champion(store, "3") == "1"
+    assert ledger.previous_champion(store, "1") is None  # v1 was the first champion
+    assert ledger.previous_champion(store, "7") is None  # set outside the pipeline: unknown
+
+
+def test_cli_prints_a_table_or_json(store, capsys, monkeypatch):
+    from mlpipe import steps
+
+    ledger.append(store, {"kind": "train", "decision": "promote", "moved": True, "champion_before": None,
+                          "champion_after": "2", "run_id": "manual__x", "reason": "no champion yet"})
+    ledger.append(store, {"kind": "rollback", "decision": "rollback", "moved": True, "champion_before": "2",
+                          "champion_after": "1", "run_id": "manual__y", "reason": "bad week"})
+    monkeypatch.setattr(steps.Context, "load", classmethod(lambda cls: type("C", (), {"store": store})()))
+    ledger.main([])
+    table = capsys.readouterr().out.splitlines()
+    assert "vNone->v2" in table[1] and "manual__x" in table[1] and table[2].endswith("bad week")
+    ledger.main(["--json", "--last", "1"])
+    assert [e["seq"] for e in json.loads(capsys.readouterr().out)] == [2]
+
+
+def test_the_lock_is_exclusive(store):
+    with ledger.locked(store), pytest.raises(TimeoutError), ledger.locked(store, timeout=0.2):
+        pass
