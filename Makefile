@@ -23,7 +23,7 @@ FROM ?= 2013-01-01
 TO ?= 2013-12-31
 HOLDOUT ?= 92
 
-.PHONY: install demo test up clean
+.PHONY: install demo test up clean ledger rollback
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,14 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ledger: install
+	$(BIN)/python -m mlpipe.ledger
+
+# Re-point champion through the rollback DAG (needs the scheduler: make up), e.g. make rollback VERSION=3
+VERSION ?= previous
+rollback: install
+	$(BIN)/airflow dags trigger rollback --conf '{"version": "$(VERSION)", "reason": "make rollback"}'
 
 up: install
 	$(BIN)/python scripts/up.py

@@ -3,7 +3,8 @@
 ingest (backfill over the window) -> train (one manual run with Params) -> score
 (backfill over the holdout days), executed by a real scheduler with the LocalExecutor
 and an api-server, against the embedded SQLite metadata DB and MLflow store. Prints the
-variants with their metrics, the gate decision and the champion version.
+variants with their metrics, the gate decision, the aliases, the promotion ledger and
+where the evaluation report is.
 
 Backfills are created while the scheduler is stopped: Airflow refuses to create one on
 SQLite under concurrent access.
@@ -167,9 +168,16 @@ def main() -> int:
 
 
 def finish(ctx, t0: float) -> int:
-    from mlpipe.report import summary
+    from mlpipe import ledger
+    from mlpipe.report import latest_decision, summary
 
     print(summary(ctx))
+    print("== promotion ledger (python -m mlpipe.ledger)")
+    print(ledger.format_entries(ledger.entries(ctx.store)))
+    decision = latest_decision(ctx)
+    if decision:
+        page = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{decision['seq']:06d}.html"
+        print(f"evaluation report: {page} (also the evaluate run's report.html in MLflow)")
     print(f"demo wall time: {time.time() - t0:.0f}s")
     return 0
 
