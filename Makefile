@@ -46,6 +46,7 @@ ledger: install
 # Re-point champion through the rollback DAG (needs the scheduler: make up), e.g. make rollback VERSION=3
 VERSION ?= previous
 rollback: install
+	$(BIN)/airflow dags unpause rollback >/dev/null
 	$(BIN)/airflow dags trigger rollback --conf '{"version": "$(VERSION)", "reason": "make rollback"}'
 
 up: install

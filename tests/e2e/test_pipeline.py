@@ -220,3 +220,59 @@ def test_rollback_dag_restores_the_previous_champion_for_the_next_score_run(pipe
     run = pipeline["dags"]["score"].test(logical_date=run_for(DAYS[-2]))
     assert str(run.state) == "success", task_states(run)
     assert set(ctx.store.read("predictions", DAYS[-2])["model_version"]) == {before}
+
+
+def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
+    """A real `airflow backfill create` of the train DAG, run by a scheduler and an
+    api-server (dag.test() can only make manual runs)."""
+    import importlib.util
+    import socket
+
+    from mlflow import MlflowClient
+    from mlpipe import ledger, registry
+
+    spec_file = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec_file)
+    spec_file.loader.exec_module(demo)
+    ctx, name = pipeline["ctx"], pipeline["ctx"].spec.registered_model
+    before = str(registry.champion_version(name).version)
+    versions = len(MlflowClient().search_model_versions(f"name='{name}'"))
+    seen = len(ledger.entries(ctx.store))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{port}/execution/"
+    demo.airflow("dags", "reserialize")
+    demo.airflow("dags", "unpause", "train")
+    conf = {"window_start": str(DAYS[0]), "holdout_days": 2, "variants": ["hgb_small", "logreg"]}
+    monday = dt.date(2013, 1, 7)  # the train DAG's first weekly trigger after the data
+    created = []
+
+    def create():
+        created.append(demo.airflow("backfill", "create", "--dag-id", "train", "--from-date", str(monday),
+                                    "--to-date", str(monday + dt.timedelta(days=1)), "--dag-run-conf", json.dumps(conf), check=False))
+        assert created[0].returncode == 0, created[0].stdout + created[0].stderr
+
+    api = demo.Service("api-server", "api-server", "--port", str(port))
+    try:
+        demo.wait_http(f"http://localhost:{port}/api/v2/version")
+        states = demo.phase("train backfill", "train", (monday, monday + dt.timedelta(days=1)), create)
+    finally:
+        api.stop()
+        os.environ.pop("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", None)
+    assert states == {"success": 2}  # the manual runs of the tests above share the logical date
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == "train", DagRun.run_type == "backfill").all()
+        assert [(str(r.state), r.conf["holdout_days"]) for r in runs] == [("success", 2)]
+    entries = ledger.entries(ctx.store)[seen:]
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry["mode"] == "backfill" and entry["run_id"].startswith("backfill__")
+    assert entry["decision"] in ("would-promote", "keep") and not entry["moved"]
+    assert set(entry["candidates"]) == {"hgb_small", "logreg", "ensemble"}
+    assert all(c["version"] is None for c in entry["candidates"].values())  # nothing registered
+    assert str(registry.champion_version(name).version) == before == entry["champion_after"]
+    assert len(MlflowClient().search_model_versions(f"name='{name}'")) == versions
