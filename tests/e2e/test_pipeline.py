@@ -229,6 +229,7 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
     import socket
 
     from mlflow import MlflowClient
+
     from mlpipe import ledger, registry
 
     spec_file = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
