@@ -5,6 +5,7 @@ concurrent train runs, shadow scoring."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import multiprocessing
 
 import mlflow
@@ -44,7 +45,6 @@ def window(ctx) -> dict:
 
 
 def _span():
-    import datetime as dt
     return dt.date(2000, 1, 1), dt.date(2100, 1, 1)
 
 
@@ -215,6 +215,17 @@ def test_score_shadows_the_challenger(ctx):
     assert set(predictions["challenger_version"]) == {entry["challenger_after"]}
     assert predictions["challenger_score"].between(0, 1).all()
     assert not np.allclose(predictions["challenger_score"], predictions["score"])
+
+    from mlpipe.evaluation import compute_metrics
+    from mlpipe.shadow import compare
+
+    compared = compare(ctx, day, day + dt.timedelta(days=1))
+    (pair,) = compared["pairs"]
+    labels = ctx.store.read("features", day)[ctx.spec.target.name].to_numpy(dtype="float64")
+    assert (pair["champion"], pair["challenger"], pair["rows"]) == (entry["champion_after"],
+                                                                    entry["challenger_after"], len(labels))
+    assert pair["challenger_metrics"] == compute_metrics("binary", labels, predictions["challenger_score"].to_numpy())
+    assert pair["champion_metrics"] == compute_metrics("binary", labels, predictions["score"].to_numpy())
     client = MlflowClient()
     client.delete_registered_model_alias(ctx.spec.registered_model, registry.CHALLENGER)
     steps.score(ctx, day)

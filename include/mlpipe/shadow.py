@@ -1,0 +1,57 @@
+"""Champion versus shadow-scored challenger on scored days whose labels have arrived.
+
+``python -m mlpipe.shadow --from 2013-10-01 --to 2013-12-31`` (``--to`` inclusive)
+joins the predictions partitions with the labels in the features partitions by row id
+and reports both models' metrics on the same rows, per (champion, challenger) pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+
+from mlpipe.steps import Context
+
+
+def compare(ctx: Context, start: dt.date, end: dt.date) -> dict:
+    """Metrics of ``score`` and ``challenger_score`` on the labelled, shadow-scored rows of [start, end)."""
+    from mlpipe.evaluation import compute_metrics
+
+    spec, target = ctx.spec, ctx.spec.target.name
+    predictions, days = ctx.store.read_range("predictions", start, end)
+    if not days:
+        return {"days": [], "pairs": []}
+    labels, _ = ctx.store.read_range("features", start, end, columns=[*spec.row_id, target])
+    joined = predictions.merge(labels, on=spec.row_id, how="inner")
+    joined = joined[joined[target].notna() & joined["challenger_score"].notna()]
+    pairs = []
+    for (champion, challenger), rows in joined.groupby(["model_version", "challenger_version"], sort=True):
+        y = rows[target].to_numpy(dtype="float64")
+        pairs.append({"champion": str(champion), "challenger": str(challenger), "rows": len(rows),
+                      "champion_metrics": compute_metrics(spec.target.task, y, rows["score"].to_numpy()),
+                      "challenger_metrics": compute_metrics(spec.target.task, y, rows["challenger_score"].to_numpy())})
+    return {"days": [str(d) for d in days], "pairs": pairs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlpipe.shadow", description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="start", required=True, type=dt.date.fromisoformat)
+    parser.add_argument("--to", dest="end", required=True, type=dt.date.fromisoformat, help="last day (inclusive)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    ctx = Context.load()
+    result = compare(ctx, args.start, args.end + dt.timedelta(days=1))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    metric = ctx.spec.gate.metric
+    print(f"{len(result['days'])} scored days; {metric} on labelled rows scored by both")
+    for p in result["pairs"]:
+        print(f"  champion v{p['champion']}: {p['champion_metrics'].get(metric, float('nan')):.4f}   "
+              f"challenger v{p['challenger']}: {p['challenger_metrics'].get(metric, float('nan')):.4f}   "
+              f"({p['rows']} rows)")
+
+
+if __name__ == "__main__":
+    main()
