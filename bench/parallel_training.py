@@ -5,7 +5,8 @@
 Runs the train DAG (dry run: nothing registered or promoted) on existing feature
 partitions with a fresh Airflow home and MLflow store, alternating two modes in one
 invocation: sequential (executor parallelism 1: each variant runs alone, so its task
-time is its own time) and parallel (the default parallelism). Reports the sum of the
+time is its own time) and parallel (AIRFLOW__CORE__PARALLELISM, default 4; the gpu pool
+gets ``--gpu-slots``). Reports the sum of the
 variants' own times, the parallel training stage's wall time (first training task start
 to last end) and the ratio of their medians. On 2 cores the target is >= 1.7x.
 """
@@ -32,6 +33,7 @@ def main() -> int:
     parser.add_argument("--end", default="2013-10-01", help="exclusive")
     parser.add_argument("--holdout-days", type=int, default=14)
     parser.add_argument("--port", type=int, default=8091)
+    parser.add_argument("--gpu-slots", type=int, default=2, help="slots of the gpu pool (torch / TF tasks)")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="mlpipe-parallel-"))
     os.environ.update({
@@ -54,7 +56,7 @@ def main() -> int:
     airflow("db", "migrate")
     airflow("dags", "reserialize")
     airflow("dags", "unpause", "train")
-    airflow("pools", "set", ctx.spec.execution.gpu_pool, "2", "GPU training slots")
+    airflow("pools", "set", ctx.spec.execution.gpu_pool, str(args.gpu_slots), "GPU training slots")
     if not port_free(args.port):
         raise SystemExit(f"port {args.port} is in use")
     api = Service("api-server", "api-server", "--port", str(args.port))
@@ -92,7 +94,8 @@ def main() -> int:
         f"{v} {statistics.median(s):.1f}s" for v, s in sorted(per_variant.items())))
     own, wall = statistics.median(sums), statistics.median(walls)
     print(f"parallel efficiency: sum of own times {own:.1f}s / parallel stage wall {wall:.1f}s = {own / wall:.2f}x "
-          f"(medians of {args.runs} runs each, parallelism {parallel}, {os.cpu_count()} cores)")
+          f"(medians of {args.runs} runs each, parallelism {parallel}, gpu pool {args.gpu_slots} slots, "
+          f"{os.cpu_count()} cores)")
     return 0
 
 
