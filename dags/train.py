@@ -35,8 +35,9 @@ PARAMS = {
 def train():
     @task
     def plan(params=None, logical_date=None, dag_run=None) -> list[dict]:
-        """One job per variant: {variant, family, window, mode}."""
-        return run_step("plan_training", logical_date=logical_date.date(),
+        """One job per variant: {variant, family, window, mode, promote}."""
+        when = logical_date or dag_run.run_after  # a manual trigger may have no logical date
+        return run_step("plan_training", logical_date=when.date(),
                         backfill=is_backfill(dag_run), **params)
 
     @task
@@ -47,13 +48,14 @@ def train():
     def ensemble(results: list, jobs: list[dict], dag_run=None) -> dict | None:
         trained = [r for group in results for r in (group or []) if r]
         return run_step("build_ensemble", candidates=trained, window=jobs[0]["window"], run_tags=run_tags(dag_run),
-                        register=jobs[0]["mode"] == "live")
+                        register=jobs[0]["promote"])
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def evaluate(results: list, combined: dict | None, jobs: list[dict], dag_run=None) -> dict:
         trained = [r for group in results for r in (group or []) if r] + ([combined] if combined else [])
         return run_step("evaluate", candidates=trained, requested=[j["variant"] for j in jobs],
-                        window=jobs[0]["window"], mode=jobs[0]["mode"], run_tags=run_tags(dag_run))
+                        window=jobs[0]["window"], mode=jobs[0]["mode"], promote=jobs[0]["promote"],
+                        run_tags=run_tags(dag_run))
 
     jobs = plan()
     trained = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}", **op.placement())

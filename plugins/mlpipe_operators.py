@@ -38,7 +38,7 @@ class TrainVariantOperator(BaseOperator):
         dag_run = context["dag_run"]
         context["variant"] = self.job["variant"]
         return run_step("train_variant", name=self.job["variant"], window=self.job["window"],
-                        register=self.job["mode"] == "live", n_threads=self.cpus,  # None: MLPIPE_TASK_CPUS
+                        register=self.job["promote"], n_threads=self.cpus,  # None: MLPIPE_TASK_CPUS
                         run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id,
                                   "airflow.queue": self.queue, "airflow.pool": self.pool})
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 EPS = 1e-7
-BLOCK = 50  # resamples per block of weights: 50 x n
+BLOCK_CELLS = 4_000_000  # weights per block (resamples x rows): about 32 MB
 
 
 def _ranked(y: np.ndarray, score: np.ndarray):
@@ -52,8 +52,10 @@ def _pr_auc(y, score):
         cp, cn = _cumulative(wp), _cumulative(weights[:, neg])
         tp = cp[:, -1:] - cp[:, first]  # weight of positives scored >= this one
         fp = cn[:, -1:] - cn[:, lo]
+        # a positive not drawn in this resample (weight 0) may have tp + fp = 0: precision 0, weight 0
+        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.einsum("ij,ij->i", wp, tp / (tp + fp)) / cp[:, -1]
+            return np.einsum("ij,ij->i", wp, precision) / cp[:, -1]
     return metric
 
 
@@ -67,11 +69,12 @@ def _mean(values: Callable[[np.ndarray, np.ndarray], np.ndarray], root: bool = F
 
 
 def _r2(y, score):
-    squared, y2 = (y - score) ** 2, y ** 2
+    squared = (y - score) ** 2
+    centred = y - y.mean()  # the spread is a difference of two sums: keep them small
 
     def metric(weights):
         total = weights.sum(axis=1)
-        return 1.0 - (weights @ squared) / (weights @ y2 - (weights @ y) ** 2 / total)
+        return 1.0 - (weights @ squared) / (weights @ centred ** 2 - (weights @ centred) ** 2 / total)
     return metric
 
 
@@ -98,7 +101,7 @@ def resample_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
     rng = np.random.default_rng(seed)
     done = 0
     while done < resamples:
-        block = min(BLOCK, resamples - done)
+        block = max(1, min(BLOCK_CELLS // n, 50, resamples - done))
         picks = rng.integers(0, n, size=(block, n)) + np.arange(block)[:, None] * n
         yield np.bincount(picks.ravel(), minlength=block * n).reshape(block, n).astype("float64")
         done += block
@@ -124,7 +127,9 @@ def paired_bootstrap(metric: str, greater_is_better: bool, y: np.ndarray, scores
     sign = 1.0 if greater_is_better else -1.0
 
     def interval(sample: np.ndarray) -> list[float]:
-        return [float(b) for b in np.nanpercentile(sample, bounds)]
+        """Percentile interval; NaN if the metric is undefined in any resample (e.g. a
+        resample without positives), which the gate treats as no evidence."""
+        return [float(b) for b in np.percentile(sample, bounds)] if np.isfinite(sample).all() else [np.nan, np.nan]
 
     out = {}
     for name in names:

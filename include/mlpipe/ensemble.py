@@ -64,4 +64,5 @@ def choose_members(config: EnsembleSpec, metrics: dict[str, float], greater_is_b
     top = sorted(metrics, key=lambda n: (-sign * metrics[n], n))[:config.top_k]
     if config.weighting == "equal":
         return dict.fromkeys(top, 1.0)
-    return {n: metrics[n] if greater_is_better else 1.0 / max(metrics[n], 1e-12) for n in top}
+    # a weight must be positive: r2 can be zero or negative, losses can be zero
+    return {n: max(metrics[n], 1e-6) if greater_is_better else 1.0 / max(metrics[n], 1e-12) for n in top}

@@ -125,6 +125,8 @@ def decide(gate: GateSpec, task: str, candidates: dict[str, dict[str, float]], c
     low, high = intervals.get(best, {}).get("gain_ci", (gain, gain))
     summary = (f"{best} {metric}={value:.4f} vs champion {champion[metric]:.4f}: gain {gain:+.4f}, "
                f"{gate.bootstrap.confidence:.0%} interval [{low:+.4f}, {high:+.4f}]")
+    if not (np.isfinite(gain) and np.isfinite(low)):
+        return result(False, f"{summary}; the gain or its interval is undefined: no evidence, keep the champion")
     if gain <= 0:
         return result(False, f"{summary}; does not beat the champion")
     if low <= gate.min_improvement:

@@ -67,11 +67,17 @@ def append(store: Store, entry: dict) -> dict:
 
 
 def previous_champion(store: Store, current: str | None) -> str | None:
-    """The version that was champion before ``current`` became champion, per the ledger."""
-    for entry in reversed(entries(store)):
-        if entry.get("moved") and entry.get("champion_after") == current:
-            return entry.get("champion_before")
-    return None
+    """The version that was champion before ``current`` was promoted by a train run.
+
+    Rollbacks do not count as promotions, so repeated "previous" rollbacks walk back
+    through the promotion history (v5 -> v4 -> v1) instead of flipping between two
+    versions. A ``current`` that only a rollback made champion (an explicit version)
+    goes back to the champion that rollback replaced.
+    """
+    moves = [e for e in entries(store) if e.get("moved") and e.get("champion_after") == current]
+    promotions = [e for e in moves if e.get("kind") == "train"]
+    last = (promotions or moves or [None])[-1]
+    return last.get("champion_before") if last else None
 
 
 def format_entries(items: list[dict]) -> str:

@@ -54,15 +54,15 @@ def build_ensemble(ctx: Context, candidates: list[dict], window: dict, run_tags:
 
 
 def evaluate(ctx: Context, candidates: list[dict], requested: list[str], window: dict, run_tags: dict[str, str],
-             mode: str = "live") -> dict:
+             mode: str = "live", promote: bool | None = None) -> dict:
     """Score the champion and every candidate on the same holdout, bootstrap each
     candidate's gain over the champion, apply the gate and record the decision.
 
-    Aliases move only in ``live`` mode; ``dry_run`` and ``backfill`` record what would
-    have been promoted.
+    Aliases move in ``live`` mode; ``dry_run`` and ``backfill`` record what would have
+    been promoted. ``promote=True`` lets a backfill move them (recorded as a backfill);
+    a dry run never does. A retried task returns the decision its run already recorded.
     """
     from mlpipe import registry
-    from mlpipe.bootstrap import paired_bootstrap
     from mlpipe.evaluation import compute_metrics, decide
 
     if mode not in MODES:
@@ -78,6 +78,9 @@ def evaluate(ctx: Context, candidates: list[dict], requested: list[str], window:
     by_name = {c["variant"]: c for c in candidates}
 
     with ledger.locked(ctx.store):
+        recorded = _recorded(ctx, run_tags)
+        if recorded is not None:  # a retry of a run whose decision is in the ledger: never decide twice
+            return {**recorded, "report": str(_report(ctx, recorded, y, scores, experiment, run_tags))}
         current, challenger = (registry.alias_version(name, a) for a in (registry.CHAMPION, registry.CHALLENGER))
         before = str(current.version) if current else None
         challenger_before = str(challenger.version) if challenger else None
@@ -89,58 +92,92 @@ def evaluate(ctx: Context, candidates: list[dict], requested: list[str], window:
                 champion_error = f"v{before}: {type(exc).__name__}: {str(exc)[:300]}"
         metrics = {n: compute_metrics(task, y, s) for n, s in scores.items()}
         champion_metrics = metrics.pop(CHAMPION_KEY, None)
-        reference = CHAMPION_KEY if champion_metrics else None
-        intervals = paired_bootstrap(gate.metric, spec.greater_is_better(), y, scores, reference,
-                                     gate.bootstrap.resamples, gate.bootstrap.confidence, gate.bootstrap.seed)
-        sign = 1.0 if spec.greater_is_better() else -1.0
-        for n, iv in intervals.items():
-            iv["value"] = (metrics.get(n) or champion_metrics)[gate.metric]
-            if reference and n != reference:
-                iv["gain"] = sign * (iv["value"] - champion_metrics[gate.metric])
+        reference = CHAMPION_KEY if champion_metrics and gate.metric in champion_metrics else None
+        intervals = _intervals(spec, y, scores, metrics, champion_metrics, reference)
         decision = decide(gate, task, metrics, champion_metrics, intervals, champion_error)
         winner, runner_up = by_name.get(decision.winner), by_name.get(decision.challenger)
-        after, challenger_after, note = before, challenger_before, ""
-        if mode == "live":
-            if decision.promote and winner and winner["version"]:
+        may_move = mode != "dry_run" and (mode == "live" if promote is None else promote)
+        after, challenger_after, note, moves = before, challenger_before, "", []
+        try:
+            if may_move and decision.promote and winner and winner["version"]:
                 try:
-                    registry.move_alias(name, registry.CHAMPION, winner["version"], before,
-                                        {"mlpipe.promoted_by": run_tags.get("airflow.run_id", ""),
-                                         "mlpipe.reason": decision.reason[:5000]})
+                    registry.move_alias(name, registry.CHAMPION, winner["version"], before)
+                    moves.append((registry.CHAMPION, winner["version"], before))
                     after = winner["version"]
                 except registry.AliasMoved as exc:
                     note = f"; not promoted: {exc}"
+                    seen = registry.champion_version(name)
+                    after = str(seen.version) if seen else None
             wanted = runner_up["version"] if runner_up and runner_up["version"] != after else None
-            if wanted != challenger_before:
+            if may_move and wanted != challenger_before:
                 registry.move_alias(name, registry.CHALLENGER, wanted, challenger_before)
+                moves.append((registry.CHALLENGER, wanted, challenger_before))
                 challenger_after = wanted
-        moved = after != before
-        label = "promote" if moved else ("would-promote" if decision.promote and not note else "keep")
-        entry = {
-            "kind": "train", "pipeline": spec.name, "model": name, "mode": mode, "decision": label,
-            "reason": decision.reason + note, "dag_id": run_tags.get("airflow.dag_id"),
-            "run_id": run_tags.get("airflow.run_id"), "metric": gate.metric, "margin": gate.min_improvement,
-            "confidence": gate.bootstrap.confidence, "winner": decision.winner, "would_promote": decision.promote,
-            "moved": moved, "champion_before": before, "champion_after": after,
-            "challenger_before": challenger_before, "challenger_after": challenger_after,
-            "champion_metrics": champion_metrics, "champion_error": champion_error,
-            "candidates": {n: {"version": by_name[n]["version"], "run_id": by_name[n]["run_id"],
-                               "backend": by_name[n]["backend"], "metrics": metrics[n],
-                               **({"members": by_name[n]["members"]} if "members" in by_name[n] else {})}
-                           for n in metrics},
-            "intervals": intervals, "ineligible": decision.ineligible,
-            "failed_variants": sorted(set(requested) - set(by_name)), "window": win.to_dict(),
-            "partitions": [str(d) for d in days], "spec_hash": spec_hash(spec)}
-        try:
-            entry = ledger.append(ctx.store, entry)
-        except BaseException:  # nothing half-done: an alias move without its ledger entry is undone
-            if moved:
-                registry.move_alias(name, registry.CHAMPION, before, after)
-            if challenger_after != challenger_before:
-                registry.move_alias(name, registry.CHALLENGER, challenger_before, challenger_after)
+            moved = any(alias == registry.CHAMPION for alias, _, _ in moves)
+            label = "promote" if moved else ("would-promote" if decision.promote and not note else "keep")
+            entry = ledger.append(ctx.store, {
+                "kind": "train", "pipeline": spec.name, "model": name, "mode": mode, "decision": label,
+                "reason": decision.reason + note, "dag_id": run_tags.get("airflow.dag_id"),
+                "run_id": run_tags.get("airflow.run_id"), "metric": gate.metric, "margin": gate.min_improvement,
+                "confidence": gate.bootstrap.confidence, "winner": decision.winner,
+                "would_promote": decision.promote, "moved": moved, "champion_before": before,
+                "champion_after": after, "challenger_before": challenger_before,
+                "challenger_after": challenger_after, "champion_metrics": champion_metrics,
+                "champion_error": champion_error,
+                "candidates": {n: {"version": by_name[n]["version"], "run_id": by_name[n]["run_id"],
+                                   "backend": by_name[n]["backend"], "metrics": metrics[n],
+                                   **({"members": by_name[n]["members"]} if "members" in by_name[n] else {})}
+                               for n in metrics},
+                "intervals": intervals, "ineligible": decision.ineligible,
+                "failed_variants": sorted(set(requested) - set(by_name)), "window": win.to_dict(),
+                "partitions": [str(d) for d in days], "spec_hash": spec_hash(spec)})
+        except BaseException:  # nothing half-done: alias moves without their ledger entry are undone
+            _undo(name, moves)
             raise
+    if moved:
+        registry.tag_version(name, after, {"mlpipe.promoted_by": entry["run_id"] or "",
+                                           "mlpipe.ledger_seq": str(entry["seq"]),
+                                           "mlpipe.reason": entry["reason"][:5000]})
+    return {**entry, "report": str(_report(ctx, entry, y, scores, experiment, run_tags))}
 
-    report = _report(ctx, entry, y, scores, experiment, run_tags)
-    return {**entry, "report": str(report)}
+
+def _recorded(ctx: Context, run_tags: dict[str, str]) -> dict | None:
+    """The ledger's train entry of this Airflow run, if it already has one."""
+    key = (run_tags.get("airflow.dag_id"), run_tags.get("airflow.run_id"))
+    if None in key:
+        return None
+    return next((e for e in reversed(ledger.entries(ctx.store))
+                 if e["kind"] == "train" and (e.get("dag_id"), e.get("run_id")) == key), None)
+
+
+def _intervals(spec, y, scores, metrics, champion_metrics, reference) -> dict[str, dict]:
+    """Bootstrap intervals of every model's gate metric and of each candidate's gain."""
+    from mlpipe.bootstrap import paired_bootstrap
+
+    gate, sign = spec.gate, 1.0 if spec.greater_is_better() else -1.0
+    values = {**metrics, CHAMPION_KEY: champion_metrics or {}}
+    usable = {n: s for n, s in scores.items() if gate.metric in values[n]}  # e.g. roc_auc needs two classes
+    if not usable:
+        return {}
+    out = paired_bootstrap(gate.metric, spec.greater_is_better(), y, usable, reference, gate.bootstrap.resamples,
+                           gate.bootstrap.confidence, gate.bootstrap.seed)
+    for n, iv in out.items():
+        iv["value"] = values[n][gate.metric]
+        if reference and n != reference:
+            iv["gain"] = sign * (iv["value"] - champion_metrics[gate.metric])
+    return out
+
+
+def _undo(name: str, moves: list[tuple[str, str | None, str | None]]) -> None:
+    import logging
+
+    from mlpipe import registry
+
+    for alias, new, old in reversed(moves):
+        try:
+            registry.move_alias(name, alias, old, new)
+        except Exception:  # noqa: BLE001 - keep undoing the others; the original error is re-raised
+            logging.getLogger(__name__).exception("could not move @%s of %s back to v%s", alias, name, old)
 
 
 def _report(ctx: Context, entry: dict, y: np.ndarray, scores: dict[str, np.ndarray], experiment: str,
@@ -188,14 +225,16 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
             raise RegistryError(f"model {name} has no version {target!r}")
         if target == before:
             raise RegistryError(f"version {target} of {name} is already the champion")
-        registry.move_alias(name, registry.CHAMPION, target, before,
-                            {"mlpipe.rolled_back_by": run_tags.get("airflow.run_id", ""), "mlpipe.reason": reason})
+        registry.move_alias(name, registry.CHAMPION, target, before)
         try:
-            return ledger.append(ctx.store, {
+            entry = ledger.append(ctx.store, {
                 "kind": "rollback", "pipeline": ctx.spec.name, "model": name, "mode": "live", "decision": "rollback",
                 "reason": reason or f"rollback to {version}", "dag_id": run_tags.get("airflow.dag_id"),
                 "run_id": run_tags.get("airflow.run_id"), "requested": version, "moved": True,
                 "champion_before": before, "champion_after": target, "spec_hash": spec_hash(ctx.spec)})
         except BaseException:
-            registry.move_alias(name, registry.CHAMPION, before, target)
+            _undo(name, [(registry.CHAMPION, target, before)])
             raise
+    registry.tag_version(name, target, {"mlpipe.rolled_back_by": run_tags.get("airflow.run_id") or "",
+                                        "mlpipe.ledger_seq": str(entry["seq"]), "mlpipe.reason": reason})
+    return entry

@@ -114,8 +114,7 @@ class AliasMoved(Exception):
     """An alias no longer points where the caller last saw it."""
 
 
-def move_alias(registered_model: str, alias: str, version: str | None, expected: str | None,
-               tags: dict[str, str] | None = None) -> None:
+def move_alias(registered_model: str, alias: str, version: str | None, expected: str | None) -> None:
     """Compare-and-set: point ``alias`` at ``version`` (or delete it when None) only if
     it still points at ``expected`` (None: unset). Callers hold the pipeline's promotion
     lock, so the check and the move cannot interleave with another promotion."""
@@ -128,9 +127,13 @@ def move_alias(registered_model: str, alias: str, version: str | None, expected:
         if current is not None:
             client.delete_registered_model_alias(registered_model, alias)
         return
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(registered_model, str(version), key, value)
     client.set_registered_model_alias(registered_model, alias, str(version))
+
+
+def tag_version(registered_model: str, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_model, str(version), key, value)
 
 
 def version_uri(registered_model: str, version: str) -> str:

@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 
+from mlpipe.features import PARTITION_DATE
 from mlpipe.steps import Context
 
 
@@ -19,11 +20,12 @@ def compare(ctx: Context, start: dt.date, end: dt.date) -> dict:
     from mlpipe.evaluation import compute_metrics
 
     spec, target = ctx.spec, ctx.spec.target.name
-    predictions, days = ctx.store.read_range("predictions", start, end)
+    predictions, days = ctx.store.read_range("predictions", start, end, date_column=PARTITION_DATE)
     if not days:
         return {"days": [], "pairs": []}
-    labels, _ = ctx.store.read_range("features", start, end, columns=[*spec.row_id, target])
-    joined = predictions.merge(labels, on=spec.row_id, how="inner")
+    labels, _ = ctx.store.read_range("features", start, end, columns=[*spec.row_id, target], date_column=PARTITION_DATE)
+    keys = [*spec.row_id, PARTITION_DATE]  # row ids are unique within a day
+    joined = predictions.merge(labels, on=keys, how="inner", validate="one_to_one")
     joined = joined[joined[target].notna() & joined["challenger_score"].notna()]
     pairs = []
     for (champion, challenger), rows in joined.groupby(["model_version", "challenger_version"], sort=True):

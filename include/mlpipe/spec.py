@@ -293,8 +293,8 @@ class PipelineSpec(_Model):
         variant_names = [v.name for v in self.variants]
         if len(set(variant_names)) != len(variant_names):
             problems.append("variants: names must be unique")
-        if "ensemble" in variant_names:
-            problems.append("variants: 'ensemble' is reserved for the ensemble candidate")
+        for reserved in sorted({"ensemble", "champion"} & set(variant_names)):
+            problems.append(f"variants: {reserved!r} is a reserved name (the {reserved} candidate or model)")
         directions = METRICS.get(self.gate.metric)
         if directions is None or self.target.task not in directions:
             problems.append(f"gate.metric: {self.gate.metric!r} is not a {self.target.task} metric")

@@ -102,9 +102,9 @@ def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window
                   promote_in_backfill: bool = False) -> list[dict]:
     """Resolve a train run's Params into one job per variant to train.
 
-    ``mode`` is ``dry_run`` (register and promote nothing), ``backfill`` (a run for a
-    past interval: record what would be promoted, register and move nothing, unless
-    ``promote_in_backfill``) or ``live``.
+    ``mode`` is ``dry_run``, ``backfill`` (a run for a past interval) or ``live``;
+    ``promote`` says whether the run may register versions and move aliases: live runs
+    do, dry runs never, backfills only with ``promote_in_backfill``.
     """
     known = [v.name for v in ctx.spec.variants]
     unknown = sorted(set(variants or []) - set(known))
@@ -113,9 +113,10 @@ def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window
     win = window(ctx.spec, _date(window_end) or logical_date, _date(window_start), holdout_days)
     load_split(ctx, win)  # fail here, once, if the data cannot support the window
     backends = {v.name: v.backend for v in ctx.spec.variants}
-    mode = "dry_run" if dry_run else "backfill" if backfill and not promote_in_backfill else "live"
-    return [{"variant": name, "family": backends[name].split("_", 1)[0], "window": win.to_dict(), "mode": mode}
-            for name in variants or known]
+    mode = "dry_run" if dry_run else "backfill" if backfill else "live"
+    promote = not dry_run and (not backfill or bool(promote_in_backfill))
+    return [{"variant": name, "family": backends[name].split("_", 1)[0], "window": win.to_dict(), "mode": mode,
+             "promote": promote} for name in variants or known]
 
 
 def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, list[dt.date]]:

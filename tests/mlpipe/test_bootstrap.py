@@ -29,6 +29,24 @@ def test_weighted_metrics_match_sklearn_sample_weight(metric):
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("metric", ["roc_auc", "pr_auc"])
+def test_rank_metrics_match_sklearn_without_ties_and_with_undrawn_rows(metric):
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, size=300).astype(float)
+    score = rng.uniform(size=300)
+    y[np.argmax(score)] = 1.0  # the top-scored row is a positive, not drawn in many resamples
+    weights = next(resample_weights(len(y), 50, seed=2))
+    got = WEIGHTED[metric](y, score)(weights)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, [REFERENCE[metric](y, score, w) for w in weights], rtol=1e-10)
+
+
+def test_an_undefined_metric_gives_an_undefined_interval():
+    y = np.array([1.0] + [0.0] * 29)  # most resamples have no positive: roc_auc undefined there
+    out = paired_bootstrap("roc_auc", True, y, {"a": np.linspace(0, 1, 30)}, None, resamples=100)
+    assert np.isnan(out["a"]["ci"]).all()
+
+
 def test_resample_weights_are_counts_of_a_resample_with_replacement():
     blocks = list(resample_weights(1000, 120, seed=3))
     assert [b.shape for b in blocks] == [(50, 1000), (50, 1000), (20, 1000)]

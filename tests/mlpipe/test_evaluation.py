@@ -155,6 +155,11 @@ def test_candidates_without_the_metric_are_ineligible():
     assert ignored.winner == "b" and ignored.promote
 
 
+def test_an_undefined_interval_keeps_the_champion():
+    d = decide(AUC_GATE, "binary", {"a": {"roc_auc": 0.9}}, {"roc_auc": 0.7}, gains(a=(float("nan"), float("nan"))))
+    assert not d.promote and "undefined" in d.reason
+
+
 @pytest.mark.parametrize("policy, promoted", [("replace", True), ("keep", False)])
 def test_unscorable_champion_follows_the_policy(policy, promoted):
     gate = AUC_GATE.model_copy(update={"unscorable_champion": policy})

@@ -61,6 +61,16 @@ def test_previous_champion_follows_the_moves(store):
     assert ledger.previous_champion(store, "7") is None  # set outside the pipeline: unknown
 
 
+def test_repeated_previous_rollbacks_walk_back_instead_of_flipping(store):
+    for before, after in ((None, "1"), ("1", "4"), ("4", "5")):
+        ledger.append(store, {"kind": "train", "moved": True, "champion_before": before, "champion_after": after})
+    assert ledger.previous_champion(store, "5") == "4"
+    ledger.append(store, {"kind": "rollback", "moved": True, "champion_before": "5", "champion_after": "4"})
+    assert ledger.previous_champion(store, "4") == "1"  # not back to 5
+    ledger.append(store, {"kind": "rollback", "moved": True, "champion_before": "4", "champion_after": "9"})
+    assert ledger.previous_champion(store, "9") == "4"  # an explicit rollback target: undo that rollback
+
+
 def test_cli_prints_a_table_or_json(store, capsys, monkeypatch):
     from mlpipe import steps
 

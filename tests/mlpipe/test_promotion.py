@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import multiprocessing
 
 import mlflow
@@ -20,6 +21,7 @@ from mlpipe.settings import get_settings
 
 pytestmark = pytest.mark.integration
 TAGS = {"airflow.dag_id": "train", "airflow.run_id": "manual__1"}
+RUNS = itertools.count(1)
 
 
 @pytest.fixture
@@ -64,9 +66,11 @@ def register_noise_model(ctx) -> str:
             "version": str(info.registered_model_version), "metrics": {}}
 
 
-def evaluate(ctx, candidates, mode="live") -> dict:
+def evaluate(ctx, candidates, mode="live", run_id=None) -> dict:
+    """Evaluate as a new Airflow run (``run_id`` default: a fresh one)."""
+    tags = {"airflow.dag_id": "train", "airflow.run_id": run_id or f"manual__{next(RUNS)}"}
     return steps.evaluate(ctx, candidates=candidates, requested=[c["variant"] for c in candidates],
-                          window=window(ctx), run_tags=TAGS, mode=mode)
+                          window=window(ctx), run_tags=tags, mode=mode)
 
 
 def champion(ctx) -> str | None:
@@ -76,7 +80,7 @@ def champion(ctx) -> str | None:
 
 def test_first_run_promotes_and_records_everything(ctx):
     results = train(ctx)
-    entry = evaluate(ctx, results)
+    entry = evaluate(ctx, results, run_id="manual__first")
 
     assert entry["decision"] == "promote" and entry["moved"] and entry["champion_before"] is None
     assert champion(ctx) == entry["champion_after"] == results[[r["variant"] for r in results].index(
@@ -84,7 +88,7 @@ def test_first_run_promotes_and_records_everything(ctx):
     challenger = registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER)
     assert str(challenger.version) == entry["challenger_after"] != entry["champion_after"]
     stored = ledger.entries(ctx.store)
-    assert [e["seq"] for e in stored] == [1] and stored[0]["run_id"] == "manual__1"
+    assert [e["seq"] for e in stored] == [1] and stored[0]["run_id"] == "manual__first"
     assert stored[0]["partitions"] and stored[0]["spec_hash"]
     assert set(stored[0]["candidates"]) == {"hgb", "linear"}
     assert {"ci"} <= set(stored[0]["intervals"]["hgb"])
@@ -94,7 +98,12 @@ def test_first_run_promotes_and_records_everything(ctx):
                                      "tags.`mlpipe.step` = 'evaluate'")[0]
     assert run.data.tags["mlpipe.decision"] == "promote" and run.data.tags["mlpipe.ledger_seq"] == "1"
     version = MlflowClient().get_model_version(ctx.spec.registered_model, champion(ctx))
-    assert version.tags["mlpipe.promoted_by"] == "manual__1"
+    assert version.tags["mlpipe.promoted_by"] == "manual__first" and version.tags["mlpipe.ledger_seq"] == "1"
+
+    retried = evaluate(ctx, results, run_id="manual__first")  # the task retried after recording
+    assert {k: v for k, v in retried.items() if k != "report"} == stored[0]
+    assert len(ledger.entries(ctx.store)) == 1 and champion(ctx) == entry["champion_after"]
+    assert str(registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER).version) == str(challenger.version)
 
 
 def test_clearly_better_is_promoted_noise_and_worse_are_not(ctx):
@@ -179,10 +188,10 @@ def test_ensemble_is_a_candidate_and_reloads_identically(ctx):
     np.testing.assert_allclose(registry.predict(loaded, holdout), registry.predict(loaded, holdout))
 
 
-def _evaluate_in_process(ctx, candidates, barrier):
+def _evaluate_in_process(ctx, candidates, barrier, run_id):
     registry.connect(ctx.settings, ctx.spec.name)
     barrier.wait()
-    evaluate(ctx, candidates)
+    evaluate(ctx, candidates, run_id=run_id)
 
 
 def test_two_runs_at_once_move_champion_exactly_once(ctx):
@@ -191,7 +200,8 @@ def test_two_runs_at_once_move_champion_exactly_once(ctx):
     first, second = train(ctx), train(ctx)
     mp = multiprocessing.get_context("spawn")
     barrier = mp.Barrier(2)
-    procs = [mp.Process(target=_evaluate_in_process, args=(ctx, c, barrier)) for c in (first, second)]
+    procs = [mp.Process(target=_evaluate_in_process, args=(ctx, c, barrier, f"run_{i}"))
+             for i, c in enumerate((first, second))]
     for p in procs:
         p.start()
     for p in procs:

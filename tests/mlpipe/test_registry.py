@@ -59,7 +59,8 @@ def test_move_alias_is_a_compare_and_set(mlflow_store, spec, model_frame):
     _log(spec, model_frame, 0)
     _log(spec, model_frame, 1)
 
-    registry.move_alias("toy", registry.CHAMPION, "2", None, {"mlpipe.reason": "test"})
+    registry.move_alias("toy", registry.CHAMPION, "2", None)
+    registry.tag_version("toy", "2", {"mlpipe.reason": "test"})
 
     current = registry.champion_version("toy")
     assert str(current.version) == "2" and current.tags["mlpipe.reason"] == "test"

@@ -187,7 +187,7 @@ def test_gate_metric_needs_a_bootstrap_and_ensemble_is_a_reserved_name(spec_dict
     spec_dict["variants"][0]["name"] = "ensemble"
     message = _error(tmp_path, spec_dict)
     assert "'f1' has no bootstrap" in message and "roc_auc" in message
-    assert "'ensemble' is reserved" in message
+    assert "'ensemble' is a reserved name" in message
     assert "gate.floors" not in message
 
 
