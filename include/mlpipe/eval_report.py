@@ -67,7 +67,7 @@ def render(entry: dict, curves: dict[str, dict]) -> str:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    esc = html.escape
+    esc, w = html.escape, entry["window"]
     models = {**{n: c["metrics"] for n, c in entry["candidates"].items()},
               **({CHAMPION_KEY: entry["champion_metrics"]} if entry.get("champion_metrics") else {})}
     columns = sorted({k for m in models.values() for k in m})
@@ -80,8 +80,9 @@ def render(entry: dict, curves: dict[str, dict]) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}
 .charts{{display:flex;flex-wrap:wrap;gap:1em}}</style></head><body>
 <h1>Evaluation of train run {esc(str(entry.get('run_id')))}</h1>
-<p>Pipeline <b>{esc(entry['pipeline'])}</b>, model <b>{esc(entry['model'])}</b>; holdout {esc(str(entry['window']))};
-spec {esc(entry['spec_hash'][:12])}.</p>
+<p>Pipeline <b>{esc(entry['pipeline'])}</b>, model <b>{esc(entry['model'])}</b>, {esc(entry['mode'])} run;
+trained on [{esc(w['start'])}, {esc(w['holdout_start'])}), evaluated on [{esc(w['holdout_start'])}, {esc(w['end'])});
+spec {esc(entry['spec_hash'][:12])}; ledger entry {entry.get('seq')}.</p>
 <p><b>{esc(verdict)}</b>: {esc(entry['reason'])}</p>
 <p>champion before: v{esc(str(entry['champion_before']))}, after: v{esc(str(entry['champion_after']))};
 challenger: v{esc(str(entry.get('challenger_after')))}</p>
