@@ -58,7 +58,8 @@ def train():
                         run_tags=run_tags(dag_run))
 
     jobs = plan()
-    trained = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}", **op.placement())
+    trained = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}",
+                          priority_weight=op.priority, weight_rule="absolute", **op.placement())
                .expand(job=select.override(task_id=f"select_{op.family}")(jobs, op.family)).output
                for op in OPERATORS]
     evaluate(trained, ensemble(trained, jobs), jobs)

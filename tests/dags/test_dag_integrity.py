@@ -62,6 +62,8 @@ def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
         task = train.get_task(f"train_{family}")
         assert type(task).__name__.endswith("MappedOperator")
         assert task.upstream_task_ids == {f"select_{family}"}
+    weights = {f: train.get_task(f"train_{f}").priority_weight for f in ("sklearn", "torch", "tensorflow")}
+    assert weights["tensorflow"] > weights["torch"] > weights["sklearn"]  # longest families start first
     trained = {"train_sklearn", "train_torch", "train_tensorflow"}
     assert train.get_task("ensemble").upstream_task_ids >= trained
     assert train.get_task("evaluate").upstream_task_ids >= trained | {"ensemble"}
