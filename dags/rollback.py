@@ -1,7 +1,8 @@
 """Roll back: point the MLflow alias `champion` at an earlier version in one manual run.
 
-`version` is a registered version number, or "previous" for the champion before the
-current one (from the promotion ledger). The move is recorded in the ledger, and the
+`version` is a registered version number, or "previous": the champion that the current
+one replaced when a train run promoted it (from the promotion ledger), so repeated
+"previous" rollbacks walk back through the promotions. The move is recorded in the ledger, and the
 next score run uses the restored version.
 """
 

@@ -1,5 +1,7 @@
 """Score one day's feature partition with the model behind the `champion` alias,
-resolved at run time, and write a predictions partition."""
+resolved at run time, and write a predictions partition. When a `challenger` alias
+exists, it scores the same rows in shadow (`challenger_score`, `challenger_version`);
+compare the two once labels arrive with `python -m mlpipe.shadow`."""
 
 from __future__ import annotations
 
