@@ -4,7 +4,6 @@ native ``.keras`` format and loaded with Keras' safe mode."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -83,20 +82,12 @@ class KerasMLP(NeuralBackend):
         return out.reshape(-1).astype("float64")
 
     def save(self, directory: Path) -> None:
-        self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.model_.save(directory / "model.keras")
-        meta = {"task": self.task, "seed": self.seed, "n_threads": self.n_threads, "params": self.params,
-                "y_mean": self.y_mean_, "y_std": self.y_std_}
-        (directory / "backend.json").write_text(json.dumps(meta))
+        self._save_meta(directory)
+        self.model_.save(Path(directory) / "model.keras")
 
     @classmethod
     def load(cls, directory: Path) -> KerasMLP:
-        directory = Path(directory)
-        meta = json.loads((directory / "backend.json").read_text())
-        model = cls(task=meta["task"], seed=meta["seed"], n_threads=meta["n_threads"], **meta["params"])
+        model, _ = cls._from_meta(directory)
         tf = _tf(model.n_threads)
-        model.model_ = tf.keras.models.load_model(directory / "model.keras", compile=False, safe_mode=True)
-        model.y_mean_, model.y_std_ = meta["y_mean"], meta["y_std"]
+        model.model_ = tf.keras.models.load_model(Path(directory) / "model.keras", compile=False, safe_mode=True)
         return model

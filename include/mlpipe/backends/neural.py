@@ -4,6 +4,8 @@ each backend's ``_raw`` (probabilities for binary targets, scaled values for reg
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,6 +45,25 @@ class NeuralBackend:
         order = np.random.default_rng(self.seed).permutation(len(y))
         n_val = max(1, int(len(y) * self._p("validation_fraction")))
         return order[n_val:], order[:n_val], ((y - self.y_mean_) / self.y_std_).astype("float32")
+
+    def _save_meta(self, directory: Path, **fitted: Any) -> Path:
+        """Create ``directory`` and write the hyperparameters, the target scaling and
+        ``fitted`` (backend-specific state) to ``backend.json``; return the directory."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"task": self.task, "seed": self.seed, "n_threads": self.n_threads, "params": self.params,
+                "y_mean": self.y_mean_, "y_std": self.y_std_, **fitted}
+        (directory / "backend.json").write_text(json.dumps(meta))
+        return directory
+
+    @classmethod
+    def _from_meta(cls, directory: Path) -> tuple[NeuralBackend, dict[str, Any]]:
+        """An unfitted model with the saved hyperparameters and target scaling, and the metadata."""
+        meta = json.loads((Path(directory) / "backend.json").read_text())
+        model = cls(task=meta["task"], seed=meta["seed"], n_threads=meta["n_threads"], **meta["params"])
+        model.y_mean_, model.y_std_ = meta["y_mean"], meta["y_std"]
+        return model, meta
 
     def _raw(self, X: Encoded) -> np.ndarray:  # pragma: no cover - implemented by each backend
         raise NotImplementedError

@@ -4,7 +4,6 @@ with early stopping on a seeded validation split. Saved as a JSON config plus a
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -126,24 +125,18 @@ class TabularMLP(NeuralBackend):
     def save(self, directory: Path) -> None:
         import torch
 
-        self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        self._check_fitted()  # before reading config_
+        directory = self._save_meta(directory, config=self.config_)
         torch.save({k: v.cpu() for k, v in self.net_.state_dict().items()}, directory / "state_dict.pt")
-        meta = {"task": self.task, "seed": self.seed, "n_threads": self.n_threads, "params": self.params,
-                "config": self.config_, "y_mean": self.y_mean_, "y_std": self.y_std_}
-        (directory / "backend.json").write_text(json.dumps(meta))
 
     @classmethod
     def load(cls, directory: Path) -> TabularMLP:
         import torch
 
-        directory = Path(directory)
-        meta = json.loads((directory / "backend.json").read_text())
-        model = cls(task=meta["task"], seed=meta["seed"], n_threads=meta["n_threads"], **meta["params"])
-        model.config_, model.y_mean_, model.y_std_ = meta["config"], meta["y_mean"], meta["y_std"]
+        model, meta = cls._from_meta(directory)
+        model.config_ = meta["config"]
         model.device_ = pick_device(model._p("device"), quiet=True)
         net = _network(**model.config_)
-        net.load_state_dict(torch.load(directory / "state_dict.pt", map_location="cpu", weights_only=True))
+        net.load_state_dict(torch.load(Path(directory) / "state_dict.pt", map_location="cpu", weights_only=True))
         model.net_ = net.to(model.device_).eval()
         return model
