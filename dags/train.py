@@ -44,18 +44,20 @@ def train():
     def select(jobs: list[dict], family: str) -> list[dict]:
         return [job for job in jobs if job["family"] == family]
 
+    def succeeded(results: list) -> list[dict]:
+        """The results of the variants that trained (per family; failed ones are None)."""
+        return [r for group in results for r in (group or []) if r]
+
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def ensemble(results: list, jobs: list[dict], dag_run=None) -> dict | None:
-        trained = [r for group in results for r in (group or []) if r]
-        return run_step("build_ensemble", candidates=trained, window=jobs[0]["window"], run_tags=run_tags(dag_run),
-                        register=jobs[0]["promote"])
+        return run_step("build_ensemble", candidates=succeeded(results), window=jobs[0]["window"],
+                        run_tags=run_tags(dag_run), register=jobs[0]["promote"])
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def evaluate(results: list, combined: dict | None, jobs: list[dict], dag_run=None) -> dict:
-        trained = [r for group in results for r in (group or []) if r] + ([combined] if combined else [])
-        return run_step("evaluate", candidates=trained, requested=[j["variant"] for j in jobs],
-                        window=jobs[0]["window"], mode=jobs[0]["mode"], promote=jobs[0]["promote"],
-                        run_tags=run_tags(dag_run))
+        return run_step("evaluate", candidates=succeeded(results) + ([combined] if combined else []),
+                        requested=[j["variant"] for j in jobs], window=jobs[0]["window"], mode=jobs[0]["mode"],
+                        promote=jobs[0]["promote"], run_tags=run_tags(dag_run))
 
     jobs = plan()
     trained = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}",

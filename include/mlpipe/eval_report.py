@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import io
 
-CHAMPION_KEY = "champion"
+from mlpipe.promotion import CHAMPION_KEY
 
 
 def _svg(fig) -> str:
