@@ -20,6 +20,8 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +62,8 @@ def main() -> int:
     if not port_free(args.port):
         raise SystemExit(f"port {args.port} is in use")
     api = Service("api-server", "api-server", "--port", str(args.port))
-    sums, walls, per_variant = [], [], {}
+    sums, walls, busy, per_variant = [], [], [], {}
+    cpu = CpuSampler()
     parallel = os.environ["AIRFLOW__CORE__PARALLELISM"]
     try:
         wait_http(f"http://localhost:{args.port}/api/v2/version")
@@ -80,15 +83,24 @@ def main() -> int:
             tasks = training_tasks(run_id)
             own = sum(t["seconds"] for t in tasks)
             wall = (max(t["end"] for t in tasks) - min(t["start"] for t in tasks)).total_seconds()
+            used = cpu.split(min(t["start"] for t in tasks), max(t["end"] for t in tasks))
+            print("    core-seconds in the stage: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items())),
+                  flush=True)
             if mode == "sequential":
                 sums.append(own)
                 for t in tasks:
                     per_variant.setdefault(t["variant"], []).append(t["seconds"])
             else:
                 walls.append(wall)
-            print(f"{mode} run: {len(tasks)} variants, sum of task times {own:.1f}s, stage wall {wall:.1f}s",
-                  flush=True)
+                busy.append(used["busy"] / wall)
+                origin = min(t["start"] for t in tasks)
+                for t in sorted(tasks, key=lambda t: t["start"]):
+                    print(f"    {t['variant']:<16} {(t['start'] - origin).total_seconds():6.1f}s "
+                          f"-> {(t['end'] - origin).total_seconds():6.1f}s", flush=True)
+            print(f"{mode} run: {len(tasks)} variants, sum of task times {own:.1f}s, stage wall {wall:.1f}s"
+                  + (f", busy cores {busy[-1]:.2f} of {os.cpu_count()}" if mode == "parallel" else ""), flush=True)
     finally:
+        cpu.stop()
         api.stop()
     print("variants' own times (sequential, median): " + ", ".join(
         f"{v} {statistics.median(s):.1f}s" for v, s in sorted(per_variant.items())))
@@ -96,7 +108,61 @@ def main() -> int:
     print(f"parallel efficiency: sum of own times {own:.1f}s / parallel stage wall {wall:.1f}s = {own / wall:.2f}x "
           f"(medians of {args.runs} runs each, parallelism {parallel}, gpu pool {args.gpu_slots} slots, "
           f"{os.cpu_count()} cores)")
+    print(f"busy cores during the parallel stage (median): {statistics.median(busy):.2f} of {os.cpu_count()}")
     return 0
+
+
+class CpuSampler:
+    """Samples, every 0.5 s, the machine's CPU counters (/proc/stat) and the CPU time of
+    every process by role (task runner, task supervisor, scheduler, api-server, other),
+    so a stage's CPU can be split into training, orchestration overhead and idle."""
+
+    ROLES = (("task runner", "task"), ("supervisor", "supervisor"), ("scheduler", "scheduler"),
+             ("LocalExecutor", "scheduler"), ("api-server", "api-server"), ("uvicorn", "api-server"))
+
+    def __init__(self, every: float = 0.5):
+        self.samples: list[tuple[float, list[int], dict[int, tuple[str, float]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        import psutil
+
+        names: dict[int, str] = {}
+        while not self._stop.is_set():
+            with open("/proc/stat") as f:
+                counters = [int(x) for x in f.readline().split()[1:]]
+            procs = {}
+            for proc in psutil.process_iter(["pid", "cpu_times"]):
+                try:
+                    if proc.pid not in names:
+                        line = " ".join(proc.cmdline())
+                        names[proc.pid] = next((role for key, role in self.ROLES if key in line), "other")
+                    times = proc.info["cpu_times"]
+                    procs[proc.pid] = (names[proc.pid], times.user + times.system)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError):
+                    continue
+            self.samples.append((time.time(), counters, procs))
+            self._stop.wait(every)
+
+    def split(self, start: dt.datetime, end: dt.datetime) -> dict[str, float]:
+        """Core-seconds per role between ``start`` and ``end``, plus idle and steal."""
+        inside = [s for s in self.samples if start.timestamp() <= s[0] <= end.timestamp()]
+        if len(inside) < 2:
+            return {}
+        (_, c0, p0), (_, c1, _) = inside[0], inside[-1]
+        delta = [(b - a) / os.sysconf("SC_CLK_TCK") for a, b in zip(c0, c1, strict=True)]
+        out = {"idle": delta[3] + delta[4], "steal": delta[7] if len(delta) > 7 else 0.0}
+        last = {pid: value for _, _, procs in inside for pid, value in procs.items()}  # ended processes too
+        for pid, (role, cpu) in last.items():
+            out[role] = out.get(role, 0.0) + cpu - p0.get(pid, (role, 0.0))[1]
+        out["busy"] = sum(delta) - out["idle"] - out["steal"]
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def training_tasks(run_id: str) -> list[dict]:

@@ -60,10 +60,16 @@ def train():
                         promote=jobs[0]["promote"], run_tags=run_tags(dag_run))
 
     jobs = plan()
-    trained = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}",
-                          priority_weight=op.priority, weight_rule="absolute", **op.placement())
-               .expand(job=select.override(task_id=f"select_{op.family}")(jobs, op.family)).output
-               for op in OPERATORS]
+    selected = [select.override(task_id=f"select_{op.family}")(jobs, op.family) for op in OPERATORS]
+    mapped = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}",
+                         priority_weight=op.priority, weight_rule="absolute", **op.placement()).expand(job=picked)
+              for op, picked in zip(OPERATORS, selected, strict=True)]
+    # Each training task also waits for the other families' selects, so every variant
+    # becomes ready in the same scheduler pass and the priority weights alone decide which
+    # start first (otherwise whichever select finished first would fill the slots).
+    for training in mapped:
+        training.set_upstream([s.operator for s in selected])
+    trained = [training.output for training in mapped]
     evaluate(trained, ensemble(trained, jobs), jobs)
 
 

@@ -61,7 +61,8 @@ def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
     for family in ("sklearn", "torch", "tensorflow"):
         task = train.get_task(f"train_{family}")
         assert type(task).__name__.endswith("MappedOperator")
-        assert task.upstream_task_ids == {f"select_{family}"}
+        # all selects: every variant is ready at once, so priority (not a race) orders them
+        assert task.upstream_task_ids == {"select_sklearn", "select_torch", "select_tensorflow"}
     weights = {f: train.get_task(f"train_{f}").priority_weight for f in ("sklearn", "torch", "tensorflow")}
     assert weights["tensorflow"] > weights["torch"] > weights["sklearn"]  # longest families start first
     trained = {"train_sklearn", "train_torch", "train_tensorflow"}
