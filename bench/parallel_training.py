@@ -114,11 +114,13 @@ def main() -> int:
 
 class CpuSampler:
     """Samples, every 0.5 s, the machine's CPU counters (/proc/stat) and the CPU time of
-    every process by role (task runner, task supervisor, scheduler, api-server, other),
-    so a stage's CPU can be split into training, orchestration overhead and idle."""
+    every process by role, so a stage's CPU splits into training tasks, orchestration
+    overhead and idle. Roles come from Airflow's process titles: a LocalExecutor worker
+    ("airflow worker -- LocalExecutor: ...") supervises the task process it forks
+    ("airflow worker -- <id>")."""
 
-    ROLES = (("task runner", "task"), ("supervisor", "supervisor"), ("scheduler", "scheduler"),
-             ("LocalExecutor", "scheduler"), ("api-server", "api-server"), ("uvicorn", "api-server"))
+    ROLES = (("LocalExecutor", "supervisor"), ("airflow worker", "task"), ("scheduler", "scheduler"),
+             ("api_server", "api-server"), ("api-server", "api-server"))
 
     def __init__(self, every: float = 0.5):
         self.samples: list[tuple[float, list[int], dict[int, tuple[str, float]]]] = []
@@ -129,18 +131,16 @@ class CpuSampler:
     def _run(self, every: float) -> None:
         import psutil
 
-        names: dict[int, str] = {}
         while not self._stop.is_set():
             with open("/proc/stat") as f:
                 counters = [int(x) for x in f.readline().split()[1:]]
             procs = {}
-            for proc in psutil.process_iter(["pid", "cpu_times"]):
-                try:
-                    if proc.pid not in names:
-                        line = " ".join(proc.cmdline())
-                        names[proc.pid] = next((role for key, role in self.ROLES if key in line), "other")
+            for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+                try:  # the title is read each time: a forked task starts with its worker's title
+                    line = " ".join(proc.info["cmdline"] or ())
+                    role = next((role for key, role in self.ROLES if key in line), "other")
                     times = proc.info["cpu_times"]
-                    procs[proc.pid] = (names[proc.pid], times.user + times.system)
+                    procs[proc.pid] = (role, times.user + times.system)
                 except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError):
                     continue
             self.samples.append((time.time(), counters, procs))
@@ -155,7 +155,7 @@ class CpuSampler:
         delta = [(b - a) / os.sysconf("SC_CLK_TCK") for a, b in zip(c0, c1, strict=True)]
         out = {"idle": delta[3] + delta[4], "steal": delta[7] if len(delta) > 7 else 0.0}
         last = {pid: value for _, _, procs in inside for pid, value in procs.items()}  # ended processes too
-        for pid, (role, cpu) in last.items():
+        for pid, (role, cpu) in last.items():  # a process counts under its latest role
             out[role] = out.get(role, 0.0) + cpu - p0.get(pid, (role, 0.0))[1]
         out["busy"] = sum(delta) - out["idle"] - out["steal"]
         return out
