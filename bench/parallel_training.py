@@ -69,7 +69,7 @@ def main() -> int:
     api = Service("api-server", "api-server", "--port", str(args.port))
     alone, paired = co_run_times()
     print(f"co-run check: a single-threaded HistGradientBoosting fit takes {alone:.2f}s alone and {paired:.2f}s "
-          f"while another runs on the other core (+{paired / alone - 1:.1%}); this host's 2-core ceiling is "
+          f"while another runs on the other core ({paired / alone - 1:+.1%}); this host's 2-core ceiling is "
           f"about {2 * alone / paired:.2f}x", flush=True)
     sums, walls, busy, per_variant = [], [], [], {}
     cpu = CpuSampler()
