@@ -66,11 +66,11 @@ def main() -> int:
     airflow("pools", "set", ctx.spec.execution.gpu_pool, str(args.gpu_slots), "GPU training slots")
     if not port_free(args.port):
         raise SystemExit(f"port {args.port} is in use")
-    api = Service("api-server", "api-server", "--port", str(args.port))
-    alone, paired = co_run_times()
+    alone, paired = co_run_times()  # before any Airflow service runs beside it
     print(f"co-run check: a single-threaded HistGradientBoosting fit takes {alone:.2f}s alone and {paired:.2f}s "
           f"while another runs on the other core ({paired / alone - 1:+.1%}); this host's 2-core ceiling is "
           f"about {2 * alone / paired:.2f}x", flush=True)
+    api = Service("api-server", "api-server", "--port", str(args.port))
     sums, walls, busy, per_variant = [], [], [], {}
     cpu = CpuSampler()
     parallel = os.environ["AIRFLOW__CORE__PARALLELISM"]
@@ -91,8 +91,9 @@ def main() -> int:
                 raise SystemExit(f"train run {run_id} ended {states}: see {home / 'airflow' / 'logs'}")
             tasks = training_tasks(run_id)
             own = sum(t["seconds"] for t in tasks)
-            wall = (max(t["end"] for t in tasks) - min(t["start"] for t in tasks)).total_seconds()
-            used = cpu.split(min(t["start"] for t in tasks), max(t["end"] for t in tasks))
+            first, last = min(t["start"] for t in tasks), max(t["end"] for t in tasks)
+            wall = (last - first).total_seconds()
+            used = cpu.split(first, last)
             print("    core-seconds in the stage: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items())),
                   flush=True)
             if mode == "sequential":
@@ -102,10 +103,9 @@ def main() -> int:
             else:
                 walls.append(wall)
                 busy.append(used["busy"] / wall)
-                origin = min(t["start"] for t in tasks)
                 for t in sorted(tasks, key=lambda t: t["start"]):
-                    print(f"    {t['variant']:<16} {(t['start'] - origin).total_seconds():6.1f}s "
-                          f"-> {(t['end'] - origin).total_seconds():6.1f}s", flush=True)
+                    print(f"    {t['variant']:<16} {(t['start'] - first).total_seconds():6.1f}s "
+                          f"-> {(t['end'] - first).total_seconds():6.1f}s", flush=True)
             print(f"{mode} run: {len(tasks)} variants, sum of task times {own:.1f}s, stage wall {wall:.1f}s"
                   + (f", busy cores {busy[-1]:.2f} of {os.cpu_count()}" if mode == "parallel" else ""), flush=True)
     finally:
