@@ -5,8 +5,9 @@
 Runs the train DAG (dry run: nothing registered or promoted) on existing feature
 partitions with a fresh Airflow home and MLflow store, alternating two modes in one
 invocation: sequential (executor parallelism 1: each variant runs alone, so its task
-time is its own time) and parallel (AIRFLOW__CORE__PARALLELISM, default 4; the gpu pool
-gets ``--gpu-slots``). Reports the sum of the
+time is its own time) and parallel (AIRFLOW__CORE__PARALLELISM, default 4, with at most
+the train DAG's training slots at once: MLPIPE_TRAINING_SLOTS, default one per core; the
+gpu pool gets ``--gpu-slots``). Reports the sum of the
 variants' own times, the parallel training stage's wall time (first training task start
 to last end) and the ratio of their medians. On 2 cores the target is >= 1.7x.
 
@@ -53,10 +54,11 @@ def main() -> int:
         "MLPIPE_DATA_ROOT": args.data, "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "MLPIPE_ARTIFACTS": str(home / "artifacts"), "GX_ANALYTICS_ENABLED": "false",
     })
-    sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "include")]
+    sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "include"), str(ROOT / "plugins")]
     from demo import Service, airflow, phase, port_free, wait_http
 
     from mlpipe import registry, steps
+    from mlpipe_tasks import training_slots
 
     ctx = steps.Context.load()
     registry.connect(ctx.settings, ctx.spec.name)
@@ -115,7 +117,8 @@ def main() -> int:
         f"{v} {statistics.median(s):.1f}s" for v, s in sorted(per_variant.items())))
     own, wall = statistics.median(sums), statistics.median(walls)
     print(f"parallel efficiency: sum of own times {own:.1f}s / parallel stage wall {wall:.1f}s = {own / wall:.2f}x "
-          f"(medians of {args.runs} runs each, parallelism {parallel}, gpu pool {args.gpu_slots} slots, "
+          f"(medians of {args.runs} runs each, parallelism {parallel}, training slots {training_slots()}, "
+          f"gpu pool {args.gpu_slots} slots, "
           f"{os.cpu_count()} cores)")
     print(f"busy cores during the parallel stage (median): {statistics.median(busy):.2f} of {os.cpu_count()}")
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
 from mlpipe_operators import OPERATORS
 
-from mlpipe_tasks import DEFAULT_ARGS, is_backfill, run_step, run_tags, schedule_dates
+from mlpipe_tasks import DEFAULT_ARGS, is_backfill, run_step, run_tags, schedule_dates, training_slots
 
 PARAMS = {
     "window_start": Param(None, type=["null", "string"], format="date",
@@ -30,8 +30,11 @@ PARAMS = {
 }
 
 
+# max_active_tasks: only the training tasks run side by side, one per free core (see
+# mlpipe_tasks.training_slots); the rest of the DAG is a chain.
 @dag(schedule=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), **schedule_dates(extra_days=8), catchup=False,
-     max_active_runs=1, default_args=DEFAULT_ARGS, params=PARAMS, tags=["mlpipe", "train"], doc_md=__doc__)
+     max_active_runs=1, max_active_tasks=training_slots(), default_args=DEFAULT_ARGS, params=PARAMS,
+     tags=["mlpipe", "train"], doc_md=__doc__)
 def train():
     @task
     def plan(params=None, logical_date=None, dag_run=None) -> list[dict]:
@@ -62,11 +65,13 @@ def train():
     jobs = plan()
     selected = [select.override(task_id=f"select_{op.family}")(jobs, op.family) for op in OPERATORS]
     mapped = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}",
-                         priority_weight=op.priority, weight_rule="absolute", **op.placement()).expand(job=picked)
+                         **op.placement()).expand(job=picked)
               for op, picked in zip(OPERATORS, selected, strict=True)]
     # Each training task also waits for the other families' selects, so every variant
-    # becomes ready in the same scheduler pass and the priority weights alone decide which
-    # start first (otherwise whichever select finished first would fill the slots).
+    # becomes ready in the same scheduler pass. The scheduler then starts them by map
+    # index, each backend's index 0 first: plan lists each backend's slowest variant first,
+    # so the stage ends with short tasks (otherwise whichever select finished first would
+    # fill the slots).
     for training in mapped:
         training.set_upstream([s.operator for s in selected])
     trained = [training.output for training in mapped]

@@ -23,9 +23,6 @@ class TrainVariantOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("job",)
     family = ""
-    # Scheduling order when executor slots are short: on a CPU the neural variants take
-    # longest per variant, so they start first and the stage ends with short tasks.
-    priority = 1
 
     @classmethod
     def placement(cls) -> dict:
@@ -64,12 +61,10 @@ class _GpuTrainOperator(TrainVariantOperator):
 
 class TorchTrainOperator(_GpuTrainOperator):
     family = "torch"
-    priority = 2
 
 
 class TensorFlowTrainOperator(_GpuTrainOperator):
     family = "tensorflow"
-    priority = 3
 
 
 OPERATORS = (SklearnTrainOperator, TorchTrainOperator, TensorFlowTrainOperator)

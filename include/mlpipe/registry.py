@@ -55,6 +55,18 @@ def connect(settings: Settings, experiment: str) -> str:
         return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
+def recent_fit_seconds(experiment_id: str, limit: int = 200) -> dict[str, float]:
+    """Each variant's fit time in its most recent train run of the experiment."""
+    runs = MlflowClient().search_runs([experiment_id], "tags.`mlpipe.step` = 'train'", max_results=limit,
+                                      order_by=["attributes.start_time DESC"])
+    latest: dict[str, float] = {}
+    for run in runs:
+        variant, seconds = run.data.tags.get("mlpipe.variant"), run.data.metrics.get("fit_seconds")
+        if variant and seconds is not None:
+            latest.setdefault(variant, seconds)
+    return latest
+
+
 _BACKEND_REQUIREMENTS = {"sklearn": ["scikit-learn", "skops", "threadpoolctl"], "torch": ["torch"],
                          "tensorflow": ["tensorflow-cpu", "keras"]}
 

@@ -238,10 +238,13 @@ class ScheduleSpec(_Model):
 
 
 class ExecutionSpec(_Model):
-    """Where GPU-capable training runs (Airflow queue and pool names)."""
+    """Where GPU-capable training runs (Airflow queue and pool names), and how many
+    training tasks of one train run may run at once (default: the host's cores divided by
+    the threads each task uses, so tasks never time-slice a core)."""
 
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
+    training_slots: int | None = Field(None, ge=1)
 
 
 class PipelineSpec(_Model):

@@ -100,11 +100,13 @@ def _date(value: str | dt.date | None) -> dt.date | None:
 def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window_end=None, holdout_days=None,
                   variants: list[str] | None = None, dry_run: bool = False, backfill: bool = False,
                   promote_in_backfill: bool = False) -> list[dict]:
-    """Resolve a train run's Params into one job per variant to train.
+    """Resolve a train run's Params into one job per variant to train, slowest first.
 
     ``mode`` is ``dry_run``, ``backfill`` (a run for a past interval) or ``live``;
     ``promote`` says whether the run may register versions and move aliases: live runs
-    do, dry runs never, backfills only with ``promote_in_backfill``.
+    do, dry runs never, backfills only with ``promote_in_backfill``. Jobs are ordered by
+    each variant's fit time in its last train run (variants never trained first, then
+    spec order), so the stage starts long fits first and ends with short ones.
     """
     known = [v.name for v in ctx.spec.variants]
     unknown = sorted(set(variants or []) - set(known))
@@ -115,8 +117,16 @@ def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window
     backends = {v.name: v.backend for v in ctx.spec.variants}
     mode = "dry_run" if dry_run else "backfill" if backfill else "live"
     promote = not dry_run and (not backfill or bool(promote_in_backfill))
+    names = [name for name in known if name in set(variants or known)]
     return [{"variant": name, "family": backends[name].split("_", 1)[0], "window": win.to_dict(), "mode": mode,
-             "promote": promote} for name in variants or known]
+             "promote": promote} for name in slowest_first(ctx, names)]
+
+
+def slowest_first(ctx: Context, names: list[str]) -> list[str]:
+    from mlpipe import registry
+
+    seconds = registry.recent_fit_seconds(registry.connect(ctx.settings, ctx.spec.name))
+    return sorted(names, key=lambda name: -seconds.get(name, float("inf")))
 
 
 def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, list[dt.date]]:

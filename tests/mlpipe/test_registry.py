@@ -72,3 +72,16 @@ def test_move_alias_is_a_compare_and_set(mlflow_store, spec, model_frame):
     registry.move_alias("toy", registry.CHAMPION, None, "1")  # None deletes the alias
     assert registry.champion_version("toy") is None
     assert registry.version_exists("toy", "2") and not registry.version_exists("toy", "3")
+
+
+def test_recent_fit_seconds_keeps_each_variants_latest_train_run(mlflow_store):
+    experiment = mlflow.get_experiment_by_name("toy").experiment_id
+    for variant, seconds, step in (("a", 5.0, "train"), ("b", 1.0, "train"), ("a", 2.0, "train"),
+                                   ("b", 9.0, "evaluate")):
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.set_tags({"mlpipe.step": step, "mlpipe.variant": variant})
+            mlflow.log_metric("fit_seconds", seconds)
+    with mlflow.start_run(experiment_id=experiment):  # a failed fit logs no time
+        mlflow.set_tags({"mlpipe.step": "train", "mlpipe.variant": "c"})
+
+    assert registry.recent_fit_seconds(experiment) == {"a": 2.0, "b": 1.0}

@@ -82,6 +82,12 @@ def test_field_level_errors_are_reported_together(spec_dict, tmp_path):
     assert message.count("\n  ") >= 4  # one line per bad field
 
 
+def test_training_slots_must_be_positive(spec_dict, tmp_path):
+    spec_dict["execution"] = {"training_slots": 0}
+    message = _error(tmp_path, spec_dict)
+    assert "execution.training_slots" in message and "greater than or equal to 1" in message
+
+
 def test_cross_field_errors_are_reported_together(spec_dict, tmp_path):
     spec_dict["features"]["numeric"].append("settle_time")  # also in exclude
     spec_dict["gate"]["metric"] = "f1_macro"

@@ -68,3 +68,27 @@ def test_gpu_queue_and_pool_come_from_the_spec(monkeypatch, tmp_path):
         assert TorchTrainOperator.placement()["queue"] == "from_env"
     finally:
         spec_cache.cache_clear()
+
+
+def test_training_slots_default_to_cores_per_task_and_can_be_configured(monkeypatch, tmp_path):
+    import yaml
+
+    monkeypatch.delenv("MLPIPE_TRAINING_SLOTS", raising=False)
+    monkeypatch.setattr(mlpipe_tasks.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setenv("MLPIPE_TASK_CPUS", "2")
+    mlpipe_tasks._spec.cache_clear()
+    try:
+        assert mlpipe_tasks.training_slots() == 4  # 8 cores, 2 threads per task
+        monkeypatch.setenv("MLPIPE_TASK_CPUS", "16")
+        assert mlpipe_tasks.training_slots() == 1  # never zero
+
+        spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "include/pipelines/flights.yaml").read_text())
+        spec["execution"]["training_slots"] = 3
+        (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+        monkeypatch.setenv("MLPIPE_SPEC", str(tmp_path / "spec.yaml"))
+        mlpipe_tasks._spec.cache_clear()
+        assert mlpipe_tasks.training_slots() == 3
+        monkeypatch.setenv("MLPIPE_TRAINING_SLOTS", "5")
+        assert mlpipe_tasks.training_slots() == 5
+    finally:
+        mlpipe_tasks._spec.cache_clear()
