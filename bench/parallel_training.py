@@ -118,8 +118,10 @@ def main() -> int:
     own, wall = statistics.median(sums), statistics.median(walls)
     print(f"parallel efficiency: sum of own times {own:.1f}s / parallel stage wall {wall:.1f}s = {own / wall:.2f}x "
           f"(medians of {args.runs} runs each, parallelism {parallel}, training slots {training_slots()}, "
-          f"gpu pool {args.gpu_slots} slots, "
-          f"{os.cpu_count()} cores)")
+          f"gpu pool {args.gpu_slots} slots, {os.cpu_count()} cores)")
+    pairs = [s / w for s, w in zip(sums, walls, strict=True)]  # each parallel run against the run before it
+    print("per pair (sequential sum / the next parallel wall): " + ", ".join(f"{r:.2f}x" for r in pairs)
+          + f"; median {statistics.median(pairs):.2f}x")
     print(f"busy cores during the parallel stage (median): {statistics.median(busy):.2f} of {os.cpu_count()}")
     return 0
 
