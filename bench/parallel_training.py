@@ -129,9 +129,9 @@ def main() -> int:
 class CpuSampler:
     """Samples, every 2 s, the machine's CPU counters (/proc/stat) and the CPU time of
     every process by role, so a stage's CPU splits into training tasks, orchestration
-    overhead and idle (at 0.5 s the sampler itself cost about 1.4% of a core). Roles come from Airflow's process titles: a LocalExecutor worker
-    ("airflow worker -- LocalExecutor: ...") supervises the task process it forks
-    ("airflow worker -- <id>")."""
+    overhead and idle (at 0.5 s the sampler itself cost about 1.4% of a core). Roles come
+    from Airflow's process titles: a LocalExecutor worker ("airflow worker --
+    LocalExecutor: ...") supervises the task process it forks ("airflow worker -- <id>")."""
 
     ROLES = (("LocalExecutor", "supervisor"), ("airflow worker", "task"), ("scheduler", "scheduler"),
              ("api_server", "api-server"), ("api-server", "api-server"))

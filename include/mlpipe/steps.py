@@ -117,7 +117,8 @@ def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window
     backends = {v.name: v.backend for v in ctx.spec.variants}
     mode = "dry_run" if dry_run else "backfill" if backfill else "live"
     promote = not dry_run and (not backfill or bool(promote_in_backfill))
-    names = [name for name in known if name in set(variants or known)]
+    wanted = set(variants or known)
+    names = [name for name in known if name in wanted]
     return [{"variant": name, "family": backends[name].split("_", 1)[0], "window": win.to_dict(), "mode": mode,
              "promote": promote} for name in slowest_first(ctx, names)]
 
