@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlpipe.errors import NotFittedError
+from mlpipe.errors import NotFittedError, TrainingError
 from mlpipe.preprocessing import Encoded
 
 DEFAULTS: dict[str, Any] = {"hidden": [128, 64], "dropout": 0.1, "lr": 2e-3, "batch_size": 1024,
@@ -45,6 +45,24 @@ class NeuralBackend:
         order = np.random.default_rng(self.seed).permutation(len(y))
         n_val = max(1, int(len(y) * self._p("validation_fraction")))
         return order[n_val:], order[:n_val], ((y - self.y_mean_) / self.y_std_).astype("float32")
+
+    def _early_stopping(self, run_epoch, val_loss, snapshot):
+        """Call ``run_epoch()`` until ``val_loss()`` has not improved by 1e-5 for
+        ``patience`` epochs (or ``max_epochs``); return ``snapshot()`` of the best epoch."""
+        best, best_state, stale = float("inf"), None, 0
+        for _ in range(self._p("max_epochs")):
+            run_epoch()
+            score = val_loss()
+            if score < best - 1e-5:
+                best, best_state, stale = score, snapshot(), 0
+            else:
+                stale += 1
+                if stale >= self._p("patience"):
+                    break
+        if best_state is None:
+            raise TrainingError(f"{self.framework} MLP: the validation loss was never finite; "
+                                "lower lr or check the inputs for extreme values")
+        return best_state
 
     def _save_meta(self, directory: Path, **fitted: Any) -> Path:
         """Create ``directory`` and write the hyperparameters, the target scaling and

@@ -79,10 +79,11 @@ class TabularMLP(NeuralBackend):
         loss_fn = torch.nn.BCEWithLogitsLoss() if self.task == "binary" else torch.nn.MSELoss()
         tensors = self._tensors(X)
         t = torch.as_tensor(target, device=self.device_)
-        best, best_state, stale = float("inf"), None, 0
         gen = torch.Generator().manual_seed(self.seed)
         batch = self._p("batch_size")
-        for _ in range(self._p("max_epochs")):
+        vidx = torch.as_tensor(val, device=self.device_)
+
+        def run_epoch() -> None:
             net.train()
             perm = torch.as_tensor(train)[torch.randperm(len(train), generator=gen)]
             for start in range(0, len(perm), batch):
@@ -90,17 +91,14 @@ class TabularMLP(NeuralBackend):
                 opt.zero_grad()
                 loss_fn(net(tensors[0][idx], tensors[1][idx]), t[idx]).backward()
                 opt.step()
+
+        def val_loss() -> float:
             net.eval()
             with torch.no_grad():
-                vidx = torch.as_tensor(val, device=self.device_)
-                score = float(loss_fn(net(tensors[0][vidx], tensors[1][vidx]), t[vidx]))
-            if score < best - 1e-5:
-                best, stale = score, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= self._p("patience"):
-                    break
+                return float(loss_fn(net(tensors[0][vidx], tensors[1][vidx]), t[vidx]))
+
+        best_state = self._early_stopping(
+            run_epoch, val_loss, lambda: {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
         net.load_state_dict(best_state)
         self.net_ = net.eval()
         return self
