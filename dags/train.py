@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
 from mlpipe_operators import OPERATORS
+from mlpipe_priority import PlannedOrder
 
 from mlpipe_tasks import DEFAULT_ARGS, is_backfill, run_step, run_tags, schedule_dates, training_slots
 
@@ -64,14 +65,12 @@ def train():
 
     jobs = plan()
     selected = [select.override(task_id=f"select_{op.family}")(jobs, op.family) for op in OPERATORS]
+    # Each training task also waits for every select, so all variants become ready in the
+    # same scheduler pass; the scheduler then starts them by PlannedOrder's weights: plan's
+    # order, slowest first across all backends, so the stage ends with short tasks.
     mapped = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}",
-                         **op.placement()).expand(job=picked)
+                         weight_rule=PlannedOrder.path, **op.placement()).expand(job=picked)
               for op, picked in zip(OPERATORS, selected, strict=True)]
-    # Each training task also waits for the other families' selects, so every variant
-    # becomes ready in the same scheduler pass. The scheduler then starts them by map
-    # index, each backend's index 0 first: plan lists each backend's slowest variant first,
-    # so the stage ends with short tasks (otherwise whichever select finished first would
-    # fill the slots).
     for training in mapped:
         training.set_upstream([s.operator for s in selected])
     trained = [training.output for training in mapped]

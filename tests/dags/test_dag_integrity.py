@@ -63,9 +63,17 @@ def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
         assert type(task).__name__.endswith("MappedOperator")
         # all selects: every variant is ready at once, so the plan's order (not a race) decides
         assert task.upstream_task_ids == {"select_sklearn", "select_torch", "select_tensorflow"}
-        assert task.priority_weight == train.get_task("train_sklearn").priority_weight
+    # scheduled slowest first across backends; a strategy in partial() must survive the
+    # scheduler's round trip (Airflow 3.3 stores a strategy object there as its repr)
+    from airflow.serialization.serialized_objects import DagSerialization
+    from mlpipe_priority import PlannedOrder
+
     import mlpipe_tasks
 
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(train))
+    for family in ("sklearn", "torch", "tensorflow"):
+        rule = type(restored.get_task(f"train_{family}").weight_rule)  # the plugin manager's copy of the class
+        assert f"{rule.__module__}.{rule.__qualname__}" == PlannedOrder.path
     assert train.max_active_tasks == mlpipe_tasks.training_slots()  # one training task per core
     trained = {"train_sklearn", "train_torch", "train_tensorflow"}
     assert train.get_task("ensemble").upstream_task_ids >= trained

@@ -268,6 +268,13 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
     with create_session() as session:
         runs = session.query(DagRun).filter(DagRun.dag_id == "train", DagRun.run_type == "backfill").all()
         assert [(str(r.state), r.conf["holdout_days"]) for r in runs] == [("success", 2)]
+        from airflow.models import TaskInstance
+
+        weights = {ti.map_index: ti.priority_weight for ti in session.query(TaskInstance).filter(
+            TaskInstance.run_id == runs[0].run_id, TaskInstance.task_id == "train_sklearn")}
+        # PlannedOrder: instance 1 weighs by this run's plan (2 jobs, second: 2 + 1 - 1), instance 0
+        # (once the placeholder) by the earlier runs' plans, which also put logreg first
+        assert weights[1] == 2 and weights[0] > weights[1], weights
     entries = ledger.entries(ctx.store)[seen:]
     assert len(entries) == 1
     entry = entries[0]
