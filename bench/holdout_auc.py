@@ -32,39 +32,40 @@ def main() -> int:
                        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "GX_ANALYTICS_ENABLED": "false",
                        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
-    from mlpipe import steps
+    from mlpipe import ingest, promotion, training
+    from mlpipe.context import Context
 
-    ctx = steps.Context.load()
+    ctx = Context.load()
     start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     per_day = []
     day = start
     while day < end:
         if not ctx.store.exists("features", day):
             t0 = time.perf_counter()
-            steps.extract(ctx, day)
-            steps.validate(ctx, day)
-            steps.build_features(ctx, day)
+            ingest.extract_day(ctx, day)
+            ingest.validate_day(ctx, day)
+            ingest.build_day_features(ctx, day)
             per_day.append(time.perf_counter() - t0)
         day += dt.timedelta(days=1)
     if per_day:
         print(f"ingest: {len(per_day)} days, median {statistics.median(per_day):.2f}s/day in-process, "
               f"total {sum(per_day):.0f}s")
-    jobs = steps.plan_training(ctx, end, window_start=start, holdout_days=args.holdout_days)
+    jobs = training.plan_training(ctx, end, window_start=start, holdout_days=args.holdout_days)
     tags = {"airflow.run_id": "bench"}
-    results = [steps.train_variant(ctx, j["variant"], j["window"], tags) for j in jobs]
+    results = [training.train_variant(ctx, job, tags) for job in jobs]
     t0 = time.perf_counter()
-    ensemble = steps.build_ensemble(ctx, candidates=results, window=jobs[0]["window"], run_tags=tags, register=True)
+    ensemble = training.build_ensemble(ctx, candidates=results, window=jobs[0].window, run_tags=tags, register=True)
     results += [ensemble] if ensemble else []
     ensemble_s, t0 = time.perf_counter() - t0, time.perf_counter()
-    decision = steps.evaluate(ctx, candidates=results, requested=[j["variant"] for j in jobs],
-                              window=jobs[0]["window"], run_tags=tags)
+    decision = promotion.evaluate_and_promote(ctx, candidates=results, requested=[j.variant for j in jobs],
+                                              window=jobs[0].window, run_tags=tags)
     print(f"ensemble built in {ensemble_s:.1f}s; evaluation (with bootstrap) in {time.perf_counter() - t0:.1f}s")
-    print(f"window {jobs[0]['window']}")
+    print(f"window {jobs[0].window.to_dict()}")
     print(f"{'variant':<16}{'backend':<16}{'fit_s':>8}{'roc_auc':>9}{'pr_auc':>9}{'log_loss':>9}")
     for r in results:
-        m = decision["candidates"][r["variant"]]["metrics"]
-        print(f"{r['variant']:<16}{r['backend']:<16}{r.get('fit_seconds', float('nan')):>8.1f}{m['roc_auc']:>9.4f}"
-              f"{m['pr_auc']:>9.4f}{m['log_loss']:>9.4f}")
+        m = decision["candidates"][r.variant]["metrics"]
+        fit = r.fit_seconds if r.fit_seconds is not None else float("nan")
+        print(f"{r.variant:<16}{r.backend:<16}{fit:>8.1f}{m['roc_auc']:>9.4f}{m['pr_auc']:>9.4f}{m['log_loss']:>9.4f}")
     print(f"decision: {decision['decision']}, champion v{decision['champion_after']}: {decision['reason']}")
     print(f"data and MLflow store: {work}")
     return 0

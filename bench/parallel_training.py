@@ -57,10 +57,11 @@ def main() -> int:
     sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "include"), str(ROOT / "plugins")]
     from demo import Service, airflow, phase, port_free, wait_http
 
-    from mlpipe import registry, steps
+    from mlpipe import registry
+    from mlpipe.context import Context
     from mlpipe_tasks import training_slots
 
-    ctx = steps.Context.load()
+    ctx = Context.load()
     registry.connect(ctx.settings, ctx.spec.name)
     airflow("db", "migrate")
     airflow("dags", "reserialize")

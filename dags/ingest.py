@@ -21,15 +21,15 @@ from mlpipe_tasks import DEFAULT_ARGS, FEATURES_URI, run_step, schedule_dates
 def ingest():
     @task
     def extract(data_interval_start=None) -> dict:
-        return run_step("extract", day=data_interval_start.date())
+        return run_step("extract_day", day=data_interval_start.date())
 
     @task
     def validate(data_interval_start=None) -> dict:
-        return run_step("validate", day=data_interval_start.date())
+        return run_step("validate_day", day=data_interval_start.date())
 
     @task(retries=20, retry_delay=dt.timedelta(seconds=15), outlets=[Asset(FEATURES_URI)])
     def build_features(data_interval_start=None) -> dict:
-        return run_step("build_features", day=data_interval_start.date())
+        return run_step("build_day_features", day=data_interval_start.date())
 
     extract() >> validate() >> build_features()
 

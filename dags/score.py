@@ -15,7 +15,7 @@ from mlpipe_tasks import DEFAULT_ARGS, run_step, schedule_dates
 def score():
     @task
     def score_partition(data_interval_start=None) -> dict:
-        return run_step("score", day=data_interval_start.date())
+        return run_step("score_day", day=data_interval_start.date())
 
     score_partition()
 

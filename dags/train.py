@@ -11,10 +11,21 @@ record what they would have promoted and move nothing, unless `promote_in_backfi
 from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
-from mlpipe_operators import OPERATORS
+from mlpipe_operators import operator_named
 from mlpipe_priority import PlannedOrder
 
-from mlpipe_tasks import DEFAULT_ARGS, is_backfill, run_step, run_tags, schedule_dates, training_slots
+from mlpipe.records import Job
+from mlpipe_tasks import (
+    DEFAULT_ARGS,
+    first_job,
+    is_backfill,
+    run_step,
+    run_tags,
+    schedule_dates,
+    trained,
+    training_families,
+    training_slots,
+)
 
 PARAMS = {
     "window_start": Param(None, type=["null", "string"], format="date",
@@ -39,42 +50,41 @@ PARAMS = {
 def train():
     @task
     def plan(params=None, logical_date=None, dag_run=None) -> list[dict]:
-        """One job per variant: {variant, family, window, mode, promote}."""
+        """One job per variant (mlpipe.records.Job), slowest first."""
         when = logical_date or dag_run.run_after  # a manual trigger may have no logical date
-        return run_step("plan_training", logical_date=when.date(),
-                        backfill=is_backfill(dag_run), **params)
+        return run_step("plan_training", logical_date=when.date(), backfill=is_backfill(dag_run), **params)
 
     @task
     def select(jobs: list[dict], family: str) -> list[dict]:
-        return [job for job in jobs if job["family"] == family]
-
-    def succeeded(results: list) -> list[dict]:
-        """The results of the variants that trained (per family; failed ones are None)."""
-        return [r for group in results for r in (group or []) if r]
+        return [job for job in jobs if Job.from_dict(job).family == family]
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def ensemble(results: list, jobs: list[dict], dag_run=None) -> dict | None:
-        return run_step("build_ensemble", candidates=succeeded(results), window=jobs[0]["window"],
-                        run_tags=run_tags(dag_run), register=jobs[0]["promote"])
+        job = first_job(jobs)
+        return run_step("build_ensemble", candidates=trained(results), window=job.window,
+                        run_tags=run_tags(dag_run), register=job.promote)
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def evaluate(results: list, combined: dict | None, jobs: list[dict], dag_run=None) -> dict:
-        return run_step("evaluate", candidates=succeeded(results) + ([combined] if combined else []),
-                        requested=[j["variant"] for j in jobs], window=jobs[0]["window"], mode=jobs[0]["mode"],
-                        promote=jobs[0]["promote"], run_tags=run_tags(dag_run))
+        job = first_job(jobs)
+        return run_step("evaluate_and_promote", candidates=trained([*results, [combined]]),
+                        requested=[Job.from_dict(j).variant for j in jobs], window=job.window, mode=job.mode,
+                        promote=job.promote, run_tags=run_tags(dag_run))
 
     jobs = plan()
-    selected = [select.override(task_id=f"select_{op.family}")(jobs, op.family) for op in OPERATORS]
+    families = training_families()  # {family: operator}, from the backend table
+    selected = [select.override(task_id=f"select_{family}")(jobs, family) for family in families]
     # Each training task also waits for every select, so all variants become ready in the
     # same scheduler pass; the scheduler then starts them by PlannedOrder's weights: plan's
     # order, slowest first across all backends, so the stage ends with short tasks.
-    mapped = [op.partial(task_id=f"train_{op.family}", map_index_template="{{ variant }}",
-                         weight_rule=PlannedOrder.path, **op.placement()).expand(job=picked)
-              for op, picked in zip(OPERATORS, selected, strict=True)]
+    mapped = []
+    for (family, name), picked in zip(families.items(), selected, strict=True):
+        op = operator_named(name, family)
+        mapped.append(op.partial(task_id=f"train_{family}", map_index_template="{{ variant }}",
+                                 weight_rule=PlannedOrder.path, **op.placement()).expand(job=picked))
     for training in mapped:
         training.set_upstream([s.operator for s in selected])
-    trained = [training.output for training in mapped]
-    evaluate(trained, ensemble(trained, jobs), jobs)
-
+    outputs = [training.output for training in mapped]
+    evaluate(outputs, ensemble(outputs, jobs), jobs)
 
 train()

@@ -1,6 +1,7 @@
-"""Training operators, one per model backend family. Thin: keyword-only arguments,
-declared template fields, nothing done in ``__init__``; ``execute`` delegates to
-``mlpipe.steps.train_variant`` through ``run_step``.
+"""Training operators, one per model backend family (the backend table names each
+backend's operator). Thin: keyword-only arguments, declared template fields, nothing
+done in ``__init__``; ``execute`` delegates to ``mlpipe.training.train_variant`` through
+``run_step``.
 
 Torch and TensorFlow operators default to the ``gpu`` queue and pool. Override per task
 (``queue=``/``pool=``), or for all of them with MLPIPE_GPU_QUEUE / MLPIPE_GPU_POOL, or in
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
+from mlpipe.records import Job
 from mlpipe_tasks import run_step, spec_execution
 
 
@@ -22,7 +24,6 @@ class TrainVariantOperator(BaseOperator):
     """Train one variant (a job from the train DAG's ``plan``) and register it in MLflow."""
 
     template_fields: Sequence[str] = ("job",)
-    family = ""
 
     @classmethod
     def placement(cls) -> dict:
@@ -35,19 +36,20 @@ class TrainVariantOperator(BaseOperator):
         self.cpus = cpus
 
     def execute(self, context):
-        dag_run = context["dag_run"]
-        context["variant"] = self.job["variant"]
-        return run_step("train_variant", name=self.job["variant"], window=self.job["window"],
-                        register=self.job["promote"], n_threads=self.cpus,  # None: MLPIPE_TASK_CPUS
+        dag_run, job = context["dag_run"], Job.from_dict(self.job)
+        context["variant"] = job.variant
+        return run_step("train_variant", job=job, n_threads=self.cpus,  # None: MLPIPE_TASK_CPUS
                         run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id,
                                   "airflow.queue": self.queue, "airflow.pool": self.pool})
 
 
 class SklearnTrainOperator(TrainVariantOperator):
-    family = "sklearn"
+    """scikit-learn variants, on the default queue."""
 
 
-class _GpuTrainOperator(TrainVariantOperator):
+class GpuTrainOperator(TrainVariantOperator):
+    """Variants of a GPU-capable framework, on the spec's GPU queue and pool."""
+
     @classmethod
     def placement(cls) -> dict:
         execution = spec_execution()
@@ -59,12 +61,22 @@ class _GpuTrainOperator(TrainVariantOperator):
         super().__init__(queue=queue or default["queue"], pool=pool or default["pool"], **kwargs)
 
 
-class TorchTrainOperator(_GpuTrainOperator):
-    family = "torch"
+class TorchTrainOperator(GpuTrainOperator):
+    """PyTorch variants."""
 
 
-class TensorFlowTrainOperator(_GpuTrainOperator):
-    family = "tensorflow"
+class TensorFlowTrainOperator(GpuTrainOperator):
+    """TensorFlow / Keras variants."""
 
 
-OPERATORS = (SklearnTrainOperator, TorchTrainOperator, TensorFlowTrainOperator)
+OPERATORS: dict[str, type[TrainVariantOperator]] = {
+    cls.__name__: cls for cls in (TrainVariantOperator, SklearnTrainOperator, GpuTrainOperator, TorchTrainOperator,
+                                  TensorFlowTrainOperator)}
+
+
+def operator_named(name: str, family: str) -> type[TrainVariantOperator]:
+    try:
+        return OPERATORS[name]
+    except KeyError:
+        raise ValueError(f"backend family {family!r} names operator {name!r}, which mlpipe_operators does not "
+                         f"define; known: {sorted(OPERATORS)}") from None

@@ -23,14 +23,16 @@ import logging
 from airflow.plugins_manager import AirflowPlugin
 from airflow.task.priority_strategy import PriorityWeightStrategy
 
+from mlpipe.records import Job
+
 log = logging.getLogger(__name__)
 UNPLANNED_FIRST = 1000  # a placeholder's weight when no earlier plan has its family
 
 
-def planned_weight(jobs: list[dict], family: str, map_index: int) -> int:
+def planned_weight(jobs: list[Job], family: str, map_index: int) -> int:
     """``len(jobs) + 1 - rank`` of the family's ``map_index``-th job in ``jobs`` (so the
     first job weighs most, and every planned job more than an unplanned instance)."""
-    ranks = [rank for rank, job in enumerate(jobs) if job.get("family") == family]
+    ranks = [rank for rank, job in enumerate(jobs) if job.family == family]
     return len(jobs) + 1 - ranks[map_index]
 
 
@@ -46,14 +48,14 @@ class PlannedOrder(PriorityWeightStrategy):
         placeholder = ti.map_index is None or ti.map_index < 0
         try:
             jobs = self._jobs(ti.dag_id, None if placeholder else ti.run_id)
-            if placeholder and not any(job.get("family") == family for job in jobs or ()):
+            if placeholder and not any(job.family == family for job in jobs or ()):
                 return UNPLANNED_FIRST
             return planned_weight(jobs, family, 0 if placeholder else ti.map_index)
         except Exception as exc:  # noqa: BLE001 - ordering is an optimisation, never a failure
             log.warning("no planned priority for %s[%s] in %s (%s); using 1", ti.task_id, ti.map_index, ti.run_id, exc)
             return 1
 
-    def _jobs(self, dag_id: str, run_id: str | None) -> list[dict] | None:
+    def _jobs(self, dag_id: str, run_id: str | None) -> list[Job] | None:
         """The plan task's job list in ``run_id``, or (None) in the DAG's latest run that has one."""
         from airflow.models.xcom import XComModel
         from airflow.utils.session import create_session
@@ -65,7 +67,7 @@ class PlannedOrder(PriorityWeightStrategy):
                  else query.order_by(XComModel.timestamp.desc()).limit(1))
         with create_session(scoped=False) as session:  # a read beside the scheduler's own transaction
             row = session.execute(query).first()
-        return None if row is None else XComModel.deserialize_value(row)
+        return None if row is None else [Job.from_dict(job) for job in XComModel.deserialize_value(row)]
 
 
 class MlpipePriorityPlugin(AirflowPlugin):

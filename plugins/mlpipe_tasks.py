@@ -1,8 +1,9 @@
 """Glue between Airflow tasks and ``mlpipe.steps``: shared defaults, the spec's schedule
-dates, and error mapping.
+dates, the training families, records in and out of XCom, and error mapping.
 
-Only Airflow, PyYAML and pydantic (through ``mlpipe.spec``) load while a DAG file is
-parsed; ``mlpipe.steps`` (pandas and friends) is imported inside ``run_step`` at run time.
+Only Airflow, PyYAML, pydantic (through ``mlpipe.spec``) and the standard library (the
+backend table, ``mlpipe.records``) load while a DAG file is parsed; ``mlpipe.steps``
+(pandas and friends) is imported inside ``run_step`` at run time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 from functools import lru_cache
 
 from airflow.sdk.exceptions import AirflowFailException
+
+from mlpipe.records import Candidate, Job, to_xcom
 
 DEFAULT_ARGS = {"owner": "mlpipe", "retries": 2, "retry_delay": dt.timedelta(seconds=30)}
 FEATURES_URI = "mlpipe://features"
@@ -23,6 +26,15 @@ def _spec():
     from mlpipe.spec import load_spec
 
     return load_spec(get_settings().spec_path)
+
+
+def training_families() -> dict[str, str]:
+    """``{family: operator class name}`` for the spec's variants, in backend-table order:
+    one mapped training task per family. The spec check has refused backends without one."""
+    from mlpipe.backends import BACKENDS
+
+    used = {v.backend for v in _spec().variants}
+    return {e.family: e.operator for name, e in BACKENDS.items() if name in used}
 
 
 def spec_execution() -> dict:
@@ -65,16 +77,28 @@ def run_tags(dag_run) -> dict[str, str]:
     return {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id, "airflow.run_type": _run_type(dag_run)}
 
 
+def first_job(jobs: list[dict]) -> Job:
+    """The first of ``plan``'s jobs: every job of a run shares its window, mode and promote flag."""
+    return Job.from_dict(jobs[0])
+
+
+def trained(results: list) -> list[Candidate]:
+    """The candidates of the variants that trained (results per family; failed ones are None)."""
+    return [Candidate.from_dict(r) for group in results for r in (group or []) if r]
+
+
 def run_step(step: str, **kwargs):
-    """Run ``mlpipe.steps.<step>`` with a freshly loaded context.
+    """Run the entry point ``step`` of ``mlpipe.steps.STEPS`` with a freshly loaded context;
+    records in its result become dicts for XCom.
 
     Bad input (spec, source, data-quality, training-setup or registry requests) fails the task at
     once: retrying cannot fix the data. Anything else may be transient and retries.
     """
-    from mlpipe import steps
+    from mlpipe.context import Context
     from mlpipe.errors import RegistryError, SourceError, SpecError, TrainingError, ValidationFailed
+    from mlpipe.steps import STEPS
 
     try:
-        return getattr(steps, step)(steps.Context.load(), **kwargs)
+        return to_xcom(STEPS[step](Context.load(), **kwargs))
     except (SpecError, SourceError, ValidationFailed, TrainingError, RegistryError) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc

@@ -121,9 +121,10 @@ def main() -> int:
     print("== initialising Airflow metadata DB and MLflow store", flush=True)
     airflow("db", "migrate")
     sys.path.insert(0, str(ROOT / "include"))
-    from mlpipe import registry, steps
+    from mlpipe import registry
+    from mlpipe.context import Context
 
-    ctx = steps.Context.load()
+    ctx = Context.load()
     registry.connect(ctx.settings, ctx.spec.name)
     airflow("dags", "reserialize")
     for dag_id in ("ingest", "train", "score"):
@@ -169,14 +170,14 @@ def main() -> int:
 
 def finish(ctx, t0: float) -> int:
     from mlpipe import ledger
-    from mlpipe.report import latest_decision, summary
+    from mlpipe.summary import latest_decision, summary
 
     print(summary(ctx))
     print("== promotion ledger (python -m mlpipe.ledger)")
     print(ledger.format_entries(ledger.entries(ctx.store)))
     decision = latest_decision(ctx)
     if decision:
-        page = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{decision['seq']:06d}.html"
+        page = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{decision.seq:06d}.html"
         print(f"evaluation report: {page} (also the evaluate run's report.html in MLflow)")
     print(f"demo wall time: {time.time() - t0:.0f}s")
     return 0

@@ -1,64 +1,37 @@
-"""Metrics by task type, curves, and the promotion gate."""
+"""The evaluation stage: every candidate and the champion scored on the same holdout,
+paired bootstrap intervals for the gate metric, and the gate's decision. Pure of side
+effects apart from loading models; acting on the decision is ``promotion``'s job."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 
-from mlpipe.spec import METRICS, GateSpec
-
-CALIBRATION_BINS = 10
-
-
-def compute_metrics(task: str, y_true: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    from sklearn import metrics as m
-
-    y_true = np.asarray(y_true, dtype="float64")
-    score = np.asarray(score, dtype="float64")
-    if task == "binary":
-        y, label = y_true.astype(int), score >= threshold
-        out = {"log_loss": m.log_loss(y, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1]),
-               "brier": m.brier_score_loss(y, score, pos_label=1),
-               "accuracy": m.accuracy_score(y, label),
-               "f1": m.f1_score(y, label, zero_division=0.0),
-               "precision": m.precision_score(y, label, zero_division=0.0),
-               "recall": m.recall_score(y, label, zero_division=0.0),
-               "calibration_error": calibration_error(y, score),
-               "positive_rate": float(y.mean())}
-        if len(np.unique(y)) == 2:
-            out["roc_auc"] = m.roc_auc_score(y, score)
-            out["pr_auc"] = m.average_precision_score(y, score)
-        return {k: float(v) for k, v in out.items()}
-    return {"rmse": float(m.root_mean_squared_error(y_true, score)),
-            "mae": float(m.mean_absolute_error(y_true, score)),
-            "r2": float(m.r2_score(y_true, score))}
+from mlpipe.metrics import compute_metrics
+from mlpipe.records import CHAMPION_KEY
+from mlpipe.spec import METRICS, GateSpec, PipelineSpec
 
 
-def calibration_error(y: np.ndarray, score: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
-    """Expected calibration error: the row-weighted gap between the mean score and the
-    observed positive rate over ``bins`` equal-width score bins (scikit-learn's binning)."""
-    from sklearn.calibration import calibration_curve
+def score_models(model_uris: dict[str, str], holdout: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each model's scores on the holdout rows, through the same pyfunc call."""
+    from mlpipe import registry
 
-    observed, predicted = calibration_curve(y, score, n_bins=bins, strategy="uniform")
-    counts = np.bincount(np.searchsorted(np.linspace(0, 1, bins + 1)[1:-1], score), minlength=bins)
-    counts = counts[counts > 0]
-    return float(np.sum(counts * np.abs(observed - predicted)) / counts.sum())
+    return {name: registry.predict(registry.load_model(uri), holdout) for name, uri in model_uris.items()}
 
 
-def curves(y: np.ndarray, score: np.ndarray, points: int = 200) -> dict[str, list[float]]:
-    """ROC and precision-recall curves, thinned to about ``points`` points each."""
-    from sklearn import metrics as m
+def score_champion(registered_model: str, version: str | None,
+                   holdout: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
+    """The champion's holdout scores, or why it cannot score them (e.g. a schema change)."""
+    from mlpipe import registry
 
-    fpr, tpr, _ = m.roc_curve(y, score)
-    precision, recall, _ = m.precision_recall_curve(y, score)
-
-    def thin(*arrays):
-        keep = np.unique(np.linspace(0, len(arrays[0]) - 1, min(points, len(arrays[0]))).astype(int))
-        return [[round(float(v), 5) for v in a[keep]] for a in arrays]
-
-    (fpr, tpr), (recall, precision) = thin(fpr, tpr), thin(recall, precision)
-    return {"fpr": fpr, "tpr": tpr, "recall": recall, "precision": precision}
+    if version is None:
+        return None, None
+    try:
+        return score_models({CHAMPION_KEY: registry.version_uri(registered_model, version)}, holdout)[CHAMPION_KEY], None
+    except Exception as exc:  # noqa: BLE001 - any failure to score: the gate's policy decides
+        return None, f"v{version}: {type(exc).__name__}: {str(exc)[:300]}"
 
 
 @dataclass
@@ -77,6 +50,35 @@ class Decision:
         return asdict(self)
 
 
+def assess(spec: PipelineSpec, y: np.ndarray, scores: dict[str, np.ndarray],
+           champion_error: str | None = None) -> Decision:
+    """Metrics of every scored model (the champion under ``CHAMPION_KEY``), the bootstrap
+    intervals and the gate's decision."""
+    metrics = {n: compute_metrics(spec.target.task, y, s) for n, s in scores.items()}
+    champion_metrics = metrics.pop(CHAMPION_KEY, None)
+    reference = CHAMPION_KEY if champion_metrics and spec.gate.metric in champion_metrics else None
+    intervals = bootstrap_intervals(spec, y, scores, metrics, champion_metrics, reference)
+    return decide(spec.gate, spec.target.task, metrics, champion_metrics, intervals, champion_error)
+
+
+def bootstrap_intervals(spec: PipelineSpec, y, scores, metrics, champion_metrics, reference) -> dict[str, dict]:
+    """Bootstrap intervals of every model's gate metric and of each candidate's gain."""
+    from mlpipe.bootstrap import paired_bootstrap
+
+    gate, sign = spec.gate, 1.0 if spec.greater_is_better() else -1.0
+    values = {**metrics, CHAMPION_KEY: champion_metrics or {}}
+    usable = {n: s for n, s in scores.items() if gate.metric in values[n]}  # e.g. roc_auc needs two classes
+    if not usable:
+        return {}
+    out = paired_bootstrap(gate.metric, spec.greater_is_better(), y, usable, reference, gate.bootstrap.resamples,
+                           gate.bootstrap.confidence, gate.bootstrap.seed)
+    for n, iv in out.items():
+        iv["value"] = values[n][gate.metric]
+        if reference and n != reference:
+            iv["gain"] = sign * (iv["value"] - champion_metrics[gate.metric])
+    return out
+
+
 def decide(gate: GateSpec, task: str, candidates: dict[str, dict[str, float]], champion: dict[str, float] | None,
            intervals: dict[str, dict] | None = None, champion_error: str | None = None) -> Decision:
     """Apply the gate to candidates scored on one holdout.
@@ -93,45 +95,53 @@ def decide(gate: GateSpec, task: str, candidates: dict[str, dict[str, float]], c
     - ``challenger`` is the best eligible candidate that did not win.
     """
     metric, intervals = gate.metric, intervals or {}
+    ineligible = _ineligible(gate, task, candidates)
     sign = 1.0 if METRICS[metric][task] else -1.0
-    ineligible = {}
+    ranked = sorted((n for n in candidates if n not in ineligible), key=lambda n: (-sign * candidates[n][metric], n))
+    promote, reason = _verdict(gate, task, candidates, champion, intervals, champion_error, ranked, ineligible)
+    winner = ranked[0] if ranked else None
+    rest = ranked[1:] if promote else ranked
+    return Decision(promote, winner, reason, metric, rest[0] if rest else None, candidates, champion, intervals,
+                    ineligible)
+
+
+def _ineligible(gate: GateSpec, task: str, candidates: dict[str, dict[str, float]]) -> dict[str, str]:
+    out = {}
     for name, metrics in sorted(candidates.items()):
         failed = _floors_failed(gate, task, metrics)
-        if metrics.get(metric) is None:
-            ineligible[name] = f"no {metric}"
+        if metrics.get(gate.metric) is None:
+            out[name] = f"no {gate.metric}"
         elif failed:
-            ineligible[name] = "fails floors: " + "; ".join(failed)
-    ranked = sorted((n for n in candidates if n not in ineligible), key=lambda n: (-sign * candidates[n][metric], n))
+            out[name] = "fails floors: " + "; ".join(failed)
+    return out
 
-    def result(promote: bool, reason: str) -> Decision:
-        winner = ranked[0] if ranked else None
-        rest = ranked[1:] if promote else ranked
-        return Decision(promote, winner, reason, metric, rest[0] if rest else None, candidates, champion,
-                        intervals, ineligible)
 
+def _verdict(gate, task, candidates, champion, intervals, champion_error, ranked, ineligible) -> tuple[bool, str]:
+    """Whether the best eligible candidate is promoted, and why."""
+    metric = gate.metric
     if not ranked:
         detail = "; ".join(f"{n} {why}" for n, why in ineligible.items()) or "no candidates"
-        return result(False, f"no candidate is eligible: {detail}")
+        return False, f"no candidate is eligible: {detail}"
     best, value = ranked[0], candidates[ranked[0]][metric]
     if champion is None and champion_error is None:
-        return result(True, f"no champion yet; {best} passes floors with {metric}={value:.4f}")
+        return True, f"no champion yet; {best} passes floors with {metric}={value:.4f}"
     if champion is None:
         if gate.unscorable_champion == "keep":
-            return result(False, f"champion cannot score the holdout ({champion_error}); policy 'keep' "
-                                 "promotes nothing until it is rolled back or replaced by hand")
-        return result(True, f"champion cannot score the holdout ({champion_error}); policy 'replace': "
-                            f"{best} passes floors with {metric}={value:.4f}")
-    gain = sign * (value - champion[metric])
+            return False, (f"champion cannot score the holdout ({champion_error}); policy 'keep' "
+                           "promotes nothing until it is rolled back or replaced by hand")
+        return True, (f"champion cannot score the holdout ({champion_error}); policy 'replace': "
+                      f"{best} passes floors with {metric}={value:.4f}")
+    gain = (1.0 if METRICS[metric][task] else -1.0) * (value - champion[metric])
     low, high = intervals.get(best, {}).get("gain_ci", (gain, gain))
     summary = (f"{best} {metric}={value:.4f} vs champion {champion[metric]:.4f}: gain {gain:+.4f}, "
                f"{gate.bootstrap.confidence:.0%} interval [{low:+.4f}, {high:+.4f}]")
     if not (np.isfinite(gain) and np.isfinite(low)):
-        return result(False, f"{summary}; the gain or its interval is undefined: no evidence, keep the champion")
+        return False, f"{summary}; the gain or its interval is undefined: no evidence, keep the champion"
     if gain <= 0:
-        return result(False, f"{summary}; does not beat the champion")
+        return False, f"{summary}; does not beat the champion"
     if low <= gate.min_improvement:
-        return result(False, f"{summary}; lower bound not above the margin {gate.min_improvement}: within the noise")
-    return result(True, f"{summary}; lower bound clears the margin {gate.min_improvement}")
+        return False, f"{summary}; lower bound not above the margin {gate.min_improvement}: within the noise"
+    return True, f"{summary}; lower bound clears the margin {gate.min_improvement}"
 
 
 def _floors_failed(gate: GateSpec, task: str, metrics: dict[str, float]) -> list[str]:

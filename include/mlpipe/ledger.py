@@ -10,6 +10,7 @@ Read it with ``python -m mlpipe.ledger`` (``--json`` for the raw entries).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mlpipe.records import LedgerEntry
 from mlpipe.storage import Store
 
 LOCK_TIMEOUT_S = 3600
@@ -38,22 +40,24 @@ def locked(store: Store, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         yield
 
 
-def entries(store: Store) -> list[dict]:
+def entries(store: Store) -> list[LedgerEntry]:
     folder = ledger_dir(store)
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("[0-9]*.json"))] if folder.exists() else []
+    paths = sorted(folder.glob("[0-9]*.json")) if folder.exists() else []
+    return [LedgerEntry.from_dict(json.loads(p.read_text())) for p in paths]
 
 
-def append(store: Store, entry: dict) -> dict:
-    """Add an entry with the next sequence number and the time; return it as stored."""
+def append(store: Store, entry: LedgerEntry) -> LedgerEntry:
+    """Store ``entry`` with the next sequence number and the time; return it as stored."""
     folder = ledger_dir(store)
     folder.mkdir(parents=True, exist_ok=True)
     seq = max((int(p.stem) for p in folder.glob("[0-9]*.json")), default=0) + 1
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".entry.", suffix=".tmp")
     try:
         while True:
-            stored = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **entry}
+            stored = dataclasses.replace(entry, seq=seq,
+                                         time=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC), "w") as fh:
-                json.dump(stored, fh, indent=2, default=str)
+                json.dump(stored.to_dict(), fh, indent=2, default=str)
                 fh.flush()
                 os.fsync(fh.fileno())
             try:
@@ -74,31 +78,31 @@ def previous_champion(store: Store, current: str | None) -> str | None:
     versions. A ``current`` that only a rollback made champion (an explicit version)
     goes back to the champion that rollback replaced.
     """
-    moves = [e for e in entries(store) if e.get("moved") and e.get("champion_after") == current]
-    promotions = [e for e in moves if e.get("kind") == "train"]
+    moves = [e for e in entries(store) if e.moved and e.champion_after == current]
+    promotions = [e for e in moves if e.kind == "train"]
     last = (promotions or moves or [None])[-1]
-    return last.get("champion_before") if last else None
+    return last.champion_before if last else None
 
 
-def format_entries(items: list[dict]) -> str:
+def format_entries(items: list[LedgerEntry]) -> str:
     lines = [f"{'seq':>4}  {'time':<25} {'kind':<9} {'decision':<14} {'champion':<11} {'run':<40} reason"]
     for e in items:
-        champion = f"v{e.get('champion_before')}->v{e.get('champion_after')}" if e.get("moved") \
-            else f"v{e.get('champion_after')}"
-        lines.append(f"{e['seq']:>4}  {e['time']:<25} {e['kind']:<9} {e['decision']:<14} {champion:<11} "
-                     f"{e.get('run_id') or '-':<40} {e.get('reason', '')}")
+        champion = f"v{e.champion_before}->v{e.champion_after}" if e.moved else f"v{e.champion_after}"
+        lines.append(f"{e.seq:>4}  {e.time:<25} {e.kind:<9} {e.decision:<14} {champion:<11} "
+                     f"{e.run_id or '-':<40} {e.reason}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mlpipe.steps import Context
+    from mlpipe.context import Context
 
     parser = argparse.ArgumentParser(prog="python -m mlpipe.ledger", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print the entries as JSON")
     parser.add_argument("--last", type=int, default=0, help="only the last N entries")
     args = parser.parse_args(argv)
-    items = entries(Context.load().store)[-args.last:] if args.last else entries(Context.load().store)
-    print(json.dumps(items, indent=2) if args.json else format_entries(items))
+    items = entries(Context.load().store)
+    items = items[-args.last:] if args.last else items
+    print(json.dumps([e.to_dict() for e in items], indent=2) if args.json else format_entries(items))
 
 
 if __name__ == "__main__":

@@ -1,171 +1,156 @@
-"""Promotion: build the ensemble candidate, evaluate every candidate and the champion on
-one holdout, apply the gate, move the ``champion`` / ``challenger`` aliases, roll back.
+"""The promotion stage: act on the evaluation. ``evaluate_and_promote`` scores, decides,
+then commits: moves the ``champion`` / ``challenger`` aliases (compare-and-set) and
+appends the ledger entry. ``rollback`` re-points ``champion`` by hand.
 
-Whatever may move an alias runs under the pipeline's ledger lock: the champion is read,
-compared against and replaced (compare-and-set) inside it, and the decision is appended
-to the ledger before the lock is released, so two train runs cannot both move
-``champion`` and every decision is recorded.
+Only the commit holds the pipeline's ledger lock. It first checks that the aliases are
+where they were when the champion was scored; if another run moved them meanwhile, the
+new champion is scored and the decision taken again, so two train runs cannot both move
+``champion`` and each compares against the champion it actually replaces. If writing
+the ledger entry fails, the alias moves are undone.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from mlpipe import ledger
+from mlpipe.context import Context, load_split
 from mlpipe.errors import RegistryError, TrainingError
+from mlpipe.evaluation import Decision, assess, score_champion, score_models
+from mlpipe.records import CHAMPION_KEY, MODES, Candidate, LedgerEntry, Window
 from mlpipe.spec import spec_hash
-from mlpipe.steps import Context, Window, load_split
-
-CHAMPION_KEY = "champion"
-ENSEMBLE = "ensemble"
-MODES = ("live", "dry_run", "backfill")
 
 
-def build_ensemble(ctx: Context, candidates: list[dict], window: dict, run_tags: dict[str, str],
-                   register: bool) -> dict | None:
-    """Soft-vote the top-K trained variants into one model, logged and (unless
-    ``register`` is false) registered like a variant. None when disabled or < 2 trained."""
-    import mlflow
+@dataclass(frozen=True)
+class Aliases:
+    champion: str | None
+    challenger: str | None
 
+
+@dataclass
+class Moves:
+    """Alias moves made by one commit, in order, so they can be undone."""
+
+    champion: str | None
+    challenger: str | None
+    note: str = ""
+    done: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # (alias, new, old)
+
+
+def _aliases(name: str) -> Aliases:
     from mlpipe import registry
-    from mlpipe.ensemble import Ensemble, choose_members
-    from mlpipe.evaluation import compute_metrics
 
-    spec, metric = ctx.spec, ctx.spec.gate.metric
-    usable = {c["variant"]: c for c in candidates if c and metric in c["metrics"]}
-    if spec.ensemble is None or len(usable) < 2:
-        return None
-    weights = choose_members(spec.ensemble, {n: c["metrics"][metric] for n, c in usable.items()},
-                             spec.greater_is_better())
-    experiment = registry.connect(ctx.settings, spec.name)
-    ensemble = Ensemble({n: registry.bundle_of(registry.load_model(usable[n]["model_uri"])) for n in weights}, weights)
-    train, holdout, _ = load_split(ctx, Window.from_dict(window))
-    with mlflow.start_run(experiment_id=experiment, run_name=f"train-{ENSEMBLE}") as run:
-        mlflow.set_tags({**run_tags, "mlpipe.step": "train", "mlpipe.variant": ENSEMBLE, "mlpipe.backend": ENSEMBLE,
-                         "mlpipe.spec_hash": spec_hash(spec)})
-        mlflow.log_params({f"weight.{n}": round(w, 6) for n, w in ensemble.weights.items()})
-        mlflow.log_params({f"member.{n}": usable[n]["version"] or usable[n]["run_id"] for n in ensemble.weights})
-        metrics = compute_metrics(spec.target.task, holdout[spec.target.name], ensemble.score(holdout))
-        mlflow.log_metrics(metrics)
-        info = registry.log_bundle(ensemble, train.head(200), spec.registered_model if register else None)
-    return {"variant": ENSEMBLE, "backend": ENSEMBLE, "run_id": run.info.run_id, "model_uri": info.model_uri,
-            "version": str(info.registered_model_version) if register else None, "metrics": metrics,
-            "members": {n: usable[n]["version"] for n in ensemble.weights}, "weights": ensemble.weights}
+    found = [registry.alias_version(name, a) for a in (registry.CHAMPION, registry.CHALLENGER)]
+    return Aliases(*(str(v.version) if v else None for v in found))
 
 
-def evaluate(ctx: Context, candidates: list[dict], requested: list[str], window: dict, run_tags: dict[str, str],
-             mode: str = "live", promote: bool | None = None) -> dict:
+def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: list[str], window: Window,
+                         run_tags: dict[str, str], mode: str = "live", promote: bool | None = None) -> dict:
     """Score the champion and every candidate on the same holdout, bootstrap each
-    candidate's gain over the champion, apply the gate and record the decision.
+    candidate's gain over the champion, apply the gate and record the decision; return
+    the ledger entry (as a dict) with the evaluation report's path under ``report``.
 
     Aliases move in ``live`` mode; ``dry_run`` and ``backfill`` record what would have
     been promoted. ``promote=True`` lets a backfill move them (recorded as a backfill);
     a dry run never does. A retried task returns the decision its run already recorded.
     """
     from mlpipe import registry
-    from mlpipe.evaluation import compute_metrics, decide
 
     if mode not in MODES:
         raise TrainingError(f"unknown evaluation mode {mode!r}; expected one of {MODES}")
     if not candidates:
         raise TrainingError("no variant trained successfully; nothing to evaluate")
-    spec, gate, task, name = ctx.spec, ctx.spec.gate, ctx.spec.target.task, ctx.spec.registered_model
-    win = Window.from_dict(window)
-    _, holdout, days = load_split(ctx, win)
-    y = holdout[spec.target.name].to_numpy(dtype="float64")
-    experiment = registry.connect(ctx.settings, spec.name)
-    scores = {c["variant"]: registry.predict(registry.load_model(c["model_uri"]), holdout) for c in candidates}
-    by_name = {c["variant"]: c for c in candidates}
-
-    with ledger.locked(ctx.store):
-        recorded = _recorded(ctx, run_tags)
-        if recorded is not None:  # a retry of a run whose decision is in the ledger: never decide twice
-            return {**recorded, "report": str(_report(ctx, recorded, y, scores, experiment, run_tags))}
-        current, challenger = (registry.alias_version(name, a) for a in (registry.CHAMPION, registry.CHALLENGER))
-        before = str(current.version) if current else None
-        challenger_before = str(challenger.version) if challenger else None
-        champion_error = None
-        if current is not None:
-            try:
-                scores[CHAMPION_KEY] = registry.predict(registry.load_model(registry.version_uri(name, before)), holdout)
-            except Exception as exc:  # noqa: BLE001 - e.g. a schema change: the gate's policy decides
-                champion_error = f"v{before}: {type(exc).__name__}: {str(exc)[:300]}"
-        metrics = {n: compute_metrics(task, y, s) for n, s in scores.items()}
-        champion_metrics = metrics.pop(CHAMPION_KEY, None)
-        reference = CHAMPION_KEY if champion_metrics and gate.metric in champion_metrics else None
-        intervals = _intervals(spec, y, scores, metrics, champion_metrics, reference)
-        decision = decide(gate, task, metrics, champion_metrics, intervals, champion_error)
-        winner, runner_up = by_name.get(decision.winner), by_name.get(decision.challenger)
-        may_move = mode != "dry_run" and (mode == "live" if promote is None else promote)
-        after, challenger_after, note, moves = before, challenger_before, "", []
-        try:
-            if may_move and decision.promote and winner and winner["version"]:
-                try:
-                    registry.move_alias(name, registry.CHAMPION, winner["version"], before)
-                    moves.append((registry.CHAMPION, winner["version"], before))
-                    after = winner["version"]
-                except registry.AliasMoved as exc:
-                    note = f"; not promoted: {exc}"
-                    seen = registry.champion_version(name)
-                    after = str(seen.version) if seen else None
-            wanted = runner_up["version"] if runner_up and runner_up["version"] != after else None
-            if may_move and wanted != challenger_before:
-                registry.move_alias(name, registry.CHALLENGER, wanted, challenger_before)
-                moves.append((registry.CHALLENGER, wanted, challenger_before))
-                challenger_after = wanted
-            moved = any(alias == registry.CHAMPION for alias, _, _ in moves)
-            label = "promote" if moved else ("would-promote" if decision.promote and not note else "keep")
-            entry = ledger.append(ctx.store, {
-                "kind": "train", "pipeline": spec.name, "model": name, "mode": mode, "decision": label,
-                "reason": decision.reason + note, "dag_id": run_tags.get("airflow.dag_id"),
-                "run_id": run_tags.get("airflow.run_id"), "metric": gate.metric, "margin": gate.min_improvement,
-                "confidence": gate.bootstrap.confidence, "winner": decision.winner,
-                "would_promote": decision.promote, "moved": moved, "champion_before": before,
-                "champion_after": after, "challenger_before": challenger_before,
-                "challenger_after": challenger_after, "champion_metrics": champion_metrics,
-                "champion_error": champion_error,
-                "candidates": {n: {"version": by_name[n]["version"], "run_id": by_name[n]["run_id"],
-                                   "backend": by_name[n]["backend"], "metrics": metrics[n],
-                                   **({"members": by_name[n]["members"]} if "members" in by_name[n] else {})}
-                               for n in metrics},
-                "intervals": intervals, "ineligible": decision.ineligible,
-                "failed_variants": sorted(set(requested) - set(by_name)), "window": win.to_dict(),
-                "partitions": [str(d) for d in days], "spec_hash": spec_hash(spec)})
-        except BaseException:  # nothing half-done: alias moves without their ledger entry are undone
-            _undo(name, moves)
-            raise
-    if moved:
-        registry.tag_version(name, after, {"mlpipe.promoted_by": entry["run_id"] or "",
-                                           "mlpipe.ledger_seq": str(entry["seq"]),
-                                           "mlpipe.reason": entry["reason"][:5000]})
-    return {**entry, "report": str(_report(ctx, entry, y, scores, experiment, run_tags))}
+    name = ctx.spec.registered_model
+    _, holdout, days = load_split(ctx, window)
+    y = holdout[ctx.spec.target.name].to_numpy(dtype="float64")
+    experiment = registry.connect(ctx.settings, ctx.spec.name)
+    scores = score_models({c.variant: c.model_uri for c in candidates}, holdout)
+    may_move = mode != "dry_run" and (mode == "live" if promote is None else promote)
+    while True:
+        seen = _aliases(name)
+        champion_scores, champion_error = score_champion(name, seen.champion, holdout)
+        scored = {**scores, **({CHAMPION_KEY: champion_scores} if champion_scores is not None else {})}
+        decision = assess(ctx.spec, y, scored, champion_error)
+        with ledger.locked(ctx.store):
+            entry = _recorded(ctx, run_tags)
+            if entry is None and _aliases(name) != seen:
+                continue  # another run moved the aliases while we scored: decide against its winner
+            if entry is None:
+                entry = commit(ctx, decision, seen, candidates, may_move, LedgerEntry(
+                    kind="train", pipeline=ctx.spec.name, model=name, mode=mode, decision="keep",
+                    reason=decision.reason, dag_id=run_tags.get("airflow.dag_id"),
+                    run_id=run_tags.get("airflow.run_id"), champion_error=champion_error, window=window,
+                    failed_variants=sorted(set(requested) - {c.variant for c in candidates}),
+                    partitions=[str(d) for d in days], spec_hash=spec_hash(ctx.spec)))
+                scores = scored
+        break
+    if entry.moved:
+        registry.tag_version(name, entry.champion_after, {"mlpipe.promoted_by": entry.run_id or "",
+                                                          "mlpipe.ledger_seq": str(entry.seq),
+                                                          "mlpipe.reason": entry.reason[:5000]})
+    return {**entry.to_dict(), "report": str(_report(ctx, entry, y, scores, experiment, run_tags))}
 
 
-def _recorded(ctx: Context, run_tags: dict[str, str]) -> dict | None:
+def _recorded(ctx: Context, run_tags: dict[str, str]) -> LedgerEntry | None:
     """The ledger's train entry of this Airflow run, if it already has one."""
     key = (run_tags.get("airflow.dag_id"), run_tags.get("airflow.run_id"))
     if None in key:
         return None
     return next((e for e in reversed(ledger.entries(ctx.store))
-                 if e["kind"] == "train" and (e.get("dag_id"), e.get("run_id")) == key), None)
+                 if e.kind == "train" and (e.dag_id, e.run_id) == key), None)
 
 
-def _intervals(spec, y, scores, metrics, champion_metrics, reference) -> dict[str, dict]:
-    """Bootstrap intervals of every model's gate metric and of each candidate's gain."""
-    from mlpipe.bootstrap import paired_bootstrap
+def commit(ctx: Context, decision: Decision, seen: Aliases, candidates: list[Candidate], may_move: bool,
+           draft: LedgerEntry) -> LedgerEntry:
+    """Move the aliases as ``decision`` says (when ``may_move``) and append the ledger
+    entry completed from ``draft``; undo the moves if the entry cannot be written.
+    The caller holds the ledger lock and has checked the aliases are still ``seen``."""
+    from mlpipe import registry
 
-    gate, sign = spec.gate, 1.0 if spec.greater_is_better() else -1.0
-    values = {**metrics, CHAMPION_KEY: champion_metrics or {}}
-    usable = {n: s for n, s in scores.items() if gate.metric in values[n]}  # e.g. roc_auc needs two classes
-    if not usable:
-        return {}
-    out = paired_bootstrap(gate.metric, spec.greater_is_better(), y, usable, reference, gate.bootstrap.resamples,
-                           gate.bootstrap.confidence, gate.bootstrap.seed)
-    for n, iv in out.items():
-        iv["value"] = values[n][gate.metric]
-        if reference and n != reference:
-            iv["gain"] = sign * (iv["value"] - champion_metrics[gate.metric])
-    return out
+    gate, by_name = ctx.spec.gate, {c.variant: c for c in candidates}
+    moves = Moves(seen.champion, seen.challenger)
+    try:
+        if may_move:
+            _move_aliases(draft.model, decision, by_name, seen, moves)
+        moved = any(alias == registry.CHAMPION for alias, _, _ in moves.done)
+        label = "promote" if moved else ("would-promote" if decision.promote and not moves.note else "keep")
+        outcomes = {n: {"version": by_name[n].version, "run_id": by_name[n].run_id, "backend": by_name[n].backend,
+                        "metrics": decision.candidates[n],
+                        **({"members": by_name[n].members} if by_name[n].members is not None else {})}
+                    for n in decision.candidates}
+        return ledger.append(ctx.store, dataclasses.replace(
+            draft, decision=label, reason=decision.reason + moves.note, moved=moved, metric=gate.metric,
+            margin=gate.min_improvement, confidence=gate.bootstrap.confidence, winner=decision.winner,
+            would_promote=decision.promote, champion_before=seen.champion, champion_after=moves.champion,
+            challenger_before=seen.challenger, challenger_after=moves.challenger,
+            champion_metrics=decision.champion, candidates=outcomes, intervals=decision.intervals,
+            ineligible=decision.ineligible))
+    except BaseException:  # nothing half-done: alias moves without their ledger entry are undone
+        _undo(draft.model, moves.done)
+        raise
+
+
+def _move_aliases(name: str, decision: Decision, by_name: dict[str, Candidate], seen: Aliases, moves: Moves) -> None:
+    """Champion to the winner if it won, challenger to the runner-up (cleared if none)."""
+    from mlpipe import registry
+
+    winner, runner_up = by_name.get(decision.winner), by_name.get(decision.challenger)
+    if decision.promote and winner and winner.version:
+        try:
+            registry.move_alias(name, registry.CHAMPION, winner.version, seen.champion)
+            moves.done.append((registry.CHAMPION, winner.version, seen.champion))
+            moves.champion = winner.version
+        except registry.AliasMoved as exc:  # moved outside the lock (by hand): record, do not fight it
+            moves.note = f"; not promoted: {exc}"
+            moves.champion = _aliases(name).champion
+    wanted = runner_up.version if runner_up and runner_up.version != moves.champion else None
+    if wanted != seen.challenger:
+        registry.move_alias(name, registry.CHALLENGER, wanted, seen.challenger)
+        moves.done.append((registry.CHALLENGER, wanted, seen.challenger))
+        moves.challenger = wanted
 
 
 def _undo(name: str, moves: list[tuple[str, str | None, str | None]]) -> None:
@@ -180,34 +165,28 @@ def _undo(name: str, moves: list[tuple[str, str | None, str | None]]) -> None:
             logging.getLogger(__name__).exception("could not move @%s of %s back to v%s", alias, name, old)
 
 
-def _report(ctx: Context, entry: dict, y: np.ndarray, scores: dict[str, np.ndarray], experiment: str,
+def _report(ctx: Context, entry: LedgerEntry, y: np.ndarray, scores: dict[str, np.ndarray], experiment: str,
             run_tags: dict[str, str]):
     """The evaluate MLflow run (tags, metrics, decision, report page) and the page on disk."""
-    import mlflow
-
     from mlpipe import registry
-    from mlpipe.eval_report import render
-    from mlpipe.evaluation import curves
+    from mlpipe.evaluation_page import render
+    from mlpipe.metrics import curves
 
     binary = ctx.spec.target.task == "binary" and len(np.unique(y)) == 2
     page = render(entry, {n: curves(y, s) for n, s in scores.items()} if binary else {})
-    path = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{entry['seq']:06d}.html"
+    path = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{entry.seq:06d}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
-    with mlflow.start_run(experiment_id=experiment, run_name="evaluate"):
-        mlflow.set_tags({**run_tags, "mlpipe.step": "evaluate", "mlpipe.decision": entry["decision"],
-                         "mlpipe.mode": entry["mode"], "mlpipe.ledger_seq": str(entry["seq"]),
-                         "mlpipe.reason": entry["reason"][:5000]})
-        for n, c in entry["candidates"].items():
-            mlflow.log_metrics({f"{n}.{k}": v for k, v in c["metrics"].items()})
-        if entry["champion_metrics"]:
-            mlflow.log_metrics({f"{CHAMPION_KEY}.{k}": v for k, v in entry["champion_metrics"].items()})
-        registry.log_json(entry, "decision.json")
-        mlflow.log_text(page, "report.html")
+    metrics = {f"{n}.{k}": v for n, c in entry.candidates.items() for k, v in c["metrics"].items()}
+    metrics.update({f"{CHAMPION_KEY}.{k}": v for k, v in (entry.champion_metrics or {}).items()})
+    registry.log_evaluation(experiment, {**run_tags, "mlpipe.step": "evaluate", "mlpipe.decision": entry.decision,
+                                         "mlpipe.mode": entry.mode, "mlpipe.ledger_seq": str(entry.seq),
+                                         "mlpipe.reason": entry.reason[:5000]},
+                            metrics, entry.to_dict(), page)
     return path
 
 
-def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) -> dict:
+def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) -> LedgerEntry:
     """Point ``champion`` at ``version`` ("previous": the champion before the current
     one, per the ledger) and record it in the ledger."""
     from mlpipe import registry
@@ -215,8 +194,7 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
     name = ctx.spec.registered_model
     registry.connect(ctx.settings, ctx.spec.name)
     with ledger.locked(ctx.store):
-        current = registry.champion_version(name)
-        before = str(current.version) if current else None
+        before = _aliases(name).champion
         target = ledger.previous_champion(ctx.store, before) if version == "previous" else str(version).lstrip("v")
         if target is None:
             raise RegistryError(f"the ledger records no champion of {name} before v{before}: "
@@ -227,14 +205,14 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
             raise RegistryError(f"version {target} of {name} is already the champion")
         registry.move_alias(name, registry.CHAMPION, target, before)
         try:
-            entry = ledger.append(ctx.store, {
-                "kind": "rollback", "pipeline": ctx.spec.name, "model": name, "mode": "live", "decision": "rollback",
-                "reason": reason or f"rollback to {version}", "dag_id": run_tags.get("airflow.dag_id"),
-                "run_id": run_tags.get("airflow.run_id"), "requested": version, "moved": True,
-                "champion_before": before, "champion_after": target, "spec_hash": spec_hash(ctx.spec)})
+            entry = ledger.append(ctx.store, LedgerEntry(
+                kind="rollback", pipeline=ctx.spec.name, model=name, mode="live", decision="rollback",
+                reason=reason or f"rollback to {version}", dag_id=run_tags.get("airflow.dag_id"),
+                run_id=run_tags.get("airflow.run_id"), requested=version, moved=True, champion_before=before,
+                champion_after=target, spec_hash=spec_hash(ctx.spec)))
         except BaseException:
             _undo(name, [(registry.CHAMPION, target, before)])
             raise
     registry.tag_version(name, target, {"mlpipe.rolled_back_by": run_tags.get("airflow.run_id") or "",
-                                        "mlpipe.ledger_seq": str(entry["seq"]), "mlpipe.reason": reason})
+                                        "mlpipe.ledger_seq": str(entry.seq), "mlpipe.reason": reason})
     return entry

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+from mlpipe.records import Candidate  # noqa: E402
 from mlpipe.settings import Settings  # noqa: E402
 
 CHAMPION = "champion"
@@ -67,13 +70,10 @@ def recent_fit_seconds(experiment_id: str, limit: int = 200) -> dict[str, float]
     return latest
 
 
-_BACKEND_REQUIREMENTS = {"sklearn": ["scikit-learn", "skops", "threadpoolctl"], "torch": ["torch"],
-                         "tensorflow": ["tensorflow-cpu", "keras"]}
-
-
 def _requirements(backends: list[str]) -> list[str]:
-    names = ["pandas", "numpy", "pyarrow", "scikit-learn",
-             *(r for b in backends for r in _BACKEND_REQUIREMENTS.get(b.split("_")[0], []))]
+    from mlpipe.backends import backend_entry
+
+    names = ["pandas", "numpy", "pyarrow", "scikit-learn", *(r for b in backends for r in backend_entry(b).requirements)]
     found = []
     for name in dict.fromkeys(names):
         try:
@@ -83,7 +83,45 @@ def _requirements(backends: list[str]) -> list[str]:
     return found
 
 
-def log_bundle(bundle, example: pd.DataFrame, registered_model: str) -> mlflow.models.model.ModelInfo:
+@contextmanager
+def candidate_run(experiment_id: str, variant: str, backend: str, tags: dict[str, str]) -> Iterator[str]:
+    """An MLflow run for one candidate (a variant or the ensemble); yields its run id."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{variant}") as run:
+        mlflow.set_tags({**tags, "mlpipe.step": "train", "mlpipe.variant": variant, "mlpipe.backend": backend})
+        yield run.info.run_id
+
+
+def log_candidate(run_id: str, variant: str, model, example: pd.DataFrame, metrics: dict[str, float],
+                  registered_model: str | None, **extra) -> Candidate:
+    """Log a candidate's holdout metrics and its model in the active ``candidate_run``,
+    register a new version unless ``registered_model`` is None, and return its record
+    (``extra``: the record's optional fields, e.g. ``fit_seconds`` or the ensemble's members)."""
+    mlflow.log_metrics({**metrics, **({"fit_seconds": extra["fit_seconds"]} if "fit_seconds" in extra else {})})
+    info = log_bundle(model, example, registered_model)
+    version = str(info.registered_model_version) if registered_model else None
+    return Candidate(variant=variant, backend=model.backend_name, run_id=run_id, model_uri=info.model_uri,
+                     version=version, metrics=metrics, **extra)
+
+
+def log_evaluation(experiment_id: str, tags: dict[str, str], metrics: dict[str, float], decision: dict,
+                   page: str) -> None:
+    """The ``evaluate`` run of a train run: its tags, every model's metrics, the decision
+    (``decision.json``) and the report page (``report.html``)."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate"):
+        mlflow.set_tags(tags)
+        mlflow.log_metrics(metrics)
+        log_json(decision, "decision.json")
+        mlflow.log_text(page, "report.html")
+
+
+def log_trial(experiment_id: str, number: int, params: dict, metric: str, value: float) -> None:
+    """One hyperparameter-search trial as a run nested in the active one."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{number}", nested=True):
+        mlflow.log_params({f"hp.{k}": v for k, v in params.items()})
+        mlflow.log_metric(f"validation_{metric}", value)
+
+
+def log_bundle(bundle, example: pd.DataFrame, registered_model: str | None) -> mlflow.models.model.ModelInfo:
     """Log the bundle as a pyfunc model in the active run and register a new version."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
@@ -176,3 +214,19 @@ def bundle_of(model):
 
 def log_json(payload: dict, name: str) -> None:
     mlflow.log_text(json.dumps(payload, indent=2, default=str), name)
+
+
+def log_params(params: dict) -> None:
+    mlflow.log_params(params)
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    mlflow.log_metrics(metrics)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    mlflow.set_tags(tags)
+
+
+def active_experiment_id() -> str:
+    return mlflow.active_run().info.experiment_id

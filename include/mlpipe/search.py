@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pandas as pd
 
 from mlpipe.errors import TrainingError
-from mlpipe.evaluation import compute_metrics
 from mlpipe.features import PARTITION_DATE
+from mlpipe.metrics import compute_metrics
 from mlpipe.model import ModelBundle
 from mlpipe.spec import ParamSpace, PipelineSpec, VariantSpec
 

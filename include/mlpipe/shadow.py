@@ -11,13 +11,13 @@ import argparse
 import datetime as dt
 import json
 
+from mlpipe.context import Context
 from mlpipe.features import PARTITION_DATE
-from mlpipe.steps import Context
 
 
 def compare(ctx: Context, start: dt.date, end: dt.date) -> dict:
     """Metrics of ``score`` and ``challenger_score`` on the labelled, shadow-scored rows of [start, end)."""
-    from mlpipe.evaluation import compute_metrics
+    from mlpipe.metrics import compute_metrics
 
     spec, target = ctx.spec, ctx.spec.target.name
     predictions, days = ctx.store.read_range("predictions", start, end, date_column=PARTITION_DATE)

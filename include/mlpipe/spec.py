@@ -298,6 +298,7 @@ class PipelineSpec(_Model):
             problems.append("variants: names must be unique")
         for reserved in sorted({"ensemble", "champion"} & set(variant_names)):
             problems.append(f"variants: {reserved!r} is a reserved name (the {reserved} candidate or model)")
+        problems += _backend_problems(self.variants)
         directions = METRICS.get(self.gate.metric)
         if directions is None or self.target.task not in directions:
             problems.append(f"gate.metric: {self.gate.metric!r} is not a {self.target.task} metric")
@@ -312,6 +313,22 @@ class PipelineSpec(_Model):
 
     def greater_is_better(self, metric: str | None = None) -> bool:
         return METRICS[metric or self.gate.metric][self.target.task]
+
+
+def _backend_problems(variants: list[VariantSpec]) -> list[str]:
+    """Each variant's backend is in the backend table and has an operator to train it."""
+    from mlpipe.backends import BACKENDS
+
+    problems = []
+    for i, variant in enumerate(variants):
+        entry = BACKENDS.get(variant.backend)
+        if entry is None:
+            problems.append(f"variants.{i}.backend: unknown backend {variant.backend!r} (variant {variant.name!r}); "
+                            f"registered: {sorted(BACKENDS)}")
+        elif not entry.operator:
+            problems.append(f"variants.{i}.backend: backend {variant.backend!r} (variant {variant.name!r}) has no "
+                            "training operator in mlpipe.backends.BACKENDS, so no DAG task could train it")
+    return problems
 
 
 def load_spec(path: str | Path) -> PipelineSpec:

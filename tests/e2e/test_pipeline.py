@@ -56,7 +56,7 @@ def pipeline(tmp_path_factory):
     sys.path.insert(0, str(ROOT / "plugins"))
     from airflow.dag_processing.dagbag import DagBag
 
-    from mlpipe.steps import Context
+    from mlpipe.context import Context
 
     bag = DagBag(str(ROOT / "dags"))
     assert bag.import_errors == {}
@@ -125,9 +125,9 @@ def _train(pipeline, variants=("hgb_small", "logreg")):
     conf = {"window_start": str(DAYS[0]), "holdout_days": 2, "variants": list(variants)}
     run = pipeline["dags"]["train"].test(logical_date=run_for(DAYS[-1]), run_conf=conf)
     assert str(run.state) == "success", task_states(run)
-    from mlpipe.report import latest_decision
+    from mlpipe.summary import latest_decision
 
-    return latest_decision(pipeline["ctx"])
+    return latest_decision(pipeline["ctx"]).to_dict()
 
 
 def test_train_registers_variants_and_promotes_first_champion(pipeline):
@@ -214,7 +214,7 @@ def test_rollback_dag_restores_the_previous_champion_for_the_next_score_run(pipe
     assert str(previous.state) == "success", task_states(previous)
     assert str(registry.champion_version(name).version) == before
 
-    entries = ledger.entries(ctx.store)[-2:]
+    entries = [e.to_dict() for e in ledger.entries(ctx.store)[-2:]]
     assert [(e["kind"], e["champion_before"], e["champion_after"], e["run_id"]) for e in entries] == [
         ("rollback", before, other, explicit.run_id), ("rollback", other, before, previous.run_id)]
     run = pipeline["dags"]["score"].test(logical_date=run_for(DAYS[-2]))
@@ -275,7 +275,7 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
         # PlannedOrder: instance 1 weighs by this run's plan (2 jobs, second: 2 + 1 - 1), instance 0
         # (once the placeholder) by the earlier runs' plans, which also put logreg first
         assert weights[1] == 2 and weights[0] > weights[1], weights
-    entries = ledger.entries(ctx.store)[seen:]
+    entries = [e.to_dict() for e in ledger.entries(ctx.store)[seen:]]
     assert len(entries) == 1
     entry = entries[0]
     assert entry["mode"] == "backfill" and entry["run_id"].startswith("backfill__")

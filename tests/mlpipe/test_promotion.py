@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from mlpipe import ledger, registry, steps
+from mlpipe import ledger, promotion, registry, scoring, training
+from mlpipe.backends import backend_entry
+from mlpipe.context import Context, load_split
 from mlpipe.errors import RegistryError
 from mlpipe.model import ModelBundle
+from mlpipe.records import Candidate, Job, Window
 from mlpipe.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -35,15 +38,15 @@ def ctx(tmp_path, spec, store, model_frame_factory):
         "training": spec.training.model_copy(update={"min_rows": 10}),
         "gate": spec.gate.model_copy(update={"bootstrap": spec.gate.bootstrap.model_copy(update={"resamples": 300})}),
         "ensemble": None})
-    context = steps.Context(settings, tuned, store)
+    context = Context(settings, tuned, store)
     registry.connect(settings, tuned.name)
     yield context
     mlflow.set_tracking_uri(get_settings().tracking_uri)
 
 
-def window(ctx) -> dict:
+def window(ctx) -> Window:
     days = ctx.store.days("features", *_span())
-    return steps.Window(days[0], days[-1], days[-1] + (days[1] - days[0])).to_dict()
+    return Window(days[0], days[-1], days[-1] + (days[1] - days[0]))
 
 
 def _span():
@@ -51,12 +54,14 @@ def _span():
 
 
 def train(ctx, register=True) -> list[dict]:
-    return [steps.train_variant(ctx, v.name, window(ctx), TAGS, register=register) for v in ctx.spec.variants]
+    """Every variant trained, as the train DAG's XCom holds them."""
+    return [training.train_variant(ctx, Job(v.name, backend_entry(v.backend).family, window(ctx), "live", register), TAGS).to_dict()
+            for v in ctx.spec.variants]
 
 
 def register_noise_model(ctx) -> str:
     """A model trained on a shuffled target (AUC about 0.5), registered; its version."""
-    train_rows, _, _ = steps.load_split(ctx, steps.Window.from_dict(window(ctx)))
+    train_rows, _, _ = load_split(ctx, window(ctx))
     target = ctx.spec.target.name
     shuffled = train_rows.assign(**{target: np.random.default_rng(0).permutation(train_rows[target].to_numpy())})
     bundle = ModelBundle.train(ctx.spec, ctx.spec.variants[1], shuffled)
@@ -69,8 +74,17 @@ def register_noise_model(ctx) -> str:
 def evaluate(ctx, candidates, mode="live", run_id=None) -> dict:
     """Evaluate as a new Airflow run (``run_id`` default: a fresh one)."""
     tags = {"airflow.dag_id": "train", "airflow.run_id": run_id or f"manual__{next(RUNS)}"}
-    return steps.evaluate(ctx, candidates=candidates, requested=[c["variant"] for c in candidates],
-                          window=window(ctx), run_tags=tags, mode=mode)
+    return promotion.evaluate_and_promote(ctx, candidates=[Candidate.from_dict(c) for c in candidates],
+                                          requested=[c["variant"] for c in candidates], window=window(ctx),
+                                          run_tags=tags, mode=mode)
+
+
+def rollback(ctx, **kwargs) -> dict:
+    return promotion.rollback(ctx, **kwargs).to_dict()
+
+
+def stored_entries(ctx) -> list[dict]:
+    return [e.to_dict() for e in ledger.entries(ctx.store)]
 
 
 def champion(ctx) -> str | None:
@@ -87,7 +101,7 @@ def test_first_run_promotes_and_records_everything(ctx):
         entry["winner"])]["version"]
     challenger = registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER)
     assert str(challenger.version) == entry["challenger_after"] != entry["champion_after"]
-    stored = ledger.entries(ctx.store)
+    stored = stored_entries(ctx)
     assert [e["seq"] for e in stored] == [1] and stored[0]["run_id"] == "manual__first"
     assert stored[0]["partitions"] and stored[0]["spec_hash"]
     assert set(stored[0]["candidates"]) == {"hgb", "linear"}
@@ -102,7 +116,7 @@ def test_first_run_promotes_and_records_everything(ctx):
 
     retried = evaluate(ctx, results, run_id="manual__first")  # the task retried after recording
     assert {k: v for k, v in retried.items() if k != "report"} == stored[0]
-    assert len(ledger.entries(ctx.store)) == 1 and champion(ctx) == entry["champion_after"]
+    assert len(stored_entries(ctx)) == 1 and champion(ctx) == entry["champion_after"]
     assert str(registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER).version) == str(challenger.version)
 
 
@@ -119,7 +133,7 @@ def test_clearly_better_is_promoted_noise_and_worse_are_not(ctx):
     assert again["decision"] == "keep" and champion(ctx) == better["champion_after"]
     worse = evaluate(ctx, [register_noise_model(ctx)])
     assert worse["decision"] == "keep" and champion(ctx) == better["champion_after"]
-    assert [e["decision"] for e in ledger.entries(ctx.store)] == ["promote", "keep", "keep"]
+    assert [e["decision"] for e in stored_entries(ctx)] == ["promote", "keep", "keep"]
 
 
 @pytest.mark.parametrize("mode", ["backfill", "dry_run"])
@@ -128,12 +142,12 @@ def test_backfill_and_dry_run_record_but_move_nothing(ctx, mode):
     assert entry["decision"] == "would-promote" and entry["would_promote"] and not entry["moved"]
     assert entry["mode"] == mode and champion(ctx) is None
     assert registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER) is None
-    assert ledger.entries(ctx.store)[-1]["decision"] == "would-promote"
+    assert stored_entries(ctx)[-1]["decision"] == "would-promote"
 
 
 def test_unscorable_champion_is_replaced_and_says_why(ctx):
     """The champion was trained on a feature the data no longer has (a schema change)."""
-    train_rows, _, _ = steps.load_split(ctx, steps.Window.from_dict(window(ctx)))
+    train_rows, _, _ = load_split(ctx, window(ctx))
     features = ctx.spec.features.model_copy(update={"numeric": [*ctx.spec.features.numeric, "legacy"]})
     old_spec = ctx.spec.model_copy(update={"features": features})
     legacy = train_rows.assign(legacy=1.0)
@@ -154,33 +168,34 @@ def test_rollback_to_previous_and_to_a_version(ctx):
     promoted = evaluate(ctx, train(ctx))
     assert promoted["moved"]
 
-    back = steps.rollback(ctx, version="previous", reason="bad live metrics", run_tags={"airflow.run_id": "rb1"})
+    back = rollback(ctx, version="previous", reason="bad live metrics", run_tags={"airflow.run_id": "rb1"})
     assert back["kind"] == "rollback" and back["champion_after"] == noise["version"] == champion(ctx)
     assert back["champion_before"] == promoted["champion_after"]
-    forward = steps.rollback(ctx, version=f"v{promoted['champion_after']}", reason="", run_tags={})
+    forward = rollback(ctx, version=f"v{promoted['champion_after']}", reason="", run_tags={})
     assert champion(ctx) == promoted["champion_after"] and forward["seq"] == back["seq"] + 1
     with pytest.raises(RegistryError, match="already the champion"):
-        steps.rollback(ctx, version=promoted["champion_after"], reason="", run_tags={})
+        rollback(ctx, version=promoted["champion_after"], reason="", run_tags={})
     with pytest.raises(RegistryError, match="no version '99'"):
-        steps.rollback(ctx, version="99", reason="", run_tags={})
-    assert len(ledger.entries(ctx.store)) == 3  # refused rollbacks leave no entry
+        rollback(ctx, version="99", reason="", run_tags={})
+    assert len(stored_entries(ctx)) == 3  # refused rollbacks leave no entry
 
 
 def test_rollback_without_history_is_refused(ctx):
     with pytest.raises(RegistryError, match="give an explicit version"):
-        steps.rollback(ctx, version="previous", reason="", run_tags={})
+        rollback(ctx, version="previous", reason="", run_tags={})
 
 
 def test_ensemble_is_a_candidate_and_reloads_identically(ctx):
     results = train(ctx)
     spec = ctx.spec.model_copy(update={"ensemble": ctx.spec.model_fields["ensemble"].annotation.__args__[0](top_k=2)})
     ctx = dataclasses.replace(ctx, spec=spec)
-    combined = steps.build_ensemble(ctx, candidates=results, window=window(ctx), run_tags=TAGS, register=True)
+    combined = training.build_ensemble(ctx, candidates=[Candidate.from_dict(r) for r in results], window=window(ctx),
+                                       run_tags=TAGS, register=True).to_dict()
     assert combined["variant"] == "ensemble" and set(combined["members"]) == {"hgb", "linear"}
     assert sum(combined["weights"].values()) == pytest.approx(1.0)
     entry = evaluate(ctx, [*results, combined])
     assert "ensemble" in entry["candidates"] and "ensemble" in entry["intervals"]
-    _, holdout, _ = steps.load_split(ctx, steps.Window.from_dict(window(ctx)))
+    _, holdout, _ = load_split(ctx, window(ctx))
     loaded = registry.load_model(registry.version_uri(spec.registered_model, combined["version"]))
     members = [registry.predict(registry.load_model(r["model_uri"]), holdout) for r in results]
     expected = sum(combined["weights"][r["variant"]] * m for r, m in zip(results, members, strict=True))
@@ -207,7 +222,7 @@ def test_two_runs_at_once_move_champion_exactly_once(ctx):
     for p in procs:
         p.join(300)
     assert [p.exitcode for p in procs] == [0, 0]
-    entries = ledger.entries(ctx.store)
+    entries = stored_entries(ctx)
     assert sorted(e["decision"] for e in entries) == ["keep", "promote"]
     moved = [e for e in entries if e["moved"]]
     assert len(moved) == 1 and moved[0]["champion_before"] == noise["version"]
@@ -217,8 +232,8 @@ def test_two_runs_at_once_move_champion_exactly_once(ctx):
 
 def test_score_shadows_the_challenger(ctx):
     entry = evaluate(ctx, train(ctx))
-    day = steps.Window.from_dict(window(ctx)).holdout_start
-    out = steps.score(ctx, day)
+    day = window(ctx).holdout_start
+    out = scoring.score_day(ctx, day)
     predictions = ctx.store.read("predictions", day)
     assert out["challenger_version"] == entry["challenger_after"]
     assert set(predictions["model_version"]) == {entry["champion_after"]}
@@ -226,7 +241,7 @@ def test_score_shadows_the_challenger(ctx):
     assert predictions["challenger_score"].between(0, 1).all()
     assert not np.allclose(predictions["challenger_score"], predictions["score"])
 
-    from mlpipe.evaluation import compute_metrics
+    from mlpipe.metrics import compute_metrics
     from mlpipe.shadow import compare
 
     compared = compare(ctx, day, day + dt.timedelta(days=1))
@@ -238,7 +253,7 @@ def test_score_shadows_the_challenger(ctx):
     assert pair["champion_metrics"] == compute_metrics("binary", labels, predictions["score"].to_numpy())
     client = MlflowClient()
     client.delete_registered_model_alias(ctx.spec.registered_model, registry.CHALLENGER)
-    steps.score(ctx, day)
+    scoring.score_day(ctx, day)
     alone = ctx.store.read("predictions", day)
     assert alone["challenger_score"].isna().all() and alone["challenger_version"].isna().all()
     assert list(alone.columns) == list(predictions.columns)

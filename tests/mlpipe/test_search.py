@@ -8,8 +8,10 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from mlpipe import steps
+from mlpipe import training
+from mlpipe.context import Context
 from mlpipe.errors import SpecError
+from mlpipe.records import Job, Window
 from mlpipe.search import search
 from mlpipe.settings import get_settings
 from mlpipe.spec import PipelineSpec, SearchSpec, load_spec
@@ -50,12 +52,12 @@ def test_train_variant_logs_each_trial_as_a_nested_run(tmp_path, spec, store, mo
     days = sorted(model_frame["partition_date"].unique())
     settings = dataclasses.replace(get_settings(), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                                    artifact_root=tmp_path / "artifacts", data_root=store.root)
-    ctx = steps.Context(settings, searched.model_copy(update={"training": searched.training.model_copy(
+    ctx = Context(settings, searched.model_copy(update={"training": searched.training.model_copy(
         update={"min_rows": 10})}), store)
-    win = steps.Window(days[0], days[-1], days[-1] + (days[1] - days[0]))
+    win = Window(days[0], days[-1], days[-1] + (days[1] - days[0]))
     try:
-        result = steps.train_variant(ctx, searched.variants[0].name, win.to_dict(), {"airflow.run_id": "t"},
-                                     register=False)
+        job = Job(searched.variants[0].name, "sklearn", win, "dry_run", promote=False)
+        result = training.train_variant(ctx, job, {"airflow.run_id": "t"}).to_dict()
         client = MlflowClient()
         parent = client.get_run(result["run_id"])
         children = client.search_runs([parent.info.experiment_id],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,9 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
 import mlpipe_priority  # noqa: E402
 from mlpipe_priority import PlannedOrder, planned_weight  # noqa: E402
 
-JOBS = [{"variant": "logreg", "family": "sklearn"}, {"variant": "mlp_torch", "family": "torch"},
-        {"variant": "hgb", "family": "sklearn"}, {"variant": "mlp_tf", "family": "tensorflow"},
-        {"variant": "hgb_small", "family": "sklearn"}]
+from mlpipe.records import Job, Window  # noqa: E402
+
+WINDOW = Window(dt.date(2013, 1, 1), dt.date(2013, 10, 1), dt.date(2014, 1, 1))
+JOBS = [Job(variant, family, WINDOW, "live", True) for variant, family in (
+    ("logreg", "sklearn"), ("mlp_torch", "torch"), ("hgb", "sklearn"), ("mlp_tf", "tensorflow"),
+    ("hgb_small", "sklearn"))]
 
 
 def ti(task_id: str, map_index: int):

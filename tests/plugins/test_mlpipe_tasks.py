@@ -22,18 +22,18 @@ def test_data_errors_fail_without_retry(monkeypatch, error):
     def boom(ctx, **kwargs):
         raise error
 
-    monkeypatch.setattr(steps, "extract", boom)
+    monkeypatch.setitem(steps.STEPS, "extract_day", boom)
     with pytest.raises(AirflowFailException, match=str(error).splitlines()[0]):
-        mlpipe_tasks.run_step("extract", day=dt.date(2013, 1, 1))
+        mlpipe_tasks.run_step("extract_day", day=dt.date(2013, 1, 1))
 
 
 def test_waiting_for_partitions_stays_retryable(monkeypatch):
     def wait(ctx, **kwargs):
         raise PartitionMissing("earlier day not validated yet")
 
-    monkeypatch.setattr(steps, "build_features", wait)
+    monkeypatch.setitem(steps.STEPS, "build_day_features", wait)
     with pytest.raises(PartitionMissing):
-        mlpipe_tasks.run_step("build_features", day=dt.date(2013, 1, 2))
+        mlpipe_tasks.run_step("build_day_features", day=dt.date(2013, 1, 2))
 
 
 def test_schedule_dates_follow_the_spec():

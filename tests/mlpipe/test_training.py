@@ -1,10 +1,10 @@
-"""Step logic that needs no data: the order in which a train run's variants start."""
+"""Training logic that needs no data: the order in which a train run's variants start."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from mlpipe import registry, steps
+from mlpipe import registry, training
 
 
 def test_slowest_first_orders_by_last_fit_time_and_untrained_variants_lead(monkeypatch):
@@ -12,6 +12,6 @@ def test_slowest_first_orders_by_last_fit_time_and_untrained_variants_lead(monke
     monkeypatch.setattr(registry, "recent_fit_seconds", lambda experiment: {"small": 3.0, "big": 30.0, "mid": 9.0})
     ctx = SimpleNamespace(settings=None, spec=SimpleNamespace(name="toy"))
 
-    order = steps.slowest_first(ctx, ["small", "new", "mid", "big", "newer"])
+    order = training.slowest_first(ctx, ["small", "new", "mid", "big", "newer"])
 
     assert order == ["new", "newer", "big", "mid", "small"]  # never trained: spec order, first

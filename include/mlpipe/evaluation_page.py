@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 import io
 
-from mlpipe.promotion import CHAMPION_KEY
+from mlpipe.records import CHAMPION_KEY, LedgerEntry
 
 
 def _svg(fig) -> str:
@@ -35,21 +35,21 @@ def _curve_charts(curves: dict[str, dict]) -> list[str]:
     return charts
 
 
-def _interval_chart(entry: dict) -> str:
+def _interval_chart(entry: LedgerEntry) -> str:
     import matplotlib.pyplot as plt
 
-    metric, intervals = entry["metric"], entry["intervals"]
+    metric, intervals = entry.metric, entry.intervals
     names = [n for n in intervals if "ci" in intervals[n]]
-    panels = [("ci", f"{metric} ({entry['confidence']:.0%} bootstrap interval)", None)]
+    panels = [("ci", f"{metric} ({entry.confidence:.0%} bootstrap interval)", None)]
     if any("gain_ci" in intervals[n] for n in names):
-        panels.append(("gain_ci", f"gain over the champion (margin {entry['margin']})", entry["margin"]))
+        panels.append(("gain_ci", f"gain over the champion (margin {entry.margin})", entry.margin))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.45 * len(names) + 1.5), squeeze=False)
     for ax, (key, title, margin) in zip(axes[0], panels, strict=True):
         shown = [n for n in names if key in intervals[n]]
         for row, name in enumerate(shown):
             low, high = intervals[name][key]
             point = intervals[name].get("gain" if key == "gain_ci" else "value", (low + high) / 2)
-            color = "tab:green" if name == entry.get("winner") and entry.get("would_promote") else "tab:blue"
+            color = "tab:green" if name == entry.winner and entry.would_promote else "tab:blue"
             ax.errorbar(point, row, xerr=[[point - low], [high - point]], fmt="o", color=color, capsize=4)
         ax.set_yticks(range(len(shown)), shown)
         if margin is not None:
@@ -62,29 +62,30 @@ def _interval_chart(entry: dict) -> str:
     return svg
 
 
-def render(entry: dict, curves: dict[str, dict]) -> str:
+def render(entry: LedgerEntry, curves: dict[str, dict]) -> str:
     """The page for one evaluation (``entry`` is the ledger entry, curves per model)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    esc, w = html.escape, entry["window"]
-    models = {**{n: c["metrics"] for n, c in entry["candidates"].items()},
-              **({CHAMPION_KEY: entry["champion_metrics"]} if entry.get("champion_metrics") else {})}
+    esc, w = html.escape, entry.window.to_dict()
+    models = {**{n: c["metrics"] for n, c in entry.candidates.items()},
+              **({CHAMPION_KEY: entry.champion_metrics} if entry.champion_metrics else {})}
     columns = sorted({k for m in models.values() for k in m})
     rows = "".join(
         f"<tr><th>{esc(n)}</th>" + "".join(f"<td>{m[c]:.4f}</td>" if c in m else "<td></td>" for c in columns)
         + "</tr>" for n, m in models.items())
     charts = [*(_curve_charts(curves) if curves else []), _interval_chart(entry)]
-    verdict = {"promote": "PROMOTED", "keep": "kept the champion"}.get(entry["decision"], entry["decision"])
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Evaluation {esc(str(entry.get('run_id')))}</title>
+    verdict = {"promote": "PROMOTED", "keep": "kept the champion"}.get(entry.decision, entry.decision)
+    run = esc(str(entry.run_id))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Evaluation {run}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:right}}
 .charts{{display:flex;flex-wrap:wrap;gap:1em}}</style></head><body>
-<h1>Evaluation of train run {esc(str(entry.get('run_id')))}</h1>
-<p>Pipeline <b>{esc(entry['pipeline'])}</b>, model <b>{esc(entry['model'])}</b>, {esc(entry['mode'])} run;
+<h1>Evaluation of train run {run}</h1>
+<p>Pipeline <b>{esc(entry.pipeline)}</b>, model <b>{esc(entry.model)}</b>, {esc(entry.mode)} run;
 trained on [{esc(w['start'])}, {esc(w['holdout_start'])}), evaluated on [{esc(w['holdout_start'])}, {esc(w['end'])});
-spec {esc(entry['spec_hash'][:12])}; ledger entry {entry.get('seq')}.</p>
-<p><b>{esc(verdict)}</b>: {esc(entry['reason'])}</p>
-<p>champion before: v{esc(str(entry['champion_before']))}, after: v{esc(str(entry['champion_after']))};
-challenger: v{esc(str(entry.get('challenger_after')))}</p>
+spec {esc(entry.spec_hash[:12])}; ledger entry {entry.seq}.</p>
+<p><b>{esc(verdict)}</b>: {esc(entry.reason)}</p>
+<p>champion before: v{esc(str(entry.champion_before))}, after: v{esc(str(entry.champion_after))};
+challenger: v{esc(str(entry.challenger_after))}</p>
 <table><tr><th>model</th>{''.join(f'<th>{esc(c)}</th>' for c in columns)}</tr>{rows}</table>
 <div class="charts">{''.join(charts)}</div></body></html>"""

@@ -1,0 +1,71 @@
+"""Metric functions by task type, checked against scikit-learn, and the curves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from mlpipe.metrics import calibration_error, compute_metrics, curves
+
+
+def test_binary_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=200)
+    score = np.clip(y * 0.3 + rng.uniform(0, 0.7, size=200), 0, 1)
+    got = compute_metrics("binary", y.astype(float), score)
+    assert set(got) == {"log_loss", "brier", "accuracy", "f1", "precision", "recall", "calibration_error",
+                        "positive_rate", "roc_auc", "pr_auc"}
+    label = score >= 0.5
+    assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(y, score))
+    assert got["pr_auc"] == pytest.approx(skm.average_precision_score(y, score))
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y, score))
+    assert got["brier"] == pytest.approx(skm.brier_score_loss(y, score))
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, label))
+    assert got["f1"] == pytest.approx(skm.f1_score(y, label))
+    assert got["precision"] == pytest.approx(skm.precision_score(y, label))
+    assert got["recall"] == pytest.approx(skm.recall_score(y, label))
+    assert got["positive_rate"] == pytest.approx(y.mean())
+    assert all(isinstance(v, float) for v in got.values())
+    assert compute_metrics("binary", y, score, threshold=0.9)["accuracy"] == pytest.approx(
+        skm.accuracy_score(y, score >= 0.9))
+
+
+def test_calibration_error_is_the_weighted_gap_per_bin():
+    y = np.array([0, 0, 1, 1, 1, 0, 1, 1])
+    score = np.array([0.05, 0.05, 0.05, 0.05, 0.95, 0.95, 0.95, 0.95])  # two bins of 4 rows
+    # bin 1: mean score 0.05, observed 0.5; bin 2: mean score 0.95, observed 0.75
+    assert calibration_error(y, score) == pytest.approx(0.5 * 0.45 + 0.5 * 0.20)
+    perfect = np.repeat([0, 1], 50)
+    assert calibration_error(perfect, perfect.astype(float)) == pytest.approx(0.0)
+
+
+def test_binary_metrics_with_one_class_and_extreme_scores():
+    got = compute_metrics("binary", np.zeros(4), np.array([0.0, 0.1, 0.2, 1.0]))
+    assert "roc_auc" not in got and "pr_auc" not in got  # undefined with one class
+    assert got["accuracy"] == 0.75 and got["positive_rate"] == 0.0
+    assert got["f1"] == 0.0 and got["precision"] == 0.0  # no positives: zero, not an error
+    assert np.isfinite(got["log_loss"])  # a score of exactly 1 is clipped, not infinite
+
+
+def test_regression_metrics_match_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.normal(10, 3, size=100)
+    pred = y + rng.normal(0, 1, size=100)
+    got = compute_metrics("regression", y, pred)
+    assert set(got) == {"rmse", "mae", "r2"}
+    assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, pred)))
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
+    assert got["r2"] == pytest.approx(skm.r2_score(y, pred))
+
+
+def test_curves_are_thinned_and_span_the_unit_square():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, size=5000)
+    got = curves(y, rng.uniform(size=5000), points=50)
+    assert len(got["fpr"]) == len(got["tpr"]) <= 50 and len(got["recall"]) == len(got["precision"]) <= 50
+    assert (got["fpr"][0], got["tpr"][0], got["fpr"][-1], got["tpr"][-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert min(got["recall"]) == 0.0 and max(got["recall"]) == 1.0
+
+
+# ---------------------------------------------------------------- promotion gate
