@@ -23,12 +23,12 @@ FROM ?= 2013-01-01
 TO ?= 2013-12-31
 HOLDOUT ?= 92
 
-.PHONY: install demo test up clean ledger rollback
+.PHONY: install demo test lint up clean ledger rollback
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -37,8 +37,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/python scripts/demo.py --from $(FROM) --to $(TO) --holdout-days $(HOLDOUT)
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
 
 ledger: install
 	$(BIN)/python -m mlpipe.ledger
