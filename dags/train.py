@@ -87,4 +87,5 @@ def train():
     outputs = [training.output for training in mapped]
     evaluate(outputs, ensemble(outputs, jobs), jobs)
 
+
 train()

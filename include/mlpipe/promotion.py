@@ -68,30 +68,41 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
     y = holdout[ctx.spec.target.name].to_numpy(dtype="float64")
     experiment = registry.connect(ctx.settings, ctx.spec.name)
     scores = score_models({c.variant: c.model_uri for c in candidates}, holdout)
-    may_move = mode != "dry_run" and (mode == "live" if promote is None else promote)
-    while True:
-        seen = _aliases(name)
-        champion_scores, champion_error = score_champion(name, seen.champion, holdout)
-        scored = {**scores, **({CHAMPION_KEY: champion_scores} if champion_scores is not None else {})}
-        decision = assess(ctx.spec, y, scored, champion_error)
-        with ledger.locked(ctx.store):
-            entry = _recorded(ctx, run_tags)
-            if entry is None and _aliases(name) != seen:
-                continue  # another run moved the aliases while we scored: decide against its winner
-            if entry is None:
-                entry = commit(ctx, decision, seen, candidates, may_move, LedgerEntry(
-                    kind="train", pipeline=ctx.spec.name, model=name, mode=mode, decision="keep",
-                    reason=decision.reason, dag_id=run_tags.get("airflow.dag_id"),
-                    run_id=run_tags.get("airflow.run_id"), champion_error=champion_error, window=window,
-                    failed_variants=sorted(set(requested) - {c.variant for c in candidates}),
-                    partitions=[str(d) for d in days], spec_hash=spec_hash(ctx.spec)))
-                scores = scored
-        break
+    entry = _recorded(ctx, run_tags)  # a retry of a run whose decision is in the ledger: never decide twice
+    if entry is None:
+        may_move = mode != "dry_run" and (mode == "live" if promote is None else promote)
+        draft = LedgerEntry(kind="train", pipeline=ctx.spec.name, model=name, mode=mode, decision="keep", reason="",
+                            dag_id=run_tags.get("airflow.dag_id"), run_id=run_tags.get("airflow.run_id"),
+                            window=window, failed_variants=sorted(set(requested) - {c.variant for c in candidates}),
+                            partitions=[str(d) for d in days], spec_hash=spec_hash(ctx.spec))
+        entry, scores = _decide_and_commit(ctx, holdout, y, scores, candidates, may_move, draft, run_tags)
     if entry.moved:
         registry.tag_version(name, entry.champion_after, {"mlpipe.promoted_by": entry.run_id or "",
                                                           "mlpipe.ledger_seq": str(entry.seq),
                                                           "mlpipe.reason": entry.reason[:5000]})
     return {**entry.to_dict(), "report": str(_report(ctx, entry, y, scores, experiment, run_tags))}
+
+
+def _decide_and_commit(ctx: Context, holdout, y: np.ndarray, scores: dict[str, np.ndarray],
+                       candidates: list[Candidate], may_move: bool, draft: LedgerEntry,
+                       run_tags: dict[str, str]) -> tuple[LedgerEntry, dict[str, np.ndarray]]:
+    """Score the champion, decide, and commit under the lock if the aliases have not moved
+    since; otherwise decide again against the new champion. Returns the entry (the one
+    already recorded, if a concurrent attempt of this run got there first) and the
+    scores it was decided on."""
+    while True:
+        seen = _aliases(draft.model)
+        champion_scores, champion_error = score_champion(draft.model, seen.champion, holdout)
+        scored = {**scores, **({CHAMPION_KEY: champion_scores} if champion_scores is not None else {})}
+        decision = assess(ctx.spec, y, scored, champion_error)
+        with ledger.locked(ctx.store):
+            recorded = _recorded(ctx, run_tags)
+            if recorded is not None:
+                return recorded, scores
+            if _aliases(draft.model) == seen:
+                return commit(ctx, decision, seen, candidates, may_move,
+                              dataclasses.replace(draft, champion_error=champion_error)), scored
+        # another run moved the aliases while we scored: decide against its winner
 
 
 def _recorded(ctx: Context, run_tags: dict[str, str]) -> LedgerEntry | None:
@@ -106,7 +117,8 @@ def _recorded(ctx: Context, run_tags: dict[str, str]) -> LedgerEntry | None:
 def commit(ctx: Context, decision: Decision, seen: Aliases, candidates: list[Candidate], may_move: bool,
            draft: LedgerEntry) -> LedgerEntry:
     """Move the aliases as ``decision`` says (when ``may_move``) and append the ledger
-    entry completed from ``draft``; undo the moves if the entry cannot be written.
+    entry completed from ``draft`` (what the run knew before deciding); undo the moves
+    if the entry cannot be written.
     The caller holds the ledger lock and has checked the aliases are still ``seen``."""
     from mlpipe import registry
 

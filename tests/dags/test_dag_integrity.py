@@ -108,6 +108,17 @@ def test_features_task_publishes_the_asset(dagbag):
     assert [o.uri.rstrip("/") for o in task.outlets] == ["mlpipe://features"]
 
 
+def test_every_backend_names_an_operator_the_plugins_define(dagbag):  # dagbag: plugins on sys.path
+    import mlpipe_operators
+
+    from mlpipe.backends import BACKENDS
+
+    for name, entry in BACKENDS.items():
+        assert mlpipe_operators.operator_named(entry.operator, entry.family), name
+    with pytest.raises(ValueError, match="names operator 'Nope', which mlpipe_operators does not define"):
+        mlpipe_operators.operator_named("Nope", "toy")
+
+
 def test_gpu_backends_run_on_the_gpu_queue_and_pool(dagbag):
     train = dagbag.dags["train"]
     assert (train.get_task("train_torch").queue, train.get_task("train_torch").pool) == ("gpu", "gpu")

@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
 import mlpipe_tasks  # noqa: E402
 from mlpipe import steps  # noqa: E402
 from mlpipe.errors import PartitionMissing, SourceError, ValidationFailed  # noqa: E402
+from mlpipe.records import Candidate, Job, Window  # noqa: E402
 
 
 @pytest.mark.parametrize("error", [ValidationFailed("bad day", [], "report.json"), SourceError("no file")])
@@ -34,6 +35,22 @@ def test_waiting_for_partitions_stays_retryable(monkeypatch):
     monkeypatch.setitem(steps.STEPS, "build_day_features", wait)
     with pytest.raises(PartitionMissing):
         mlpipe_tasks.run_step("build_day_features", day=dt.date(2013, 1, 2))
+
+
+def test_run_step_returns_records_as_xcom_dicts_and_reads_them_back(monkeypatch):
+    window = Window(dt.date(2013, 1, 1), dt.date(2013, 1, 8), dt.date(2013, 1, 10))
+    job = Job("hgb", "sklearn", window, "live", True)
+    monkeypatch.setitem(steps.STEPS, "plan_training", lambda ctx, **kwargs: [job])
+    jobs = mlpipe_tasks.run_step("plan_training", logical_date=dt.date(2013, 1, 10))
+    assert jobs == [job.to_dict()] and mlpipe_tasks.first_job(jobs) == job
+    candidate = Candidate("hgb", "sklearn_hgb", "r1", "runs:/r1/model", "1", {"roc_auc": 0.7})
+    # per family: a list of results, None for a failed variant, None for a family with no variants
+    assert mlpipe_tasks.trained([[candidate.to_dict(), None], None]) == [candidate]
+
+
+def test_unknown_step_names_are_an_error():
+    with pytest.raises(KeyError, match="no_such_step"):
+        mlpipe_tasks.run_step("no_such_step")
 
 
 def test_schedule_dates_follow_the_spec():
