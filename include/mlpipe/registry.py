@@ -92,15 +92,15 @@ def candidate_run(experiment_id: str, variant: str, backend: str, tags: dict[str
 
 
 def log_candidate(run_id: str, variant: str, model, example: pd.DataFrame, metrics: dict[str, float],
-                  registered_model: str | None, **extra) -> Candidate:
-    """Log a candidate's holdout metrics and its model in the active ``candidate_run``,
-    register a new version unless ``registered_model`` is None, and return its record
-    (``extra``: the record's optional fields, e.g. ``fit_seconds`` or the ensemble's members)."""
-    mlflow.log_metrics({**metrics, **({"fit_seconds": extra["fit_seconds"]} if "fit_seconds" in extra else {})})
+                  registered_model: str | None, fit_seconds: float | None = None, **members) -> Candidate:
+    """Log a candidate's holdout metrics (and fit time) and its model in the active
+    ``candidate_run``, register a new version unless ``registered_model`` is None, and
+    return its record (``members``: the ensemble's ``members`` and ``weights``)."""
+    mlflow.log_metrics({**metrics, **({"fit_seconds": fit_seconds} if fit_seconds is not None else {})})
     info = log_bundle(model, example, registered_model)
     version = str(info.registered_model_version) if registered_model else None
     return Candidate(variant=variant, backend=model.backend_name, run_id=run_id, model_uri=info.model_uri,
-                     version=version, metrics=metrics, **extra)
+                     version=version, metrics=metrics, fit_seconds=fit_seconds, **members)
 
 
 def log_evaluation(experiment_id: str, tags: dict[str, str], metrics: dict[str, float], decision: dict,
