@@ -4,6 +4,10 @@ installed package (read from its directory, without importing the package).
 A path may contain ``{date}`` (one file per day, e.g. ``drops/{date}.csv``). A single
 whole-history file is converted once into a Parquet cache sorted by partition date, so
 reading one day touches only that day's row groups instead of parsing the whole CSV.
+
+CSV cells are read as text: types come from the spec, applied to each day's rows
+(``sources.typed``), so a bad value on one day cannot change the type pandas would infer
+for the whole file and fail every other day.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from mlpipe.errors import SourceError
 from mlpipe.spec import PartitionSpec, SourceSpec
 
 PARTITION_COL = "__partition_date"
+CACHE_FORMAT = "text-cells-v2"  # part of each cache file's key: a change of format rebuilds the caches
 
 
 def resolve(path: str, day: dt.date | None = None) -> Path:
@@ -46,7 +51,7 @@ def read_file(path: Path, fmt: str, columns: list[str] | None = None) -> pd.Data
     try:
         if fmt == "parquet":
             return pd.read_parquet(path, columns=columns)
-        return pd.read_csv(path, usecols=columns)
+        return pd.read_csv(path, usecols=columns, dtype=str)
     except ValueError as exc:  # missing usecols, unparsable file
         raise SourceError(f"{path}: cannot read {fmt}: {exc}") from exc
 
@@ -62,7 +67,8 @@ def _cached(source: SourceSpec, path: Path, partition: PartitionSpec | None, cac
         raise SourceError(f"{path}: source file not found")
     stat = path.stat()
     tag = f"{partition.column}@{partition.timezone}" if partition else "all"
-    ident = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{tag}".encode()).hexdigest()[:16]
+    key_text = f"{CACHE_FORMAT}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{tag}"
+    ident = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     key = f"{path.name}-{ident}.parquet"
     cached = cache_dir / key
     if cached.exists():

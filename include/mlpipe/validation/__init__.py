@@ -17,9 +17,10 @@ import pandas as pd
 from mlpipe.errors import ValidationFailed
 from mlpipe.spec import PipelineSpec
 
+# numpy dtypes, then pandas' nullable ones by the class names GX resolves on ``pd``
 _INT = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-        "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"]
-_FLOAT = ["float16", "float32", "float64", "Float32", "Float64"]
+        "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "UInt8Dtype", "UInt16Dtype", "UInt32Dtype", "UInt64Dtype"]
+_FLOAT = ["float16", "float32", "float64", "Float32Dtype", "Float64Dtype"]
 TYPE_LISTS = {"int": _INT, "float": _FLOAT, "number": _INT + _FLOAT, "string": ["str"]}
 
 
@@ -55,6 +56,10 @@ def build_rules(spec: PipelineSpec) -> list[Rule]:
     for column in spec.target.inputs:
         if column not in spec.validation.columns:  # a target that is all null can never train
             rules.append(Rule("ExpectColumnValuesToNotBeNull", column, {"mostly": 0.01}))
+    if len(spec.row_id) == 1:  # a row appearing twice would be trained (or held out) twice
+        rules.append(Rule("ExpectColumnValuesToBeUnique", spec.row_id[0]))
+    else:
+        rules.append(Rule("ExpectCompoundColumnsToBeUnique", None, {"column_list": list(spec.row_id)}))
     bounds = spec.validation
     rules.append(Rule("ExpectTableRowCountToBeBetween", None, {"min_value": bounds.min_rows, "max_value": bounds.max_rows}))
     return rules
@@ -113,12 +118,16 @@ def validate(frame: pd.DataFrame, spec: PipelineSpec, source: str,
                "rules": len(results), "failures": failures, "warnings": warnings, "results": results}
     path = write_report(payload)
     if failures:
-        lines = [f"  column {f['column'] or '<table>'!s}: {f['expectation']} {f['kwargs'] or ''} -> "
-                 f"{_describe(f['result'])}" for f in failures]
+        lines = [f"  column {_columns(f)}: {f['expectation']} {f['kwargs'] or ''} -> {_describe(f['result'])}"
+                 for f in failures]
         raise ValidationFailed(
             f"{source}: {len(failures)} of {len(results)} data-quality rules failed:\n" + "\n".join(lines)
             + f"\nreport: {path}", failures, str(path))
     return {"rows": len(frame), "rules": len(results), "warnings": len(warnings), "report": str(path)}
+
+
+def _columns(failure: dict) -> str:
+    return failure["column"] or ", ".join(failure["kwargs"].get("column_list") or []) or "<table>"
 
 
 def _describe(result: dict) -> str:

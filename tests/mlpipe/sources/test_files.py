@@ -17,7 +17,7 @@ NEW_YORK = PartitionSpec(column="ts", timezone="America/New_York")
 
 def _direct(csv_path, day: dt.date, timezone: str = "UTC") -> pd.DataFrame:
     """The day's rows filtered with plain pandas (the reference the cache must match)."""
-    frame = pd.read_csv(csv_path)
+    frame = pd.read_csv(csv_path, dtype=str)  # read_source keeps cells as text; read_day types them
     local = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert(timezone).dt.date
     return frame[local == day].reset_index(drop=True)
 
@@ -94,7 +94,7 @@ def test_cache_is_built_once_and_keyed_by_partition(toy_dir, cache_dir, days):
 def test_whole_source_read_without_day(toy_dir, cache_dir):
     source = SourceSpec(path=str(toy_dir / "stores.csv"))
     frame = read_source("stores", source, cache_dir)
-    pd.testing.assert_frame_equal(frame, pd.read_csv(toy_dir / "stores.csv"))
+    pd.testing.assert_frame_equal(frame, pd.read_csv(toy_dir / "stores.csv", dtype=str))
 
 
 def test_changed_file_is_not_served_from_a_stale_cache(toy_dir, cache_dir, days, events):
@@ -156,7 +156,7 @@ def test_parquet_source(toy_dir, cache_dir, days, events):
     source = SourceSpec(path=str(path))
     assert source.file_format == "parquet"
     frame = read_source("events", source, cache_dir, day=days[3], partition=UTC)
-    assert sorted(frame["event_id"]) == sorted(_direct(toy_dir / "events.csv", days[3])["event_id"])
+    assert sorted(frame["event_id"]) == sorted(_direct(toy_dir / "events.csv", days[3])["event_id"].astype(int))
 
 
 # ---------------------------------------------------------------- per-day files
@@ -178,8 +178,8 @@ def test_per_day_paths_read_one_file_and_filter_to_the_day(per_day, cache_dir, d
     source, stray_id = per_day
     stamps = pd.to_datetime(events["ts"]).dt.date
     frame = read_source("drops", source, cache_dir, day=days[1], partition=UTC)
-    assert sorted(frame["event_id"]) == sorted(events.loc[stamps == days[1], "event_id"])
-    assert stray_id not in set(frame["event_id"])
+    assert sorted(frame["event_id"].astype(int)) == sorted(events.loc[stamps == days[1], "event_id"])
+    assert stray_id not in set(frame["event_id"].astype(int))
     assert frame.index.equals(pd.RangeIndex(len(frame)))
     assert not cache_dir.exists()  # per-day files are read directly
 

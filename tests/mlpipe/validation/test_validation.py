@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlpipe.errors import ValidationFailed
@@ -145,3 +146,43 @@ def test_warn_severity_reports_without_blocking(day_frame, spec, reporter, store
     assert report["success"] is True and report["failures"] == []
     assert [(w["column"], w["expectation"]) for w in report["warnings"]] == [
         ("amount", "expect_column_values_to_be_between")]
+
+
+@pytest.mark.parametrize("corruption", ["text in a numeric column", "nulls in an int column"])
+def test_in_a_single_file_source_only_the_bad_day_fails(corruption, toy_dir, spec_dict, write_spec, events, days,
+                                                        store, tmp_path):
+    from mlpipe.spec import load_spec
+
+    bad_day = days[3]
+    on_bad_day = pd.to_datetime(events["ts"]).dt.date == bad_day
+    events = events.assign(items=np.arange(len(events)) % 7 + 1)
+    if corruption == "text in a numeric column":
+        events["amount"] = events["amount"].astype(object)
+        events.loc[events.index[on_bad_day][:3], "amount"] = "twelve"
+    else:  # half of the day's rows: beyond the rule's 10%, and enough for pandas to read the file's column as float
+        events.loc[events.index[on_bad_day][::2], "items"] = None
+    events.to_csv(toy_dir / "events.csv", index=False)
+    spec_dict["validation"]["columns"]["items"] = {"type": "int", "max_null_fraction": 0.1}
+    spec = load_spec(write_spec(toy_dir, spec_dict, "typed.yaml"))
+    failed = {}
+    for day in days:
+        frame = read_day(spec, day, tmp_path / "cache")
+        try:
+            validate(frame, spec, f"raw/{day}", lambda payload, d=day: store.write_report("validation", d, payload))
+        except ValidationFailed as exc:
+            failed[day] = {(f["column"], f["expectation"]) for f in exc.failures}
+        else:
+            assert str(frame["items"].dtype) == "Int64" and str(frame["amount"].dtype) == "float64"  # the spec's types
+    expected = (("amount", "expect_column_values_to_be_in_type_list") if corruption == "text in a numeric column"
+                else ("items", "expect_column_values_to_not_be_null"))
+    assert set(failed) == {bad_day}  # exactly the bad day
+    assert expected in failed[bad_day] and {column for column, _ in failed[bad_day]} == {expected[0]}
+
+
+def test_duplicated_row_ids_fail_naming_the_rule_and_the_count(day_frame, spec, reporter):
+    doubled = pd.concat([day_frame, day_frame.head(3)], ignore_index=True)
+    error = _fail(doubled, spec, reporter)
+    (failure,) = error.failures
+    assert failure["expectation"] == "expect_column_values_to_be_unique" and failure["column"] == "event_id"
+    assert failure["result"]["unexpected_count"] == 6  # both copies of each of the 3 rows
+    assert "event_id: expect_column_values_to_be_unique" in str(error) and "6 of" in str(error)
