@@ -19,7 +19,7 @@ import pandas as pd
 
 from mlpipe.errors import PartitionMissing
 
-LAYERS = ("raw", "validated", "features", "predictions")
+LAYERS = ("raw", "validated", "features", "predictions", "quarantine")  # quarantine: rows that failed validation
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,14 @@ class Store:
             Path(tmp).unlink(missing_ok=True)
             raise
         return target
+
+    def remove(self, layer: str, day: dt.date) -> bool:
+        """Delete a partition if it exists; whether it did."""
+        try:
+            self.path(layer, day).unlink()
+            return True
+        except FileNotFoundError:
+            return False
 
     def read(self, layer: str, day: dt.date, columns: list[str] | None = None) -> pd.DataFrame:
         path = self.path(layer, day)

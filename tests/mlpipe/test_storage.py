@@ -22,7 +22,7 @@ def test_paths_follow_the_layout(store, tmp_path):
     assert store.path("raw", D1) == tmp_path / "data" / "toy" / "raw" / "date=2024-01-01.parquet"
     assert store.report_path("validation", D2) == tmp_path / "data" / "toy" / "reports" / "validation" / "2024-01-02.json"
     assert store.report_path("decisions", "run-1").name == "run-1.json"
-    assert set(LAYERS) == {"raw", "validated", "features", "predictions"}
+    assert set(LAYERS) == {"raw", "validated", "features", "predictions", "quarantine"}
     with pytest.raises(ValueError, match="unknown layer"):
         store.path("gold", D1)
 

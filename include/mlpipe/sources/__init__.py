@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlpipe.errors import SourceError
-from mlpipe.sources.files import has_rows, read_source
+from mlpipe.sources.files import has_rows, read_source, resolve
 from mlpipe.spec import PipelineSpec
 
 
@@ -60,6 +60,11 @@ def _converted(values: pd.Series, declared: str | None) -> pd.Series:
     if declared in ("float", "number") or not integral:
         return numbers.astype("float64")
     return numbers.astype("Int64")
+
+
+def source_files(spec: PipelineSpec, day: dt.date) -> list[str]:
+    """The files a day's rows come from, primary source first (for messages and reports)."""
+    return [str(resolve(source.path, day)) for source in spec.sources.values()]
 
 
 def day_has_rows(spec: PipelineSpec, day: dt.date, cache_dir: Path) -> bool:

@@ -1,0 +1,105 @@
+"""The ingest stage on the toy pipeline: a failed re-ingest never replaces good data, and
+a backfill that starts mid-way ingests the history it needs by itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+
+from mlpipe import ingest
+from mlpipe.context import Context
+from mlpipe.errors import ValidationFailed
+from mlpipe.settings import get_settings
+from mlpipe.spec import load_spec
+from mlpipe.storage import Store, file_hash
+
+pytestmark = pytest.mark.integration
+
+
+def context(spec, root) -> Context:
+    return Context(dataclasses.replace(get_settings(), data_root=root), spec, Store(root, spec.name))
+
+
+def ingest_day(ctx, day):
+    ingest.extract_day(ctx, day)
+    ingest.validate_day(ctx, day)
+    return ingest.build_day_features(ctx, day)
+
+
+def test_a_failed_reingest_keeps_the_last_good_partitions_and_says_so(spec, toy_dir, days, tmp_path):
+    ctx, day = context(spec, tmp_path / "data"), days[2]
+    for d in days[:3]:
+        ingest_day(ctx, d)
+    good = {layer: file_hash(ctx.store.path(layer, day)) for layer in ("raw", "validated", "features")}
+    events = pd.read_csv(toy_dir / "events.csv")
+    on_day = pd.to_datetime(events["ts"]).dt.date == day
+    events.loc[on_day, "channel"] = "fax"  # not one of the spec's categories
+    events.to_csv(toy_dir / "events.csv", index=False)
+
+    ingest.extract_day(ctx, day)
+    with pytest.raises(ValidationFailed, match="(?s)channel.*quarantine.*keeps its last validated partitions") as info:
+        ingest.validate_day(ctx, day)
+
+    store = ctx.store
+    assert {layer: file_hash(store.path(layer, day)) for layer in good} == good  # nothing good was replaced
+    assert store.read("raw", day).equals(store.read("validated", day))
+    assert set(store.read("quarantine", day)["channel"]) == {"fax"}  # the failed rows, kept for inspection
+    report = json.loads(store.report_path("validation", day).read_text())
+    assert not report["success"] and report["failures"][0]["column"] == "channel"
+    assert report["quarantine"] == str(store.path("quarantine", day)) and report["kept"] == good
+    assert "events.csv" in str(info.value)  # the message names the source file, not only the partition
+    features = store.read("features", day)
+    assert features["event_id"].tolist() == sorted(store.read("validated", day)["event_id"])
+
+
+def test_a_day_that_never_passed_keeps_no_raw_partition(spec, toy_dir, days, tmp_path):
+    ctx = context(spec, tmp_path / "data")
+    events = pd.read_csv(toy_dir / "events.csv")
+    events.loc[pd.to_datetime(events["ts"]).dt.date == days[0], "channel"] = "fax"
+    events.to_csv(toy_dir / "events.csv", index=False)
+    ingest.extract_day(ctx, days[0])
+    with pytest.raises(ValidationFailed, match="the day has no validated data"):
+        ingest.validate_day(ctx, days[0])
+    assert not ctx.store.exists("raw", days[0]) and ctx.store.exists("quarantine", days[0])
+    report = json.loads(ctx.store.report_path("validation", days[0]).read_text())
+    assert report["kept"] == {}
+
+
+@pytest.fixture
+def long_history(toy_dir, events, spec_dict, write_spec):
+    """The toy events repeated over 54 days, with 7- and 14-day history features."""
+    copies = []
+    for k in range(9):
+        shifted = events.assign(event_id=events["event_id"] + k * len(events),
+                                ts=(pd.to_datetime(events["ts"]) + pd.Timedelta(days=6 * k)).dt.strftime(
+                                    "%Y-%m-%d %H:%M:%S"))
+        copies.append(shifted)
+    pd.concat(copies, ignore_index=True).to_csv(toy_dir / "events.csv", index=False)
+    spec_dict["features"]["history"] = [
+        {"name": "late_rate_store_7d", "group_by": ["store"], "window_days": 7},
+        {"name": "count_channel_14d", "group_by": ["channel"], "window_days": 14, "stat": "count"}]
+    spec_dict["schedule"] = {"start": "2024-01-01", "end": "2024-02-23"}
+    spec_dict["validation"]["max_rows"] = 100
+    return load_spec(write_spec(toy_dir, spec_dict, "long.yaml"))
+
+
+def test_a_backfill_starting_mid_way_needs_no_manual_prefill(long_history, days, tmp_path):
+    first = days[0] + dt.timedelta(days=30)
+    window = [first + dt.timedelta(days=i) for i in range(5)]
+    mid_way = context(long_history, tmp_path / "mid_way")
+    outs = {day: ingest_day(mid_way, day) for day in window}
+    out = outs[first]
+    assert outs[window[1]]["warmed_up"] == []
+    assert out["warmed_up"] == [str(first - dt.timedelta(days=i)) for i in range(14, 0, -1)]
+    assert out["history_gaps"] == []
+    assert not mid_way.store.exists("features", first - dt.timedelta(days=1))  # warm-up days: no features
+
+    from_start = context(long_history, tmp_path / "from_start")
+    for i in range(35):
+        ingest_day(from_start, days[0] + dt.timedelta(days=i))
+    for day in window:  # point in time: the same features as an ingest that started at the beginning
+        pd.testing.assert_frame_equal(mid_way.store.read("features", day), from_start.store.read("features", day))
