@@ -59,15 +59,22 @@ def train():
         return [job for job in jobs if Job.from_dict(job).family == family]
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def ensemble(results: list, jobs: list[dict], dag_run=None) -> dict | None:
+    def collect(results: list) -> list[dict]:
+        """The candidates of the variants that trained; failed ones are left out (the ledger lists them)."""
+        return [candidate.to_dict() for candidate in trained(results)]
+
+    # ensemble and evaluate need plan's jobs and collect's candidates: if plan failed they do
+    # not run (upstream_failed) and the run fails once, with plan's message.
+    @task
+    def ensemble(candidates: list[dict], jobs: list[dict], dag_run=None) -> dict | None:
         job = first_job(jobs)
-        return run_step("build_ensemble", candidates=trained(results), window=job.window,
+        return run_step("build_ensemble", candidates=trained([candidates]), window=job.window,
                         run_tags=run_tags(dag_run), register=job.promote)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    def evaluate(results: list, combined: dict | None, jobs: list[dict], dag_run=None) -> dict:
+    @task
+    def evaluate(candidates: list[dict], combined: dict | None, jobs: list[dict], dag_run=None) -> dict:
         job = first_job(jobs)
-        return run_step("evaluate_and_promote", candidates=trained([*results, [combined]]),
+        return run_step("evaluate_and_promote", candidates=trained([candidates, [combined]]),
                         requested=[Job.from_dict(j).variant for j in jobs], window=job.window, mode=job.mode,
                         promote=job.promote, run_tags=run_tags(dag_run))
 
@@ -84,8 +91,8 @@ def train():
                                  weight_rule=PlannedOrder.path, **op.placement()).expand(job=picked))
     for training in mapped:
         training.set_upstream([s.operator for s in selected])
-    outputs = [training.output for training in mapped]
-    evaluate(outputs, ensemble(outputs, jobs), jobs)
+    candidates = collect([training.output for training in mapped])
+    evaluate(candidates, ensemble(candidates, jobs), jobs)
 
 
 train()

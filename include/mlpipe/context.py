@@ -45,16 +45,42 @@ def resolve_window(spec: PipelineSpec, end: dt.date, start: dt.date | None = Non
 
 
 def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, list[dt.date]]:
-    """The window's labelled feature rows split into (training, holdout), and the days read."""
+    """The window's labelled feature rows split into (training, holdout), and the days read.
+
+    Each split needs ``training.min_rows`` labelled rows and, for a binary target,
+    ``training.min_class_rows`` of each class; the error names the days without features."""
     frame, days = ctx.store.read_range("features", win.start, win.end)
+    missing = _missing_days(win, days)
     if not days:
         raise PartitionMissing(f"no feature partitions in [{win.start}, {win.end}): run ingest first")
     target = ctx.spec.target.name
     frame = frame[frame[target].notna()]
     dates = pd.to_datetime(frame[PARTITION_DATE]).dt.date
     train, holdout = frame[dates < win.holdout_start], frame[dates >= win.holdout_start]
+    training = ctx.spec.training
     for name, part in (("training", train), ("holdout", holdout)):
-        if len(part) < ctx.spec.training.min_rows:
-            raise TrainingError(f"{name} split has {len(part)} labelled rows in {win.to_dict()}; "
-                                f"need at least {ctx.spec.training.min_rows}")
+        problem = None
+        if len(part) < training.min_rows:
+            problem = f"has {len(part)} labelled rows; need at least {training.min_rows} (training.min_rows)"
+        elif ctx.spec.target.task == "binary":
+            counts = part[target].value_counts().reindex([0.0, 1.0], fill_value=0)
+            if counts.min() < training.min_class_rows:
+                problem = (f"has {int(counts[0.0])} negative and {int(counts[1.0])} positive rows; need at least "
+                           f"{training.min_class_rows} of each class (training.min_class_rows)")
+        if problem:
+            raise TrainingError(f"{name} split of window {win.to_dict()} {problem}"
+                                + (f"; days without feature partitions: {missing}" if missing else ""))
     return train, holdout, days
+
+
+def _missing_days(win: Window, days: list[dt.date]) -> str:
+    """The window's days that have no feature partition, as ranges ("" if none)."""
+    have, ranges, day = set(days), [], win.start
+    while day < win.end:
+        if day not in have:
+            first = day
+            while day + dt.timedelta(days=1) < win.end and day + dt.timedelta(days=1) not in have:
+                day += dt.timedelta(days=1)
+            ranges.append(str(first) if first == day else f"{first}..{day}")
+        day += dt.timedelta(days=1)
+    return ", ".join(ranges)

@@ -107,10 +107,11 @@ class TargetSpec(_Model):
 
 
 class HistorySpec(_Model):
-    """A point-in-time aggregate of the target over earlier partitions only."""
+    """A point-in-time aggregate of the target over earlier partitions only, per group
+    (``group_by`` columns) or over all rows (``group_by: []``, e.g. one row a day data)."""
 
     name: str
-    group_by: list[str] = Field(min_length=1)
+    group_by: list[str] = []
     window_days: int = Field(ge=1, le=366)
     stat: Literal["target_mean", "count"] = "target_mean"
 
@@ -148,7 +149,8 @@ class ValidationSpec(_Model):
 class TrainingSpec(_Model):
     lookback_days: int = Field(ge=2, description="Training window: days before the logical date")
     holdout_days: int = Field(ge=1, description="Most recent days of the window held out")
-    min_rows: int = Field(100, ge=1)
+    min_rows: int = Field(100, ge=1, description="Labelled rows each split (training, holdout) needs")
+    min_class_rows: int = Field(5, ge=1, description="Binary targets: rows of each class each split needs")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -298,7 +300,7 @@ class PipelineSpec(_Model):
             problems.append("variants: names must be unique")
         for reserved in sorted({"ensemble", "champion"} & set(variant_names)):
             problems.append(f"variants: {reserved!r} is a reserved name (the {reserved} candidate or model)")
-        problems += _backend_problems(self.variants)
+        problems += _backend_problems(self.variants, self.target.task)
         directions = METRICS.get(self.gate.metric)
         if directions is None or self.target.task not in directions:
             problems.append(f"gate.metric: {self.gate.metric!r} is not a {self.target.task} metric")
@@ -315,19 +317,28 @@ class PipelineSpec(_Model):
         return METRICS[metric or self.gate.metric][self.target.task]
 
 
-def _backend_problems(variants: list[VariantSpec]) -> list[str]:
-    """Each variant's backend is in the backend table and has an operator to train it."""
+def _backend_problems(variants: list[VariantSpec], task: str) -> list[str]:
+    """Each variant's backend is in the backend table, has an operator to train it, and
+    knows every hyperparameter the variant sets or searches for this target task."""
     from mlpipe.backends import BACKENDS
 
     problems = []
     for i, variant in enumerate(variants):
-        entry = BACKENDS.get(variant.backend)
+        entry, where = BACKENDS.get(variant.backend), f"variants.{i}"
         if entry is None:
-            problems.append(f"variants.{i}.backend: unknown backend {variant.backend!r} (variant {variant.name!r}); "
+            problems.append(f"{where}.backend: unknown backend {variant.backend!r} (variant {variant.name!r}); "
                             f"registered: {sorted(BACKENDS)}")
-        elif not entry.operator:
-            problems.append(f"variants.{i}.backend: backend {variant.backend!r} (variant {variant.name!r}) has no "
+            continue
+        if not entry.operator:
+            problems.append(f"{where}.backend: backend {variant.backend!r} (variant {variant.name!r}) has no "
                             "training operator in mlpipe.backends.BACKENDS, so no DAG task could train it")
+        for field, names in (("params", set(variant.params)),
+                             ("search.space", set(variant.search.space) if variant.search else set())):
+            unknown = entry.unknown_params(task, names)
+            if unknown:
+                problems.append(f"{where}.{field}: {unknown} are not hyperparameters of backend {variant.backend!r} "
+                                f"for a {task} target (variant {variant.name!r}); known: "
+                                f"{sorted(entry.params[task])}")
     return problems
 
 

@@ -48,7 +48,7 @@ def pipeline(tmp_path_factory):
     spec["gate"]["floors"] = {"roc_auc": 0.5}
     for variant in spec["variants"]:  # six days of data: too short for a search's validation days
         variant.pop("search", None)
-    spec["variants"].append({"name": "broken", "backend": "sklearn_linear", "params": {"no_such_param": 1}})
+    spec["variants"].append({"name": "broken", "backend": "sklearn_linear", "params": {"C": -1.0}})  # fails at fit
     spec_path = work / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     os.environ["MLPIPE_SPEC"] = str(spec_path)

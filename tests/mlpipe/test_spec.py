@@ -138,6 +138,7 @@ def test_regression_target_requires_drop_and_regression_gate(spec_dict, tmp_path
     message = _error(tmp_path, spec_dict)  # roc_auc is not a regression metric
     assert "gate.metric" in message and "roc_auc" in message
     spec_dict["gate"] = {"metric": "rmse", "floors": {"r2": 0.1}}
+    spec_dict["variants"][1]["params"] = {"alpha": 1.0}  # ridge, not the logistic C
     spec = load_spec(_dump(tmp_path, spec_dict, "ok.yaml"))
     assert spec.greater_is_better() is False
     assert spec.greater_is_better("r2") is True
@@ -201,3 +202,25 @@ def test_gate_and_ensemble_defaults(spec):
     assert spec.gate.bootstrap.resamples == 1000 and spec.gate.bootstrap.confidence == 0.95
     assert spec.gate.unscorable_champion == "replace"
     assert spec.ensemble is None  # opt-in
+
+
+@pytest.mark.parametrize("variant, field, words", [
+    ({"name": "x", "backend": "xgboost"}, "variants.2.backend", "unknown backend 'xgboost'"),
+    ({"name": "x", "backend": "sklern_hgb"}, "variants.2.backend", "unknown backend 'sklern_hgb'"),  # misspelt family
+    ({"name": "x", "backend": "sklearn_hgb", "params": {"max_iters": 10}}, "variants.2.params",
+     "['max_iters'] are not hyperparameters of backend 'sklearn_hgb'"),
+    ({"name": "x", "backend": "sklearn_linear", "search": {"trials": 2, "space": {
+        "alpha": {"type": "float", "low": 0.1, "high": 1.0}}}}, "variants.2.search.space",
+     "['alpha'] are not hyperparameters of backend 'sklearn_linear' for a binary target"),
+])
+def test_variant_mistakes_fail_the_spec_check_naming_the_field(spec_dict, tmp_path, variant, field, words):
+    spec_dict["variants"].append(variant)
+    message = _error(tmp_path, spec_dict)
+    assert f"{field}: " in message and words in message
+
+
+def test_a_classification_hyperparameter_on_a_regression_target_is_refused(spec_dict, tmp_path):
+    spec_dict["target"] = {"name": "y", "expression": "delay * 1.0", "task": "regression"}
+    spec_dict["gate"] = {"metric": "rmse"}
+    message = _error(tmp_path, spec_dict)  # the toy's linear variant sets the logistic C
+    assert "variants.1.params: ['C'] are not hyperparameters of backend 'sklearn_linear' for a regression" in message

@@ -22,22 +22,47 @@ class BackendEntry:
     mapped Airflow task (``train_<family>``). ``operator``: the class name in
     ``plugins/mlpipe_operators.py`` that trains them (None: the backend cannot be trained
     by the DAGs, and a spec naming it is refused). ``requirements``: distributions pinned
-    into each logged model's pip requirements (those not installed are left out)."""
+    into each logged model's pip requirements (those not installed are left out).
+    ``params``: the hyperparameters a variant may set, per target task (``binary``,
+    ``regression``), checked by the spec; None accepts any (checked only at fit time)."""
 
     target: str
     family: str
     operator: str | None
     requirements: tuple[str, ...] = ()
+    params: dict[str, frozenset[str]] | None = None
+
+    def unknown_params(self, task: str, names: set[str]) -> list[str]:
+        return [] if self.params is None else sorted(names - self.params[task])
 
 
+def _both(*names: str) -> dict[str, frozenset[str]]:
+    return {"binary": frozenset(names), "regression": frozenset(names)}
+
+
+# Estimator arguments a variant may set: the backends fix categorical_features,
+# random_state and (logistic) max_iter themselves. tests/mlpipe/backends checks these
+# against the estimators' own signatures.
+_HGB_COMMON = ("early_stopping", "interaction_cst", "l2_regularization", "learning_rate", "loss", "max_bins",
+               "max_depth", "max_features", "max_iter", "max_leaf_nodes", "min_samples_leaf", "monotonic_cst",
+               "n_iter_no_change", "scoring", "tol", "validation_fraction", "verbose", "warm_start")
+_HGB = {"binary": frozenset({*_HGB_COMMON, "class_weight"}), "regression": frozenset({*_HGB_COMMON, "quantile"})}
+_LINEAR = {"binary": frozenset({"C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio",
+                                "n_jobs", "penalty", "solver", "tol", "verbose", "warm_start"}),
+           "regression": frozenset({"alpha", "copy_X", "fit_intercept", "max_iter", "positive", "solver", "tol"})}
+_MLP = ("batch_size", "dropout", "hidden", "lr", "max_embedding_dim", "max_epochs", "patience",
+        "validation_fraction")
 _SKLEARN = ("scikit-learn", "skops", "threadpoolctl")
 
 BACKENDS: dict[str, BackendEntry] = {
-    "sklearn_hgb": BackendEntry("mlpipe.backends.sklearn:GradientBoosting", "sklearn", "SklearnTrainOperator", _SKLEARN),
-    "sklearn_linear": BackendEntry("mlpipe.backends.sklearn:Linear", "sklearn", "SklearnTrainOperator", _SKLEARN),
-    "torch_mlp": BackendEntry("mlpipe.backends.torch_mlp:TabularMLP", "torch", "TorchTrainOperator", ("torch",)),
+    "sklearn_hgb": BackendEntry("mlpipe.backends.sklearn:GradientBoosting", "sklearn", "SklearnTrainOperator",
+                                _SKLEARN, _HGB),
+    "sklearn_linear": BackendEntry("mlpipe.backends.sklearn:Linear", "sklearn", "SklearnTrainOperator", _SKLEARN,
+                                   _LINEAR),
+    "torch_mlp": BackendEntry("mlpipe.backends.torch_mlp:TabularMLP", "torch", "TorchTrainOperator", ("torch",),
+                              _both(*_MLP, "weight_decay", "device")),
     "tensorflow_mlp": BackendEntry("mlpipe.backends.keras_mlp:KerasMLP", "tensorflow", "TensorFlowTrainOperator",
-                                   ("tensorflow-cpu", "tensorflow", "keras")),
+                                   ("tensorflow-cpu", "tensorflow", "keras"), _both(*_MLP)),
 }
 
 

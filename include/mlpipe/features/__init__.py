@@ -56,6 +56,9 @@ def history_columns(spec: PipelineSpec) -> list[str]:
 def _aggregate(rows: pd.DataFrame, past: pd.DataFrame, hist: HistorySpec, day: dt.date) -> pd.Series:
     since = day - dt.timedelta(days=hist.window_days)
     window = past[(past[PARTITION_DATE] >= since) & (past[PARTITION_DATE] < day)]
+    if not hist.group_by:  # one value for every row: the whole window's statistic
+        value = float(len(window)) if hist.stat == "count" else window["__label"].mean()
+        return pd.Series(value, index=rows.index, name=hist.name, dtype="float64")
     if hist.stat == "count":
         stats = window.groupby(hist.group_by, dropna=False).size().rename(hist.name)
     else:

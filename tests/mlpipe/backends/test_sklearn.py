@@ -65,3 +65,27 @@ def test_load_refuses_unexpected_types(tmp_path, monkeypatch):
     monkeypatch.setattr(sio, "get_untrusted_types", lambda file: ["os.system"])
     with pytest.raises(ValueError, match="refusing to load unexpected types"):
         Linear.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("backend, task, estimator, fixed", [
+    ("sklearn_hgb", "binary", "HistGradientBoostingClassifier", {"categorical_features", "random_state"}),
+    ("sklearn_hgb", "regression", "HistGradientBoostingRegressor", {"categorical_features", "random_state"}),
+    ("sklearn_linear", "binary", "LogisticRegression", {"random_state", "max_iter"}),
+    ("sklearn_linear", "regression", "Ridge", {"random_state"}),
+])
+def test_declared_hyperparameters_are_the_estimators_own(backend, task, estimator, fixed):
+    import sklearn.ensemble
+    import sklearn.linear_model
+
+    from mlpipe.backends import BACKENDS
+
+    cls = getattr(sklearn.ensemble, estimator, None) or getattr(sklearn.linear_model, estimator)
+    assert BACKENDS[backend].params[task] == set(cls().get_params()) - fixed
+
+
+def test_declared_neural_hyperparameters_are_the_backends_defaults():
+    from mlpipe.backends import BACKENDS, get_backend
+
+    for name in ("torch_mlp", "tensorflow_mlp"):
+        for task in ("binary", "regression"):
+            assert BACKENDS[name].params[task] == set(get_backend(name).defaults), name

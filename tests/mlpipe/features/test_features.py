@@ -186,3 +186,13 @@ def test_numeric_categorical_is_encoded_the_same_on_every_day(spec_dict, write_s
     a = feat.build_features(spec, D, complete, pd.DataFrame(columns=["channel", "delay", "store", "partition_date"]))
     b = feat.build_features(spec, _day(1), with_null, pd.DataFrame(columns=["channel", "delay", "store", "partition_date"]))
     assert a.loc[0, "store_size"] == b.loc[0, "store_size"]
+
+
+def test_a_global_history_aggregate_has_no_group_by(spec_dict, write_spec, toy_dir):
+    spec_dict["features"]["history"] = [{"name": "late_rate_2d", "window_days": 2},
+                                        {"name": "rows_1d", "window_days": 1, "stat": "count"}]
+    spec = load_spec(write_spec(toy_dir, spec_dict, "global.yaml"))
+    out = feat.build_features(spec, D, _rows(), _past(with_future=True))
+    # over D-2 and D-1 (never D or later): labels [1, 0, 0, 1, 1] -> 3/5; D-1 has 3 rows
+    assert out["late_rate_2d"].tolist() == pytest.approx([0.6] * 4)
+    assert out["rows_1d"].tolist() == [3.0] * 4
