@@ -23,7 +23,7 @@ FROM ?= 2013-01-01
 TO ?= 2013-12-31
 HOLDOUT ?= 92
 
-.PHONY: install demo test lint up clean ledger rollback
+.PHONY: install demo test lint up clean ledger rollback ingest-day
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,6 +51,12 @@ VERSION ?= previous
 rollback: install
 	$(BIN)/airflow dags unpause rollback >/dev/null
 	$(BIN)/airflow dags trigger rollback --conf '{"version": "$(VERSION)", "reason": "make rollback"}'
+
+# Ingest one data day through Airflow, e.g. make ingest-day DAY=2013-03-05 (runs the run whose interval is that day)
+ingest-day: install
+	@test -n "$(DAY)" || { echo "usage: make ingest-day DAY=YYYY-MM-DD" >&2; exit 2; }
+	$(BIN)/airflow db migrate >/dev/null
+	$(BIN)/airflow dags test ingest "$$($(BIN)/python -m mlpipe.ingest --logical-date $(DAY))"
 
 up: install
 	$(BIN)/python scripts/up.py

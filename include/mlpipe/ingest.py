@@ -96,3 +96,35 @@ def _ingested(ctx: Context, day: dt.date) -> bool:
     except ValidationFailed as exc:
         log.warning("history day %s failed validation: %s", day, str(exc).splitlines()[0])
         return False
+
+
+def logical_date_for(day: dt.date, ctx: Context | None = None) -> dt.date:
+    """The logical date of the ingest run whose data interval is ``day`` (D+1), or a
+    ``SourceError`` when ``day`` is outside the spec's schedule (no run would ingest it)."""
+    from mlpipe.errors import SourceError
+
+    schedule = (ctx or Context.load()).spec.schedule
+    if day < schedule.start or (schedule.end is not None and day > schedule.end):
+        raise SourceError(f"{day} is outside the spec's schedule [{schedule.start}, {schedule.end or 'open'}]: "
+                          "the ingest DAG has no run for it; change schedule in the spec to ingest it")
+    return day + dt.timedelta(days=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import sys
+
+    from mlpipe.errors import SourceError
+
+    parser = argparse.ArgumentParser(prog="python -m mlpipe.ingest")
+    parser.add_argument("--logical-date", required=True, type=dt.date.fromisoformat, metavar="DAY",
+                        help="print the logical date of the ingest run for data day DAY")
+    args = parser.parse_args(argv)
+    try:
+        print(logical_date_for(args.logical_date))
+    except SourceError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

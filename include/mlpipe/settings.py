@@ -29,8 +29,8 @@ def get_settings() -> Settings:
     env = os.environ
     mlflow_dir = PROJECT_ROOT / "mlflow"
     return Settings(
-        spec_path=Path(env.get("MLPIPE_SPEC", PROJECT_ROOT / "include" / "pipelines" / "flights.yaml")),
-        data_root=Path(env.get("MLPIPE_DATA_ROOT", PROJECT_ROOT / "data")),
+        spec_path=Path(env.get("MLPIPE_SPEC") or PROJECT_ROOT / "include" / "pipelines" / "flights.yaml"),
+        data_root=Path(env.get("MLPIPE_DATA_ROOT") or PROJECT_ROOT / "data"),
         tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"),
         artifact_root=Path(env.get("MLPIPE_ARTIFACTS", mlflow_dir / "artifacts")),
         task_cpus=max(1, int(env.get("MLPIPE_TASK_CPUS", "1"))),

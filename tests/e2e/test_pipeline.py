@@ -156,6 +156,23 @@ def test_train_registers_variants_and_promotes_first_champion(pipeline):
     assert inputs and not inputs & pipeline["ctx"].spec.leakage  # no excluded column reaches the model
 
 
+def test_a_failed_plan_fails_the_run_once_and_nothing_downstream_runs(pipeline):
+    from mlpipe import ledger
+
+    seen = len(ledger.entries(pipeline["ctx"].store))
+    conf = {"window_start": str(DAYS[0]), "window_end": str(DAYS[-1] + dt.timedelta(days=10)), "holdout_days": 5,
+            "variants": ["hgb_small"]}  # the holdout days have no features yet
+    # its own logical date: dag.test() reuses a run with the same date, and later tests train on DAYS[-1]'s
+    run = pipeline["dags"]["train"].test(logical_date=run_for(DAYS[-2]), run_conf=conf)
+    states = task_states(run)
+    assert str(run.state) == "failed"
+    assert states["plan"] == "failed"
+    assert states["ensemble"] == states["evaluate"] == "upstream_failed"  # never ran, so no TypeError
+    plan = next(ti for ti in run.get_task_instances() if ti.task_id == "plan")
+    assert plan.try_number == 1  # a TrainingError is not retried
+    assert len(ledger.entries(pipeline["ctx"].store)) == seen
+
+
 def test_retrain_on_same_data_promotes_nothing(pipeline):
     from mlpipe import registry
 

@@ -12,7 +12,7 @@ import pytest
 
 from mlpipe import ingest
 from mlpipe.context import Context
-from mlpipe.errors import ValidationFailed
+from mlpipe.errors import SourceError, ValidationFailed
 from mlpipe.settings import get_settings
 from mlpipe.spec import load_spec
 from mlpipe.storage import Store, file_hash
@@ -103,3 +103,10 @@ def test_a_backfill_starting_mid_way_needs_no_manual_prefill(long_history, days,
         ingest_day(from_start, days[0] + dt.timedelta(days=i))
     for day in window:  # point in time: the same features as an ingest that started at the beginning
         pd.testing.assert_frame_equal(mid_way.store.read("features", day), from_start.store.read("features", day))
+
+
+def test_the_run_for_a_data_day_is_the_next_logical_date(spec, tmp_path, days, capsys):
+    ctx = context(spec, tmp_path / "data")
+    assert ingest.logical_date_for(days[2], ctx) == days[3]
+    with pytest.raises(SourceError, match="outside the spec's schedule"):
+        ingest.logical_date_for(days[-1] + dt.timedelta(days=1), ctx)
