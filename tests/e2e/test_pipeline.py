@@ -122,7 +122,8 @@ def test_bad_day_fails_validation_and_stops_downstream(pipeline, kind):
 
 
 def _train(pipeline, variants=("hgb_small", "logreg")):
-    conf = {"window_start": str(DAYS[0]), "holdout_days": 2, "variants": list(variants)}
+    # window_end explicit: dag.test() keeps an earlier test's conf in the DAG's params
+    conf = {"window_start": str(DAYS[0]), "window_end": None, "holdout_days": 2, "variants": list(variants)}
     run = pipeline["dags"]["train"].test(logical_date=run_for(DAYS[-1]), run_conf=conf)
     assert str(run.state) == "success", task_states(run)
     from mlpipe.summary import latest_decision
