@@ -23,7 +23,7 @@ FROM ?= 2013-01-01
 TO ?= 2013-12-31
 HOLDOUT ?= 92
 
-.PHONY: install demo test lint up clean ledger rollback ingest-day
+.PHONY: install demo test lint up clean ledger rollback ingest-day cluster cluster-down
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -60,6 +60,13 @@ ingest-day: install
 
 up: install
 	$(BIN)/python scripts/up.py
+
+# The docker-compose topology as processes (CeleryExecutor, Postgres, Redis, MLflow server)
+cluster: install
+	$(BIN)/python scripts/cluster.py up
+
+cluster-down:
+	$(BIN)/python scripts/cluster.py down
 
 clean:
 	rm -rf .airflow data mlflow

@@ -51,9 +51,12 @@ def connect(settings: Settings, experiment: str) -> str:
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
-    settings.artifact_root.mkdir(parents=True, exist_ok=True)
+    location = None  # a tracking server keeps the artifacts where it is configured to (served artifacts)
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        settings.artifact_root.mkdir(parents=True, exist_ok=True)
+        location = settings.artifact_root.as_uri()
     try:
-        return mlflow.create_experiment(experiment, artifact_location=settings.artifact_root.as_uri())
+        return mlflow.create_experiment(experiment, artifact_location=location)
     except MlflowException:  # created concurrently by another task
         return mlflow.get_experiment_by_name(experiment).experiment_id
 

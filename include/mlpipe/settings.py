@@ -3,7 +3,8 @@
 MLPIPE_SPEC          pipeline spec file   (default include/pipelines/flights.yaml)
 MLPIPE_DATA_ROOT     partitioned data     (default ./data)
 MLFLOW_TRACKING_URI  MLflow store         (default sqlite:///./mlflow/mlflow.db)
-MLPIPE_ARTIFACTS     MLflow artifact root (default ./mlflow/artifacts)
+MLPIPE_ARTIFACTS     MLflow artifact root (default ./mlflow/artifacts; unused with an http(s)
+                     tracking server, which stores artifacts where it is configured to)
 MLPIPE_TASK_CPUS     threads one training task may use (default 1)
 """
 

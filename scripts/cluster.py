@@ -1,0 +1,255 @@
+"""The docker-compose topology as plain processes on this machine.
+
+    python scripts/cluster.py up      # make cluster
+    python scripts/cluster.py down    # make cluster-down: stops exactly what `up` started
+    eval "$(python scripts/cluster.py env)"   # point the airflow CLI at the cluster
+
+Starts an MLflow tracking server (Postgres backend store, served artifacts), the
+api-server, scheduler, dag-processor and triggerer, and two Celery workers with distinct
+hostnames: ``<host>-default`` consumes the ``default`` queue, ``<host>-gpu`` only
+``gpu``. They run CeleryExecutor against the local Postgres (the cluster's two databases
+are created if missing) and Redis. The DAG files and spec are the ones ``make demo``
+uses. State (secrets, logs, pids, data) lives under ``MLPIPE_CLUSTER_DIR`` (default
+``.cluster``).
+
+Settings (environment): MLPIPE_CLUSTER_NAME (database-name prefix, default ``mlpipe``),
+MLPIPE_PG_URL (server, default ``postgresql://postgres@127.0.0.1:5432``), MLPIPE_REDIS_URL
+(broker, default ``redis://127.0.0.1:6379/0``), MLPIPE_AIRFLOW_PORT (8080),
+MLPIPE_MLFLOW_PORT (5000), MLPIPE_WORKER_CONCURRENCY (2), MLPIPE_GPU_WORKER_CONCURRENCY
+(1), MLPIPE_GPU_POOL_SLOTS (1), MLPIPE_CLUSTER_DATA_ROOT (``<dir>/data``; a path every
+worker sees), MLPIPE_ADMIN_USER (``admin``), MLPIPE_ADMIN_PASSWORD
+(default: generated, written to ``<dir>/admin-password``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+HOST = socket.gethostname()
+
+
+def cluster_dir() -> Path:
+    return Path(os.environ.get("MLPIPE_CLUSTER_DIR") or ROOT / ".cluster").resolve()
+
+
+def _setting(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def _secrets(state: Path) -> dict:
+    """Keys generated once per cluster directory, never committed (mode 0600)."""
+    path = state / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from cryptography.fernet import Fernet
+
+    values = {"fernet": Fernet.generate_key().decode(), "jwt": secrets.token_urlsafe(32),
+              "api": secrets.token_urlsafe(32),
+              "admin_password": os.environ.get("MLPIPE_ADMIN_PASSWORD") or secrets.token_urlsafe(12)}
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(values))
+    (state / "admin-password").write_text(values["admin_password"] + "\n")
+    (state / "admin-password").chmod(0o600)
+    return values
+
+
+def environment(state: Path) -> dict[str, str]:
+    """Every process's environment: the same settings as docker-compose.yaml's common block."""
+    name, pg = _setting("MLPIPE_CLUSTER_NAME", "mlpipe"), _setting("MLPIPE_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+    api_port, mlflow_port = _setting("MLPIPE_AIRFLOW_PORT", "8080"), _setting("MLPIPE_MLFLOW_PORT", "5000")
+    keys = _secrets(state)
+    airflow_db = f"{pg.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{name}_airflow"
+    return {
+        "AIRFLOW_HOME": str(state / "airflow"),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__FERNET_KEY": keys["fernet"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt"],
+        "AIRFLOW__API__SECRET_KEY": keys["api"],
+        "AIRFLOW__API__PORT": api_port,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
+        "AIRFLOW__CELERY__BROKER_URL": _setting("MLPIPE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{pg}/{name}_airflow",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{api_port}/execution/",
+        # two workers on one host: each names itself (the task instances' hostname)
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "mlpipe_hostname.hostname",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "plugins"), os.environ.get("PYTHONPATH")])),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        "MLPIPE_DATA_ROOT": _setting("MLPIPE_CLUSTER_DATA_ROOT", str(state / "data")),
+        "MLPIPE_GPU_QUEUE": "gpu",
+        "MLPIPE_GPU_POOL": _setting("MLPIPE_GPU_POOL", "gpu"),
+        "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        **({"MLPIPE_SPEC": os.environ["MLPIPE_SPEC"]} if os.environ.get("MLPIPE_SPEC") else {}),
+    }
+
+
+def _ensure_databases(names: list[str]) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(f"{_setting('MLPIPE_PG_URL', 'postgresql://postgres@127.0.0.1:5432')}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for db in names:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{db}"')
+    conn.close()
+
+
+def services(state: Path, env: dict[str, str]) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """name -> (command, extra environment), in start order."""
+    name, pg = _setting("MLPIPE_CLUSTER_NAME", "mlpipe"), _setting("MLPIPE_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+    mlflow_port = env["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1]
+    worker = [str(BIN / "airflow"), "celery", "worker", "--skip-serve-logs", "--without-mingle", "--without-gossip"]
+    return {
+        "mlflow": ([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", mlflow_port, "--workers", "1",
+                    "--backend-store-uri", f"{pg.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{name}_mlflow",
+                    "--serve-artifacts", "--artifacts-destination", str(state / "mlflow-artifacts")], {}),
+        "api-server": ([str(BIN / "airflow"), "api-server", "--port", env["AIRFLOW__API__PORT"]], {}),
+        "scheduler": ([str(BIN / "airflow"), "scheduler"], {}),
+        "dag-processor": ([str(BIN / "airflow"), "dag-processor"], {}),
+        "triggerer": ([str(BIN / "airflow"), "triggerer"], {}),
+        "worker-default": ([*worker, "--queues", "default", "--celery-hostname", f"default@{HOST}",
+                            "--concurrency", _setting("MLPIPE_WORKER_CONCURRENCY", "2")],
+                           {"MLPIPE_HOSTNAME": f"{HOST}-default"}),
+        "worker-gpu": ([*worker, "--queues", "gpu", "--celery-hostname", f"gpu@{HOST}",
+                        "--concurrency", _setting("MLPIPE_GPU_WORKER_CONCURRENCY", "1")],
+                       {"MLPIPE_HOSTNAME": f"{HOST}-gpu"}),
+    }
+
+
+def _airflow(env: dict[str, str], *args: str, tolerate: str | None = None) -> None:
+    done = subprocess.run([str(BIN / "airflow"), *args], env={**os.environ, **env}, capture_output=True, text=True)
+    if done.returncode != 0 and not (tolerate and tolerate in done.stdout + done.stderr):
+        raise SystemExit(f"airflow {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def _wait(what: str, ready, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        if time.time() > deadline:
+            raise SystemExit(f"{what} not ready after {timeout:.0f}s (logs: {cluster_dir() / 'logs'})")
+        time.sleep(1)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+def _workers_answer(env: dict[str, str]) -> bool:
+    code = ("from airflow.providers.celery.executors.celery_executor import app;"
+            "print(sorted(h for r in app.control.ping(timeout=2) for h in r))")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    return f"default@{HOST}" in done.stdout and f"gpu@{HOST}" in done.stdout
+
+
+def up() -> int:
+    state = cluster_dir()
+    if (state / "pids.json").exists() and any(_alive(p) for p in json.loads((state / "pids.json").read_text()).values()):
+        raise SystemExit(f"a cluster from {state} is running: python scripts/cluster.py down first")
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    env = environment(state)
+    name = _setting("MLPIPE_CLUSTER_NAME", "mlpipe")
+    _ensure_databases([f"{name}_airflow", f"{name}_mlflow"])
+    _airflow(env, "db", "migrate")
+    admin = _setting("MLPIPE_ADMIN_USER", "admin")
+    _airflow(env, "users", "create", "--role", "Admin", "--username", admin,
+             f"--password={_secrets(state)['admin_password']}", "--email", f"{admin}@localhost", "--firstname", admin,
+             "--lastname", "mlpipe", tolerate="already exist")
+    _airflow(env, "pools", "set", env["MLPIPE_GPU_POOL"], _setting("MLPIPE_GPU_POOL_SLOTS", "1"), "GPU training slots")
+    pids: dict[str, int] = {}
+    try:
+        for service, (command, extra) in services(state, env).items():
+            log = open(state / "logs" / f"{service}.log", "ab")
+            proc = subprocess.Popen(command, env={**os.environ, **env, **extra}, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=ROOT)
+            pids[service] = proc.pid
+            (state / "pids.json").write_text(json.dumps(pids))
+            if service == "mlflow":
+                _wait("mlflow", lambda: _answers(f"{env['MLFLOW_TRACKING_URI']}/health"))
+        _wait("api-server", lambda: _answers(f"http://localhost:{env['AIRFLOW__API__PORT']}/api/v2/version"))
+        _wait("celery workers", lambda: _workers_answer(env))
+    except BaseException:
+        down()
+        raise
+    print(f"cluster up: Airflow http://localhost:{env['AIRFLOW__API__PORT']} (login {admin}, password in "
+          f"{state / 'admin-password'}), MLflow {env['MLFLOW_TRACKING_URI']}, logs {state / 'logs'}")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def down() -> int:
+    """Stop the process groups `up` started (SIGTERM, then SIGKILL after 30 s)."""
+    path = cluster_dir() / "pids.json"
+    if not path.exists():
+        print("no cluster running")
+        return 0
+    pids = json.loads(path.read_text())
+    for pid in pids.values():
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.time() + 30
+    while any(_group_alive(p) for p in pids.values()) and time.time() < deadline:
+        time.sleep(0.5)
+    for pid in pids.values():
+        _signal_group(pid, signal.SIGKILL)
+    path.unlink()
+    print(f"cluster down: stopped {', '.join(pids)}")
+    return 0
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "env"])
+    command = parser.parse_args().command
+    if command == "env":
+        state = cluster_dir()
+        state.mkdir(parents=True, exist_ok=True)
+        print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in environment(state).items()))
+        return 0
+    return up() if command == "up" else down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""End to end through the distributed topology as processes (scripts/cluster.py): a
+CeleryExecutor Airflow on Postgres and Redis, a `default` and a `gpu` Celery worker, and
+an MLflow tracking server. An ingest backfill is created while the scheduler runs, then
+one train run and one score run; the metadata DB says where each task ran and the MLflow
+server holds what they logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PG = "postgresql://postgres@127.0.0.1:5432"
+NAME = "mlpipe_e2e"
+FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 1, 8)
+NEURAL = {"mlp_torch_small", "mlp_tf"}
+
+
+def _spec(work: Path) -> Path:
+    spec = yaml.safe_load((ROOT / "include/pipelines/flights.yaml").read_text())
+    spec["training"].update(min_rows=200, holdout_days=2)
+    spec["gate"]["floors"] = {"roc_auc": 0.5}
+    keep = {"hgb_small": {}, "logreg": {}, "mlp_torch_small": {"max_epochs": 3}, "mlp_tf": {"max_epochs": 3, "hidden": [32]}}
+    spec["variants"] = [{**v, "params": {**v["params"], **keep[v["name"]]}} for v in spec["variants"] if v["name"] in keep]
+    for variant in spec["variants"]:
+        variant.pop("search", None)
+    path = work / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _reset_services(redis_db: int) -> None:
+    import psycopg2
+    import redis
+
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for db in (f"{NAME}_airflow", f"{NAME}_mlflow"):
+            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    conn.close()
+    redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cluster")
+    redis_db = 13
+    _reset_services(redis_db)
+    env = {**os.environ, "MLPIPE_CLUSTER_DIR": str(work / "state"), "MLPIPE_CLUSTER_NAME": NAME,
+           "MLPIPE_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "MLPIPE_AIRFLOW_PORT": str(_free_port()),
+           "MLPIPE_MLFLOW_PORT": str(_free_port()), "MLPIPE_SPEC": str(_spec(work))}
+    script = [sys.executable, str(ROOT / "scripts/cluster.py")]
+    up = subprocess.run([*script, "up"], env=env, capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stdout + up.stderr
+    pids = json.loads((work / "state/pids.json").read_text())
+    exports = subprocess.run([*script, "env"], env=env, capture_output=True, text=True, check=True).stdout
+    cluster_env = {**env, **dict(line[len("export "):].split("=", 1) for line in exports.splitlines())}
+    cluster_env = {k: v.strip("'") for k, v in cluster_env.items()}
+    try:
+        yield {"env": cluster_env, "state": work / "state", "pids": pids}
+    finally:
+        down = subprocess.run([*script, "down"], env=env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        left = [name for name, pgid in pids.items() if _group_alive(pgid)]
+        assert left == [], f"still running after cluster down: {left}"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def airflow(cluster, *args: str) -> str:
+    done = subprocess.run([str(BIN / "airflow"), *args], env=cluster["env"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def query(sql: str, *params) -> list[tuple]:
+    import psycopg2
+
+    with psycopg2.connect(f"{PG}/{NAME}_airflow") as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def wait_runs(dag_id: str, count: int, timeout: float = 600) -> list[str]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        states = [s for (s,) in query("SELECT state FROM dag_run WHERE dag_id = %s", dag_id)]
+        if len(states) >= count and all(s in ("success", "failed") for s in states):
+            return states
+        time.sleep(3)
+    raise AssertionError(f"{dag_id} runs not finished after {timeout}s: {states}")
+
+
+def test_api_needs_a_login(cluster):
+    import urllib.error
+    import urllib.request
+
+    base = f"http://localhost:{cluster['env']['AIRFLOW__API__PORT']}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/api/v2/dags", timeout=10)
+    assert refused.value.code in (401, 403)
+    password = (cluster["state"] / "admin-password").read_text().strip()
+    request = urllib.request.Request(f"{base}/auth/token", data=json.dumps({"username": "admin", "password": password})
+                                     .encode(), headers={"Content-Type": "application/json"})
+    token = json.loads(urllib.request.urlopen(request, timeout=30).read())["access_token"]
+    dags = urllib.request.urlopen(urllib.request.Request(f"{base}/api/v2/dags",
+                                                         headers={"Authorization": f"Bearer {token}"}), timeout=30)
+    assert {d["dag_id"] for d in json.loads(dags.read())["dags"]} >= {"ingest", "train", "score"}
+
+
+def test_backfill_train_and_score_run_on_their_queues(cluster):
+    for dag_id in ("ingest", "train", "score"):
+        airflow(cluster, "dags", "unpause", dag_id)
+    assert query("SELECT count(*) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'")[0][0] == 1
+    # created while the scheduler runs (Postgres allows it; SQLite does not)
+    airflow(cluster, "backfill", "create", "--dag-id", "ingest", "--from-date", str(FIRST), "--to-date", str(LAST))
+    assert wait_runs("ingest", (LAST - FIRST).days + 1) == ["success"] * ((LAST - FIRST).days + 1)
+
+    end = LAST + dt.timedelta(days=1)
+    conf = {"window_start": str(FIRST), "window_end": str(end), "holdout_days": 2}
+    airflow(cluster, "dags", "trigger", "train", "--conf", json.dumps(conf), "--logical-date", f"{end}T00:00:00+00:00")
+    assert wait_runs("train", 1) == ["success"]
+    airflow(cluster, "backfill", "create", "--dag-id", "score", "--from-date", str(LAST), "--to-date", str(LAST))
+    assert wait_runs("score", 1) == ["success"]
+
+    host = socket.gethostname()
+    tis = query("SELECT dag_id, task_id, map_index, state, queue, hostname, rendered_map_index FROM task_instance")
+    assert tis and all(state == "success" for _, _, _, state, *_ in tis if state != "skipped")
+    on_gpu = {(d, t, m) for d, t, m, _, queue, hostname, _ in tis if queue == "gpu" and hostname == f"{host}-gpu"}
+    on_default = {(d, t, m) for d, t, m, _, queue, hostname, _ in tis
+                  if queue == "default" and hostname == f"{host}-default"}
+    assert on_gpu | on_default == {(d, t, m) for d, t, m, state, *_ in tis if state == "success"}
+    neural = {(d, t, m) for d, t, m, state, _, _, label in tis if state == "success" and label in NEURAL}
+    assert len(neural) == len(NEURAL) and neural <= on_gpu
+    assert {t for _, t, _ in on_gpu} == {"train_torch", "train_tensorflow"}
+    assert "train_sklearn" in {t for _, t, _ in on_default}
+
+
+def test_the_mlflow_server_holds_runs_versions_aliases_and_artifacts(cluster):
+    from mlflow.artifacts import list_artifacts
+    from mlflow.tracking import MlflowClient
+
+    uri = cluster["env"]["MLFLOW_TRACKING_URI"]
+    assert uri.startswith("http://")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("flights")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    runs = client.search_runs([experiment.experiment_id], "tags.`mlpipe.step` = 'train'")
+    assert {r.data.tags["mlpipe.variant"] for r in runs} >= {"hgb_small", "logreg", *NEURAL}
+    versions = client.search_model_versions("name = 'flights'")
+    assert len(versions) >= 5  # four variants and the ensemble
+    champion = client.get_model_version_by_alias("flights", "champion")
+    model_uri = client.get_model_version_download_uri("flights", champion.version)
+    assert model_uri.startswith("mlflow-artifacts:")
+    assert "MLmodel" in {Path(a.path).name for a in list_artifacts(artifact_uri=model_uri, tracking_uri=uri)}
+    served = cluster["state"] / "mlflow-artifacts"
+    assert any(served.rglob("MLmodel")), "the server's artifact store has no model"
+    assert not (ROOT / "mlflow" / "artifacts" / experiment.experiment_id).exists()

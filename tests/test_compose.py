@@ -1,0 +1,119 @@
+"""docker-compose.yaml: the distributed topology's shape, secrets and queues."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = (ROOT / "docker-compose.yaml").read_text()
+COMPOSE = yaml.safe_load(TEXT)
+SERVICES = COMPOSE["services"]
+AIRFLOW = {name: s for name, s in SERVICES.items() if name.startswith("airflow-")}
+REQUIRED = set(re.findall(r"\$\{(\w+):\?", TEXT))
+
+
+def queues(service: dict) -> set[str]:
+    words = service["command"].split()
+    return set(words[words.index("--queues") + 1].split(","))
+
+
+def test_every_airflow_service_is_there_and_shares_the_common_block():
+    assert set(AIRFLOW) == {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                            "airflow-triggerer", "airflow-worker", "airflow-worker-gpu"}
+    assert {"postgres", "redis", "mlflow"} <= set(SERVICES)
+    common = COMPOSE["x-airflow-common"]
+    for name, service in AIRFLOW.items():
+        assert service["volumes"] == common["volumes"], name
+        assert {k: service["environment"].get(k) for k in common["environment"]} == common["environment"], name
+        if name != "airflow-worker-gpu":
+            assert service["image"] == common["image"], name
+    assert common["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert "mlpipe-data:/opt/airflow/data" in common["volumes"]  # one data root for every worker
+
+
+def test_the_gpu_worker_runs_the_cpu_image_plus_gpu_builds():
+    gpu = AIRFLOW["airflow-worker-gpu"]
+    assert gpu["build"]["target"] == "gpu" and COMPOSE["x-airflow-common"]["build"]["target"] == "cpu"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM cpu AS gpu$", dockerfile, re.M)
+    assert "requirements-gpu.txt" in dockerfile and "pip uninstall -y tensorflow-cpu" in dockerfile
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
+    gpu_pins = dict(line.split("==") for line in (ROOT / "requirements-gpu.txt").read_text().splitlines()
+                    if "==" in line and not line.startswith("#"))
+    assert gpu_pins == {"torch": pins["torch"], "tensorflow[and-cuda]": pins["tensorflow_cpu"]}
+
+
+def test_only_the_gpu_worker_consumes_the_gpu_queue_and_it_reserves_a_gpu():
+    assert queues(AIRFLOW["airflow-worker-gpu"]) == {"gpu"}
+    assert "gpu" not in queues(AIRFLOW["airflow-worker"])
+    devices = AIRFLOW["airflow-worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "${MLPIPE_GPU_COUNT:-all}", "capabilities": ["gpu"]}]
+    assert "deploy" not in AIRFLOW["airflow-worker"]
+    assert COMPOSE["x-airflow-common"]["environment"]["MLPIPE_GPU_QUEUE"] == "gpu"
+
+
+def test_every_secret_comes_from_the_environment():
+    secretish = re.compile(r"PASSWORD|SECRET|FERNET|JWT")
+    for name, service in SERVICES.items():
+        env = service.get("environment") or {}
+        for key, value in env.items():
+            if secretish.search(key):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", str(value)), f"{name}: {key} is not ${{VAR:?message}}"
+            masked = re.sub(r"\$?\$\{[^}]+\}", "<ref>", str(value))
+            for credentials in re.findall(r"//([^@/]*)@", masked):  # user:password@ in a URL
+                assert credentials.partition(":")[2] in ("", "<ref>"), f"{name}: {key} has a literal password"
+    assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD"} <= REQUIRED
+    assert "admin:admin" not in TEXT and "airflow:airflow" not in TEXT
+
+
+def test_env_example_names_every_required_variable_with_placeholders_only():
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert REQUIRED <= set(example)
+    for key in REQUIRED - {"AIRFLOW_UID", "POSTGRES_USER"}:
+        assert re.fullmatch(r"<[\w-]+>", example[key]), key
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_mlflow_clients_point_at_the_mlflow_service():
+    assert COMPOSE["x-airflow-common"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    server = " ".join(SERVICES["mlflow"]["command"])
+    assert "--port 5000" in server and "--serve-artifacts" in server and "postgresql+psycopg2://" in server
+    assert "mlflow:5000" in server  # allowed Host header for the workers' requests
+
+
+def test_long_running_services_have_healthchecks_and_wait_for_healthy_dependencies():
+    for name, service in SERVICES.items():
+        if name != "airflow-init":
+            assert "healthcheck" in service, name
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            expected = "service_completed_successfully" if dependency == "airflow-init" else "service_healthy"
+            assert condition == {"condition": expected}, (name, dependency)
+    init = AIRFLOW["airflow-init"]["environment"]
+    assert init["_AIRFLOW_DB_MIGRATE"] == "true" and init["_AIRFLOW_WWW_USER_CREATE"] == "true"
+
+
+def _compose() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    return [shutil.which("docker-compose")] if shutil.which("docker-compose") else None
+
+
+@pytest.mark.skipif(_compose() is None, reason="neither `docker compose` nor `docker-compose` is installed")
+def test_docker_compose_accepts_the_file_and_refuses_missing_secrets(tmp_path):
+    command = _compose()
+    ok = subprocess.run([*command, "--env-file", str(ROOT / ".env.example"), "config", "--quiet"], cwd=ROOT,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    refused = subprocess.run([*command, "--env-file", str(empty), "config", "--quiet"], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "in .env" in refused.stderr
