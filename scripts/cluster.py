@@ -121,7 +121,8 @@ def services(state: Path, env: dict[str, str]) -> dict[str, tuple[list[str], dic
     return {
         "mlflow": ([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", mlflow_port, "--workers", "1",
                     "--backend-store-uri", f"{pg.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{name}_mlflow",
-                    "--serve-artifacts", "--artifacts-destination", str(state / "mlflow-artifacts")], {}),
+                    "--serve-artifacts", "--artifacts-destination", str(state / "mlflow-artifacts")],
+                   {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),  # GenAI job runners: unused here
         "api-server": ([str(BIN / "airflow"), "api-server", "--port", env["AIRFLOW__API__PORT"]], {}),
         "scheduler": ([str(BIN / "airflow"), "scheduler"], {}),
         "dag-processor": ([str(BIN / "airflow"), "dag-processor"], {}),

@@ -117,3 +117,23 @@ def test_docker_compose_accepts_the_file_and_refuses_missing_secrets(tmp_path):
     refused = subprocess.run([*command, "--env-file", str(empty), "config", "--quiet"], cwd=ROOT,
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "in .env" in refused.stderr
+
+
+def test_make_cluster_runs_the_same_settings_as_the_compose_file(tmp_path, monkeypatch):
+    import importlib.util
+
+    loaded = importlib.util.spec_from_file_location("cluster", ROOT / "scripts/cluster.py")
+    cluster = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(cluster)
+    monkeypatch.delenv("MLPIPE_ADMIN_PASSWORD", raising=False)
+    env = cluster.environment(tmp_path)
+    common = COMPOSE["x-airflow-common"]["environment"]
+    for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CORE__AUTH_MANAGER", "MLPIPE_GPU_QUEUE"):
+        assert env[key] == common[key], key
+    assert env["MLFLOW_TRACKING_URI"].startswith("http://")
+    assert (tmp_path / "secrets.json").stat().st_mode & 0o777 == 0o600
+    assert len((tmp_path / "admin-password").read_text().strip()) >= 12  # generated, never a default
+    workers = cluster.services(tmp_path, env)
+    assert workers["worker-gpu"][0][workers["worker-gpu"][0].index("--queues") + 1] == "gpu"
+    assert workers["worker-default"][0][workers["worker-default"][0].index("--queues") + 1] == "default"
+    assert workers["worker-gpu"][1]["MLPIPE_HOSTNAME"] != workers["worker-default"][1]["MLPIPE_HOSTNAME"]
