@@ -10,15 +10,17 @@ record what they would have promoted and move nothing, unless `promote_in_backfi
 
 from __future__ import annotations
 
-from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, dag, task
 from mlpipe_operators import operator_named
 from mlpipe_priority import PlannedOrder
 
 from mlpipe.records import Job
 from mlpipe_tasks import (
     DEFAULT_ARGS,
+    RETRAIN_URI,
     first_job,
     is_backfill,
+    retrain_request,
     run_step,
     run_tags,
     schedule_dates,
@@ -44,15 +46,25 @@ PARAMS = {
 
 # max_active_tasks: only the training tasks run side by side, one per free core (see
 # mlpipe_tasks.training_slots); the rest of the DAG is a chain.
-@dag(schedule=CronTriggerTimetable("0 3 * * 1", timezone="UTC"), **schedule_dates(extra_days=8), catchup=False,
+# Weekly, or when the monitor DAG asks for a retrain (its asset event carries the reason
+# and the window end: the day after the last monitored day).
+SCHEDULE = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),
+                               assets=[Asset(RETRAIN_URI)])
+
+
+@dag(schedule=SCHEDULE, **schedule_dates(extra_days=8), catchup=False,
      max_active_runs=1, max_active_tasks=training_slots(), default_args=DEFAULT_ARGS, params=PARAMS,
      tags=["mlpipe", "train"], doc_md=__doc__)
 def train():
     @task
-    def plan(params=None, logical_date=None, dag_run=None) -> list[dict]:
+    def plan(params=None, logical_date=None, dag_run=None, triggering_asset_events=None) -> list[dict]:
         """One job per variant (mlpipe.records.Job), slowest first."""
-        when = logical_date or dag_run.run_after  # a manual trigger may have no logical date
-        return run_step("plan_training", logical_date=when.date(), backfill=is_backfill(dag_run), **params)
+        when = logical_date or dag_run.run_after  # a manual or asset-triggered run may have no logical date
+        request = retrain_request(triggering_asset_events)
+        if request:  # train up to the monitored day, not to today
+            params = {**params, "window_end": params.get("window_end") or request["window_end"]}
+        return run_step("plan_training", logical_date=when.date(), backfill=is_backfill(dag_run),
+                        trigger=request and request["reason"], **params)
 
     @task
     def select(jobs: list[dict], family: str) -> list[dict]:
@@ -69,14 +81,14 @@ def train():
     def ensemble(candidates: list[dict], jobs: list[dict], dag_run=None) -> dict | None:
         job = first_job(jobs)
         return run_step("build_ensemble", candidates=trained([candidates]), window=job.window,
-                        run_tags=run_tags(dag_run), register=job.promote)
+                        run_tags=run_tags(dag_run, job), register=job.promote)
 
     @task
     def evaluate(candidates: list[dict], combined: dict | None, jobs: list[dict], dag_run=None) -> dict:
         job = first_job(jobs)
         return run_step("evaluate_and_promote", candidates=trained([candidates, [combined]]),
                         requested=[Job.from_dict(j).variant for j in jobs], window=job.window, mode=job.mode,
-                        promote=job.promote, run_tags=run_tags(dag_run))
+                        promote=job.promote, run_tags=run_tags(dag_run, job))
 
     jobs = plan()
     families = training_families()  # {family: operator}, from the backend table

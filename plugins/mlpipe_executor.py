@@ -2,7 +2,7 @@
 
 Each task process is forked from a LocalExecutor worker, so modules imported before the
 workers start are already loaded in every task: pandas, pyarrow and Great Expectations
-(several seconds of imports) are paid once per scheduler instead of once per task. Use
+and Evidently (several seconds of imports) are paid once per scheduler instead of once per task. Use
 it with ``AIRFLOW__CORE__EXECUTOR=mlpipe_executor.PreloadingLocalExecutor``; set
 ``MLPIPE_PRELOAD`` (comma-separated modules) to change the list, empty to disable.
 Training libraries (torch, TensorFlow, MLflow) are not preloaded: they start threads
@@ -19,7 +19,7 @@ from airflow.executors.local_executor import LocalExecutor
 
 # Third-party libraries only: the project's own modules are imported fresh by each task,
 # so an edit to include/mlpipe takes effect without restarting the scheduler.
-DEFAULT_PRELOAD = "pandas,pyarrow.parquet,great_expectations,pydantic,yaml"
+DEFAULT_PRELOAD = "pandas,pyarrow.parquet,great_expectations,pydantic,yaml,evidently"
 
 
 class PreloadingLocalExecutor(LocalExecutor):

@@ -18,6 +18,7 @@ from mlpipe.records import Candidate, Job, to_xcom
 
 DEFAULT_ARGS = {"owner": "mlpipe", "retries": 2, "retry_delay": dt.timedelta(seconds=30)}
 FEATURES_URI = "mlpipe://features"
+RETRAIN_URI = "mlpipe://retrain-request"  # the monitor DAG asks the train DAG for a run
 
 
 @lru_cache
@@ -72,9 +73,18 @@ def is_backfill(dag_run) -> bool:
     return _run_type(dag_run) == "backfill"
 
 
-def run_tags(dag_run) -> dict[str, str]:
-    """MLflow / ledger tags naming the Airflow run."""
-    return {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id, "airflow.run_type": _run_type(dag_run)}
+def run_tags(dag_run, job: Job | None = None) -> dict[str, str]:
+    """MLflow / ledger tags naming the Airflow run (and the retrain request that started it)."""
+    tags = {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id, "airflow.run_type": _run_type(dag_run)}
+    return {**tags, "mlpipe.trigger": job.trigger} if job and job.trigger else tags
+
+
+def retrain_request(triggering_asset_events) -> dict | None:
+    """The latest retrain request (the monitor DAG's asset event extra) that started this run."""
+    names = {RETRAIN_URI, RETRAIN_URI + "/"}  # Airflow normalises the URI with a trailing slash
+    events = [e for asset, found in (triggering_asset_events or {}).items()
+              if {getattr(asset, "name", None), getattr(asset, "uri", None)} & names for e in found]
+    return dict(events[-1].extra) if events else None
 
 
 def first_job(jobs: list[dict]) -> Job:

@@ -74,7 +74,8 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
         draft = LedgerEntry(kind="train", pipeline=ctx.spec.name, model=name, mode=mode, decision="keep", reason="",
                             dag_id=run_tags.get("airflow.dag_id"), run_id=run_tags.get("airflow.run_id"),
                             window=window, failed_variants=sorted(set(requested) - {c.variant for c in candidates}),
-                            partitions=[str(d) for d in days], spec_hash=spec_hash(ctx.spec))
+                            partitions=[str(d) for d in days], spec_hash=spec_hash(ctx.spec),
+                            trigger=run_tags.get("mlpipe.trigger"))
         entry, scores = _decide_and_commit(ctx, holdout, y, scores, candidates, may_move, draft, run_tags)
     if entry.moved:
         registry.tag_version(name, entry.champion_after, {"mlpipe.promoted_by": entry.run_id or "",

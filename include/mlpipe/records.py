@@ -59,6 +59,7 @@ class Job:
     window: Window
     mode: Mode
     promote: bool
+    trigger: str | None = None  # why the run started, when a retrain request started it
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "window": self.window.to_dict()}
@@ -127,6 +128,7 @@ class LedgerEntry:
     failed_variants: list[str] = field(default_factory=list)
     window: Window | None = None
     partitions: list[str] = field(default_factory=list)
+    trigger: str | None = None  # a retrain request's reason, when monitoring started the run
     # rollbacks
     requested: str | None = None
 

@@ -215,6 +215,63 @@ def bundle_of(model):
     return model.unwrap_python_model().bundle
 
 
+REFERENCE_DIR = "reference"
+
+
+def log_reference(features: pd.DataFrame, scores: pd.DataFrame) -> None:
+    """The monitoring reference of the active candidate run (and so of its version)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        features.to_parquet(Path(tmp) / "features.parquet", index=False)
+        scores.to_parquet(Path(tmp) / "scores.parquet", index=False)
+        mlflow.log_artifacts(tmp, REFERENCE_DIR)
+
+
+def reference_of(registered_model: str, version: str, into: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """A version's reference (features, scores), downloaded once into ``into``; None
+    for a version trained before references were logged."""
+    from mlflow.artifacts import download_artifacts
+
+    if not (into / "scores.parquet").exists():
+        run_id = MlflowClient().get_model_version(registered_model, str(version)).run_id
+        into.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=into.parent) as tmp:
+            try:
+                got = Path(download_artifacts(run_id=run_id, artifact_path=REFERENCE_DIR, dst_path=tmp))
+            except (MlflowException, OSError):
+                return None
+            if not (got / "scores.parquet").exists():
+                return None
+            try:
+                got.rename(into)  # atomic: a parallel monitor task may have put it there first
+            except OSError:
+                if not (into / "scores.parquet").exists():
+                    raise
+    return pd.read_parquet(into / "features.parquet"), pd.read_parquet(into / "scores.parquet")
+
+
+def version_metrics(registered_model: str, version: str) -> dict[str, float]:
+    """The holdout metrics logged on a version's run."""
+    client = MlflowClient()
+    return dict(client.get_run(client.get_model_version(registered_model, str(version)).run_id).data.metrics)
+
+
+def log_monitoring(experiment: str, summary: dict, html: str) -> None:
+    """One ``monitor`` run per monitored day: drift scores, live quality, the report."""
+    experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor {summary['day']}"):
+        mlflow.set_tags({"mlpipe.step": "monitor", "mlpipe.day": summary["day"],
+                         "mlpipe.model_version": summary["model_version"],
+                         "mlpipe.decision": summary["decision"]["action"]})
+        quality = summary.get("quality") or {}
+        mlflow.log_metrics({"drift_share": summary["drift_share"], "dataset_drift": float(summary["dataset_drift"]),
+                            "prediction_drift": summary["prediction_drift"]["score"],
+                            **{f"drift.{c}": v["score"] for c, v in summary["columns"].items()},
+                            **({f"live_{quality['metric']}": quality["live"]} if quality.get("live") is not None
+                               else {})})
+        log_json(summary, "drift.json")
+        mlflow.log_text(html, "drift.html")
+
+
 def log_json(payload: dict, name: str) -> None:
     mlflow.log_text(json.dumps(payload, indent=2, default=str), name)
 

@@ -249,6 +249,37 @@ class ExecutionSpec(_Model):
     training_slots: int | None = Field(None, ge=1)
 
 
+class RetrainSpec(_Model):
+    """When monitoring asks for a retrain: dataset drift on ``drift_days`` consecutive
+    monitored days, or degradation. Guardrails: none within ``cooldown_days`` (data
+    days) after the last train's window, none with fewer than ``min_new_labelled_rows``
+    labelled rows since then, none while a train run is in flight or from a backfill."""
+    drift_days: int = Field(3, ge=1)
+    cooldown_days: int = Field(7, ge=0)
+    min_new_labelled_rows: int = Field(1000, ge=0)
+
+
+class MonitoringSpec(_Model):
+    """Drift (Evidently) of each scored day against the champion's reference sample, and
+    live quality once labels arrive. ``columns``: the monitored features (default: the
+    model's features minus calendar columns and ``exclude``). Methods and thresholds are
+    Evidently stattest names and thresholds per column type (None: Evidently's defaults);
+    ``drift_share``: the share of drifted columns that is dataset drift. ``tolerance``:
+    how far the live metric may fall below the champion's holdout figure."""
+    columns: list[str] | None = None
+    exclude: list[str] = []
+    num_method: str | None = None
+    cat_method: str | None = None
+    num_threshold: float | None = Field(None, gt=0)
+    cat_threshold: float | None = Field(None, gt=0)
+    drift_share: float = Field(0.5, gt=0, le=1)
+    window_days: int = Field(1, ge=1, le=90)
+    label_delay_days: int = Field(1, ge=0)
+    tolerance: float = Field(0.02, ge=0)
+    reference_rows: int = Field(5000, ge=100)
+    retrain: RetrainSpec = RetrainSpec()
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     description: str = ""
@@ -266,6 +297,7 @@ class PipelineSpec(_Model):
     gate: GateSpec = GateSpec()
     ensemble: EnsembleSpec | None = None
     execution: ExecutionSpec = ExecutionSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @property
     def registered_model(self) -> str:
@@ -306,12 +338,20 @@ class PipelineSpec(_Model):
             problems.append(f"gate.metric: {self.gate.metric!r} is not a {self.target.task} metric")
         elif self.gate.metric not in GATE_METRICS:
             problems.append(f"gate.metric: {self.gate.metric!r} has no bootstrap; choose one of {sorted(GATE_METRICS)}")
+        problems += [f"monitoring.columns: {c!r} is not a feature" for c in self.monitoring.columns or []
+                     if c not in names]
         for metric in self.gate.floors:
             if self.target.task not in METRICS.get(metric, {}):
                 problems.append(f"gate.floors.{metric}: not a {self.target.task} metric")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def monitored_columns(self) -> list[str]:
+        mon = self.monitoring
+        default = [c for c in self.features.all_names if c not in self.features.calendar]
+        return [c for c in (mon.columns or default) if c not in mon.exclude]
 
     def greater_is_better(self, metric: str | None = None) -> bool:
         return METRICS[metric or self.gate.metric][self.target.task]

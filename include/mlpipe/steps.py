@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mlpipe import ingest, promotion, scoring, training
+from mlpipe import ingest, monitoring, promotion, scoring, training
 
 STEPS: dict[str, Callable] = {
     # ingest DAG
@@ -23,4 +23,6 @@ STEPS: dict[str, Callable] = {
     "rollback": promotion.rollback,
     # score DAG
     "score_day": scoring.score_day,
+    # monitor DAG
+    "monitor_day": monitoring.monitor_day,
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import numpy as np
 import pandas as pd
 
 from mlpipe.backends import backend_entry
@@ -23,7 +24,7 @@ def _date(value: str | dt.date | None) -> dt.date | None:
 
 def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window_end=None, holdout_days=None,
                   variants: list[str] | None = None, dry_run: bool = False, backfill: bool = False,
-                  promote_in_backfill: bool = False) -> list[Job]:
+                  promote_in_backfill: bool = False, trigger: str | None = None) -> list[Job]:
     """Resolve a train run's Params into one job per variant to train, slowest first.
 
     ``mode`` is ``dry_run``, ``backfill`` (a run for a past interval) or ``live``;
@@ -31,6 +32,7 @@ def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window
     do, dry runs never, backfills only with ``promote_in_backfill``. Jobs are ordered by
     each variant's fit time in its last train run (variants never trained first, then
     spec order), so the stage starts long fits first and ends with short ones.
+    ``trigger``: a retrain request's reason, carried to the runs' tags and the ledger.
     """
     known = [v.name for v in ctx.spec.variants]
     unknown = sorted(set(variants or []) - set(known))
@@ -43,7 +45,8 @@ def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window
     promote = not dry_run and (not backfill or bool(promote_in_backfill))
     wanted = set(variants or known)
     names = [name for name in known if name in wanted]
-    return [Job(name, backend_entry(backends[name]).family, win, mode, promote) for name in slowest_first(ctx, names)]
+    return [Job(name, backend_entry(backends[name]).family, win, mode, promote, trigger)
+            for name in slowest_first(ctx, names)]
 
 
 def slowest_first(ctx: Context, names: list[str]) -> list[str]:
@@ -75,7 +78,7 @@ def train_variant(ctx: Context, job: Job, run_tags: dict[str, str], n_threads: i
     spec, variant = ctx.spec, _variant(ctx, job.variant)
     train, holdout, days = load_split(ctx, job.window)
     experiment = registry.connect(ctx.settings, spec.name)
-    tags = {**run_tags, "mlpipe.spec_hash": spec_hash(spec)}
+    tags = {**run_tags, "mlpipe.spec_hash": spec_hash(spec), **({"mlpipe.trigger": job.trigger} if job.trigger else {})}
     with registry.candidate_run(experiment, variant.name, variant.backend, tags) as run_id:
         registry.log_params({**{f"hp.{k}": v for k, v in variant.params.items()}, **job.window.to_dict(),
                              "train_rows": len(train), "holdout_rows": len(holdout)})
@@ -85,12 +88,22 @@ def train_variant(ctx: Context, job: Job, run_tags: dict[str, str], n_threads: i
             variant = _searched(ctx, variant, train, threads)
         bundle = ModelBundle.train(spec, variant, train, n_threads=threads)
         fit_seconds = time.perf_counter() - started
-        metrics = compute_metrics(spec.target.task, holdout[spec.target.name], bundle.score(holdout))
+        scores = bundle.score(holdout)
+        metrics = compute_metrics(spec.target.task, holdout[spec.target.name], scores)
         registry.set_tags({"mlpipe.device": getattr(bundle.backend, "device_", "cpu")})
+        registry.log_reference(*reference_sample(spec, train, scores))
         registry.log_json(_lineage(ctx, job.window, days), "data/partitions.json")
         return registry.log_candidate(run_id, variant.name, bundle, train.head(200), metrics,
                                       spec.registered_model if job.promote else None,
                                       fit_seconds=round(fit_seconds, 3))
+
+
+def reference_sample(spec, train: pd.DataFrame, holdout_scores) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What monitoring compares a scored day with: a seeded sample of the training rows'
+    monitored columns (at most ``monitoring.reference_rows``) and the holdout scores."""
+    rows = min(spec.monitoring.reference_rows, len(train))
+    features = train[spec.monitored_columns].sample(n=rows, random_state=spec.training.seed).reset_index(drop=True)
+    return features, pd.DataFrame({"score": np.asarray(holdout_scores, dtype="float64")})
 
 
 def _searched(ctx: Context, variant: VariantSpec, train: pd.DataFrame, threads: int) -> VariantSpec:
@@ -128,7 +141,9 @@ def build_ensemble(ctx: Context, candidates: list[Candidate], window: Window, ru
     with registry.candidate_run(experiment, ENSEMBLE, ENSEMBLE, tags) as run_id:
         registry.log_params({f"weight.{n}": round(w, 6) for n, w in ensemble.weights.items()})
         registry.log_params({f"member.{n}": usable[n].version or usable[n].run_id for n in ensemble.weights})
-        metrics = compute_metrics(spec.target.task, holdout[spec.target.name], ensemble.score(holdout))
+        scores = ensemble.score(holdout)
+        metrics = compute_metrics(spec.target.task, holdout[spec.target.name], scores)
+        registry.log_reference(*reference_sample(spec, train, scores))
         return registry.log_candidate(run_id, ENSEMBLE, ensemble, train.head(200), metrics,
                                       spec.registered_model if register else None,
                                       members={n: usable[n].version for n in ensemble.weights},

@@ -109,3 +109,23 @@ def test_training_slots_default_to_cores_per_task_and_can_be_configured(monkeypa
         assert mlpipe_tasks.training_slots() == 5
     finally:
         mlpipe_tasks._spec.cache_clear()
+
+
+def test_a_retrain_request_is_read_from_the_triggering_asset_event_and_tags_the_run():
+    from types import SimpleNamespace
+
+    from airflow.sdk import Asset
+
+    from mlpipe.records import Job, Window
+    from mlpipe_tasks import RETRAIN_URI, retrain_request, run_tags
+
+    event = SimpleNamespace(extra={"reason": "dataset drift on 3 consecutive days", "window_end": "2013-10-09"})
+    other = SimpleNamespace(extra={"reason": "not ours"})
+    events = {Asset("mlpipe://features"): [other], Asset(RETRAIN_URI): [SimpleNamespace(extra={"reason": "old"}), event]}
+    assert retrain_request(events) == event.extra
+    assert retrain_request({Asset("mlpipe://features"): [other]}) is None and retrain_request(None) is None
+    dag_run = SimpleNamespace(dag_id="train", run_id="r1", run_type="asset_triggered")
+    window = Window(*(dt.date(2013, 1, d) for d in (1, 20, 31)))
+    job = Job("hgb", "sklearn", window, "live", True, trigger=event.extra["reason"])
+    assert run_tags(dag_run, job)["mlpipe.trigger"] == event.extra["reason"]
+    assert "mlpipe.trigger" not in run_tags(dag_run, Job("hgb", "sklearn", window, "live", True))

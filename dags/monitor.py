@@ -1,0 +1,57 @@
+"""Monitor one scored day: Evidently data drift of the monitored features and prediction
+drift of the scores against the reference of the version that scored it, and, once
+labels arrive (`monitoring.label_delay_days` later), live quality against its holdout.
+Reports go to `reports/drift/<day>.html|json` and an MLflow `monitor` run.
+
+Dataset drift on `monitoring.retrain.drift_days` consecutive days, or degradation, emits
+the Asset `mlpipe://retrain-request` (the train DAG runs on its cron or that asset), unless
+a guardrail holds: cooldown after the last train, a train run in flight, the day failed
+validation, too few new labelled rows. A backfill never emits: it records
+`would-trigger`. Days may run in parallel: a day measures an earlier day of its drift
+streak itself when that day's run has not finished.
+"""
+
+from __future__ import annotations
+
+import os
+
+from airflow.sdk import Asset, CronDataIntervalTimetable, PokeReturnValue, dag, task
+
+from mlpipe_tasks import DEFAULT_ARGS, RETRAIN_URI, is_backfill, run_step, schedule_dates
+
+POKE_SECONDS = int(os.environ.get("MLPIPE_MONITOR_POKE_SECONDS", "300"))
+
+
+@dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), **schedule_dates(), catchup=False,
+     max_active_runs=4, default_args=DEFAULT_ARGS, tags=["mlpipe", "monitor"], doc_md=__doc__)
+def monitor():
+    @task.sensor(poke_interval=POKE_SECONDS, timeout=24 * 3600, mode="reschedule")
+    def wait_for_scores(data_interval_start=None) -> PokeReturnValue:
+        """The day's predictions partition exists (the score DAG has run for the day)."""
+        from mlpipe.context import Context
+
+        return PokeReturnValue(is_done=Context.load().store.exists("predictions", data_interval_start.date()))
+
+    @task
+    def check(data_interval_start=None, dag_run=None, ti=None) -> dict:
+        in_flight = ti.get_dr_count(dag_id="train", states=["queued", "running"]) > 0
+        return run_step("monitor_day", day=data_interval_start.date(), backfill=is_backfill(dag_run),
+                        train_in_flight=in_flight)
+
+    @task.short_circuit
+    def retrain_due(summary: dict) -> bool:
+        return summary["decision"]["action"] == "trigger"
+
+    @task(outlets=[Asset(RETRAIN_URI)])
+    def request_retrain(summary: dict, outlet_events=None) -> dict:
+        request = {"day": summary["day"], "reason": summary["decision"]["reason"],
+                   "window_end": summary["decision"]["window_end"]}
+        outlet_events[Asset(RETRAIN_URI)].extra = request
+        return request
+
+    summary = check()
+    wait_for_scores() >> summary
+    retrain_due(summary) >> request_retrain(summary)
+
+
+monitor()

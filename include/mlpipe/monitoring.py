@@ -1,0 +1,280 @@
+"""The monitoring stage: each scored day against the reference of the model that scored
+it (a sample of its training features and its holdout scores, logged with the version),
+with Evidently doing the statistics: data drift over the monitored columns, prediction
+drift over the scores. Once labels arrive (``label_delay_days`` later) the champion's
+live metrics, with the metric functions evaluation uses, against its holdout figure.
+Sustained drift or degradation asks for a retrain, within guardrails.
+
+Per day: ``reports/drift/<day>.html`` (Evidently's report, self-contained) and
+``reports/drift/<day>.json`` (the summary below), both also on an MLflow ``monitor`` run.
+``python -m mlpipe.monitoring --from D1 --to D2`` prints the history as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+
+import pandas as pd
+
+from mlpipe.context import Context
+from mlpipe.errors import MlpipeError
+from mlpipe.features import PARTITION_DATE
+
+log = logging.getLogger(__name__)
+KIND = "drift"
+SCORE = "score"
+
+
+def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_flight: bool = False) -> dict:
+    """Drift and live quality of ``day``, the retrain decision, written as the day's
+    report; returns the summary (small: fit for XCom)."""
+    from mlpipe import registry
+
+    spec, store = ctx.spec, ctx.store
+    registry.connect(ctx.settings, spec.name)
+    current, version = _current(ctx, day)
+    reference = registry.reference_of(spec.registered_model, version, _reference_dir(ctx, version))
+    if reference is None:
+        raise MlpipeError(f"version {version} of {spec.registered_model!r} has no monitoring reference "
+                          f"(trained before references were logged): retrain to monitor it")
+    drift, html = drift_report(spec, *reference, current)
+    quality = live_quality(ctx, day - dt.timedelta(days=spec.monitoring.label_delay_days))
+    summary = {"day": str(day), "model_version": version, "rows": len(current), **drift, "quality": quality}
+    summary["decision"] = retrain_decision(ctx, day, summary, backfill, train_in_flight)
+    page = store.report_path(KIND, day).with_suffix(".html")
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(html)
+    summary["report"] = str(page)
+    store.write_report(KIND, day, summary)
+    registry.log_monitoring(spec.name, summary, html)
+    _log(summary)
+    return summary
+
+
+def _reference_dir(ctx: Context, version: str):
+    return ctx.store.report_path("monitoring-reference", f"v{version}").with_suffix("")
+
+
+def _current(ctx: Context, day: dt.date) -> tuple[pd.DataFrame, str]:
+    """The window's features with the day's scores, and the version that scored ``day``."""
+    spec, mon = ctx.spec, ctx.spec.monitoring
+    start, end = day - dt.timedelta(days=mon.window_days - 1), day + dt.timedelta(days=1)
+    predictions, days = ctx.store.read_range("predictions", start, end, date_column=PARTITION_DATE)
+    if day not in days:
+        raise MlpipeError(f"no predictions for {day} at {ctx.store.path('predictions', day)}: score the day first")
+    keys = [*spec.row_id, PARTITION_DATE]
+    features, _ = ctx.store.read_range("features", start, end, columns=[*spec.row_id, *spec.monitored_columns],
+                                       date_column=PARTITION_DATE)
+    joined = features.merge(predictions[[*keys, SCORE, "model_version"]], on=keys, how="inner", validate="one_to_one")
+    todays = predictions.loc[predictions[PARTITION_DATE] == day, "model_version"]
+    return joined.drop(columns=keys), str(todays.mode().iloc[0])
+
+
+def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, current: pd.DataFrame) -> tuple[dict, str]:
+    """Evidently's data drift over the monitored columns (the dataset drifts when at least
+    ``drift_share`` of them do) and its value drift over the scores; the decisions are
+    Evidently's own tests. Returns (summary, report HTML)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    mon = spec.monitoring
+    columns = [c for c in spec.monitored_columns if c in ref_features.columns]
+    categorical = [c for c in columns if c in spec.features.categorical]
+    numeric = [c for c in columns if c not in categorical]
+    definition = DataDefinition(numerical_columns=[*numeric, SCORE], categorical_columns=categorical)
+    reference = pd.concat([ref_features[columns].reset_index(drop=True), ref_scores[[SCORE]]], axis=1)
+    options = {k: getattr(mon, k) for k in ("num_method", "cat_method", "num_threshold", "cat_threshold")
+               if getattr(mon, k) is not None}
+    report = Report([DataDriftPreset(columns=columns, drift_share=mon.drift_share, **options),
+                     ValueDrift(column=SCORE)], include_tests=True)
+    snapshot = report.run(Dataset.from_pandas(current[[*columns, SCORE]].astype({c: "string" for c in categorical}),
+                                              data_definition=definition),
+                          Dataset.from_pandas(reference.astype({c: "string" for c in categorical}),
+                                              data_definition=definition))
+    return _drift_summary(snapshot.dict(), columns), snapshot.get_html_str(as_iframe=False)
+
+
+def _drift_summary(result: dict, columns: list[str]) -> dict:
+    drifts = {}
+    for metric in result["metrics"]:
+        config = metric["config"]
+        if config.get("type", "").endswith("ValueDrift"):
+            drifts[config["column"]] = {"score": float(metric["value"]), "method": config["method"],
+                                        "threshold": config["threshold"]}
+        elif config.get("type", "").endswith("DriftedColumnsCount"):
+            share = float(metric["value"]["share"])
+    for test in result["tests"]:
+        params = test["metric_config"]["params"]
+        if params.get("type", "").endswith("ValueDrift"):
+            drifts[params["column"]]["drifted"] = test["status"] == "FAIL"
+        elif params.get("type", "").endswith("DriftedColumnsCount"):
+            dataset_drift = test["status"] == "FAIL"
+    prediction = drifts.pop(SCORE)
+    drifted = sorted((c for c in columns if drifts[c]["drifted"]), key=lambda c: c)
+    return {"columns": drifts, "drifted_columns": drifted, "drift_share": share, "dataset_drift": dataset_drift,
+            "prediction_drift": prediction}
+
+
+def live_quality(ctx: Context, day: dt.date) -> dict | None:
+    """The champion's (and shadow challenger's) metrics on ``day``'s labelled rows, next
+    to the champion's holdout figure; None while the day has no labels or predictions."""
+    from mlpipe import registry
+    from mlpipe.metrics import compute_metrics
+
+    spec, store, target = ctx.spec, ctx.store, ctx.spec.target.name
+    if not (store.exists("predictions", day) and store.exists("features", day)):
+        return None
+    rows = store.read("predictions", day).merge(store.read("features", day, columns=[*spec.row_id, target]),
+                                                on=spec.row_id, how="inner", validate="one_to_one")
+    rows = rows[rows[target].notna()]
+    if rows.empty:
+        return None
+    version, metric = str(rows["model_version"].mode().iloc[0]), spec.gate.metric
+    y = rows[target].to_numpy(dtype="float64")
+    live = compute_metrics(spec.target.task, y, rows[SCORE].to_numpy())
+    holdout = registry.version_metrics(spec.registered_model, version).get(metric)
+    shadow = rows[rows["challenger_score"].notna()]
+    quality = {"day": str(day), "model_version": version, "rows": len(rows), "metric": metric,
+               "live": live.get(metric), "holdout": holdout, "metrics": live}
+    if len(shadow):
+        quality["challenger"] = compute_metrics(spec.target.task, shadow[target].to_numpy(dtype="float64"),
+                                                shadow["challenger_score"].to_numpy()).get(metric)
+    worse = (holdout - live[metric]) if spec.greater_is_better() else (live[metric] - holdout)
+    quality["degraded"] = bool(holdout is not None and metric in live and worse > spec.monitoring.tolerance)
+    return quality
+
+
+def retrain_decision(ctx: Context, day: dt.date, summary: dict, backfill: bool, train_in_flight: bool) -> dict:
+    """``trigger`` (emit the retrain request), ``would-trigger`` (a backfill: recorded
+    only), ``blocked`` (a guardrail held; ``reason`` says which) or ``none``."""
+    spec, policy = ctx.spec, ctx.spec.monitoring.retrain
+    reasons = []
+    streak = _drift_streak(ctx, day, summary["dataset_drift"])
+    if streak >= policy.drift_days:
+        reasons.append(f"dataset drift on {streak} consecutive days ({', '.join(summary['drifted_columns'])})")
+    quality = summary["quality"]
+    if quality and quality["degraded"]:
+        reasons.append(f"live {quality['metric']} {quality['live']:.4f} below holdout {quality['holdout']:.4f} "
+                       f"by more than {spec.monitoring.tolerance} on {quality['day']}")
+    if not reasons:
+        return {"action": "none", "reason": "no sustained drift or degradation", "drift_streak": streak}
+    reason = "; ".join(reasons)
+    base = {"reason": reason, "drift_streak": streak, "window_end": str(day + dt.timedelta(days=1))}
+    held = _guardrail(ctx, day, train_in_flight)
+    if held:
+        return {**base, "action": "blocked", "reason": f"{reason}; not triggered: {held}"}
+    return {**base, "action": "would-trigger" if backfill else "trigger"}
+
+
+def _drift_streak(ctx: Context, day: dt.date, today: bool) -> int:
+    """Consecutive days with dataset drift, ending with ``day`` (at most the policy's
+    ``drift_days``). An earlier day not monitored yet (a backfill runs days in parallel)
+    is measured here, so the decision does not depend on the order runs finish in."""
+    streak, previous = int(today), day - dt.timedelta(days=1)
+    while today and streak < ctx.spec.monitoring.retrain.drift_days and _drifted(ctx, previous):
+        streak, previous = streak + 1, previous - dt.timedelta(days=1)
+    return streak
+
+
+def _drifted(ctx: Context, day: dt.date) -> bool:
+    from mlpipe import registry
+
+    path = ctx.store.report_path(KIND, day)
+    if path.exists():
+        return bool(json.loads(path.read_text()).get("dataset_drift"))
+    if not ctx.store.exists("predictions", day):
+        return False
+    current, version = _current(ctx, day)
+    reference = registry.reference_of(ctx.spec.registered_model, version, _reference_dir(ctx, version))
+    return reference is not None and drift_report(ctx.spec, *reference, current)[0]["dataset_drift"]
+
+
+def _guardrail(ctx: Context, day: dt.date, train_in_flight: bool) -> str | None:
+    """Why a retrain request must not go out now, or None."""
+    from mlpipe import ledger
+
+    spec, store, policy = ctx.spec, ctx.store, ctx.spec.monitoring.retrain
+    if train_in_flight:
+        return "a train run is in flight"
+    validation = store.report_path("validation", day)
+    if validation.exists() and not json.loads(validation.read_text()).get("success", True):
+        return f"validation of {day} failed"
+    trains = [e for e in ledger.entries(store) if e.kind == "train" and e.window]
+    last_end = max((e.window.end for e in trains), default=None)  # exclusive: the first day after its data
+    if last_end is not None and (day - last_end).days + 1 < policy.cooldown_days:
+        return f"cooldown: the last train's window ended {last_end}, less than {policy.cooldown_days} days ago"
+    since = last_end or spec.schedule.start
+    labelled = _labelled_rows(ctx, since, day + dt.timedelta(days=1))
+    if labelled < policy.min_new_labelled_rows:
+        return f"{labelled} labelled rows since {since}, fewer than {policy.min_new_labelled_rows}"
+    return None
+
+
+def _labelled_rows(ctx: Context, start: dt.date, end: dt.date) -> int:
+    target = ctx.spec.target.name
+    frame, _ = ctx.store.read_range("features", start, end, columns=[target])
+    return int(frame[target].notna().sum())
+
+
+def _log(summary: dict) -> None:
+    log.info("drift %s: %d of %d columns drifted (share %.2f, dataset drift %s); prediction drift %.4f (%s)",
+             summary["day"], len(summary["drifted_columns"]), len(summary["columns"]), summary["drift_share"],
+             summary["dataset_drift"], summary["prediction_drift"]["score"], summary["prediction_drift"]["method"])
+    for column in summary["drifted_columns"]:
+        info = summary["columns"][column]
+        log.info("  drifted %-28s %s %.4f (threshold %s)", column, info["method"], info["score"], info["threshold"])
+    log.info("retrain decision: %s (%s)", summary["decision"]["action"], summary["decision"]["reason"])
+
+
+def history(ctx: Context, start: dt.date, end: dt.date) -> list[dict]:
+    """The saved summaries of [start, end]."""
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    paths = [ctx.store.report_path(KIND, d) for d in days]
+    return [json.loads(p.read_text()) for p in paths if p.exists()]
+
+
+def format_history(rows: list[dict]) -> str:
+    lines = [f"{'day':<11} {'v':>3} {'drift':>6} {'share':>6} {'pred':>7} {'live':>7} {'holdout':>7}  "
+             f"{'decision':<13} drifted columns / reason"]
+    for r in rows:
+        q = r.get("quality") or {}
+        live = f"{q['live']:.4f}" if q.get("live") is not None else "-"
+        holdout = f"{q['holdout']:.4f}" if q.get("holdout") is not None else "-"
+        lines.append(f"{r['day']:<11} {r['model_version']:>3} {'yes' if r['dataset_drift'] else 'no':>6} "
+                     f"{r['drift_share']:>6.2f} {r['prediction_drift']['score']:>7.4f} {live:>7} {holdout:>7}  "
+                     f"{r['decision']['action']:<13} {', '.join(r['drifted_columns']) or '-'}")
+    return "\n".join(lines)
+
+
+def verdict(rows: list[dict]) -> str:
+    """One line for a range of monitored days."""
+    if not rows:
+        return "monitoring: no monitored days"
+    drifted = [r["day"] for r in rows if r["dataset_drift"]]
+    actions = sorted({r["decision"]["action"] for r in rows} - {"none"})
+    quality = [r["quality"] for r in rows if r.get("quality")]
+    live = ""
+    if quality:
+        mean = sum(q["live"] for q in quality if q["live"] is not None) / len(quality)
+        live = f"; live {quality[0]['metric']} mean {mean:.4f} over {len(quality)} labelled days " \
+               f"(holdout {quality[-1]['holdout']:.4f})"
+    return (f"monitoring: {len(drifted)} of {len(rows)} days with dataset drift{live}; "
+            f"decisions: {', '.join(actions) or 'none'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mlpipe.monitoring", description=__doc__.split("\n")[0])
+    parser.add_argument("--from", dest="start", required=True, type=dt.date.fromisoformat)
+    parser.add_argument("--to", dest="end", required=True, type=dt.date.fromisoformat, help="last day (inclusive)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    rows = history(Context.load(), args.start, args.end)
+    print(json.dumps(rows, indent=2) if args.json else f"{format_history(rows)}\n{verdict(rows)}")
+
+
+if __name__ == "__main__":
+    main()
