@@ -1,7 +1,7 @@
 """Run the whole pipeline on the bundled data through a real Airflow.
 
-ingest (backfill over the window) -> train (one manual run with Params) -> score
-(backfill over the holdout days), executed by a real scheduler with the LocalExecutor
+ingest (backfill over the window) -> train (one manual run with Params) -> score and
+monitor (backfills over the holdout days), executed by a real scheduler with the LocalExecutor
 and an api-server, against the embedded SQLite metadata DB and MLflow store. Prints the
 variants with their metrics, the gate decision, the aliases, the promotion ledger and
 where the evaluation report is.
@@ -127,7 +127,7 @@ def main() -> int:
     ctx = Context.load()
     registry.connect(ctx.settings, ctx.spec.name)
     airflow("dags", "reserialize")
-    for dag_id in ("ingest", "train", "score"):
+    for dag_id in ("ingest", "train", "score", "monitor"):
         airflow("dags", "unpause", dag_id)
     # torch / TensorFlow training runs in this pool (a queue is ignored by the LocalExecutor)
     pool = os.environ.get("MLPIPE_GPU_POOL") or ctx.spec.execution.gpu_pool
@@ -163,6 +163,10 @@ def main() -> int:
         phase("score", "score", (holdout_start, end),
               lambda: airflow("backfill", "create", "--dag-id", "score", "--from-date", str(holdout_start),
                               "--to-date", str(end), "--max-active-runs", "8", check=False))
+        print(f"== monitor {holdout_start} .. {end} (backfill: records what it would trigger)", flush=True)
+        phase("monitor", "monitor", (holdout_start, end),
+              lambda: airflow("backfill", "create", "--dag-id", "monitor", "--from-date", str(holdout_start),
+                              "--to-date", str(end), "--max-active-runs", "4", check=False))
     finally:
         api.stop()
     return finish(ctx, t0)
@@ -179,8 +183,19 @@ def finish(ctx, t0: float) -> int:
     if decision:
         page = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{decision.seq:06d}.html"
         print(f"evaluation report: {page} (also the evaluate run's report.html in MLflow)")
+    _monitoring(ctx)
     print(f"demo wall time: {time.time() - t0:.0f}s")
     return 0
+
+
+def _monitoring(ctx) -> None:
+    from mlpipe import monitoring
+
+    sched = ctx.spec.schedule
+    rows = monitoring.history(ctx, sched.start, sched.end or dt.date.today())
+    print(monitoring.verdict(rows))
+    if rows:
+        print(f"latest drift report: {rows[-1]['report']} (python -m mlpipe.monitoring --from D1 --to D2 for the table)")
 
 
 if __name__ == "__main__":

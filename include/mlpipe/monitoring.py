@@ -203,8 +203,9 @@ def _guardrail(ctx: Context, day: dt.date, train_in_flight: bool) -> str | None:
     validation = store.report_path("validation", day)
     if validation.exists() and not json.loads(validation.read_text()).get("success", True):
         return f"validation of {day} failed"
-    trains = [e for e in ledger.entries(store) if e.kind == "train" and e.window]
-    last_end = max((e.window.end for e in trains), default=None)  # exclusive: the first day after its data
+    # the last train on data up to this day (a backfill looks at an earlier day than the latest train)
+    ends = [e.window.end for e in ledger.entries(store) if e.kind == "train" and e.window]
+    last_end = max((end for end in ends if end <= day + dt.timedelta(days=1)), default=None)
     if last_end is not None and (day - last_end).days + 1 < policy.cooldown_days:
         return f"cooldown: the last train's window ended {last_end}, less than {policy.cooldown_days} days ago"
     since = last_end or spec.schedule.start

@@ -2,7 +2,11 @@
 CeleryExecutor Airflow on Postgres and Redis, a `default` and a `gpu` Celery worker, and
 an MLflow tracking server. An ingest backfill is created while the scheduler runs, then
 one train run and one score run; the metadata DB says where each task ran and the MLflow
-server holds what they logged.
+server holds what they logged. Then days with an injected shift go through the monitor
+DAG: sustained drift asks for exactly one retrain, which the scheduler starts from the
+asset event; drift inside the cooldown and a backfill ask for none.
+
+Tests in this module run in order and share one cluster.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ def _spec(work: Path) -> Path:
     spec["variants"] = [{**v, "params": {**v["params"], **keep[v["name"]]}} for v in spec["variants"] if v["name"] in keep]
     for variant in spec["variants"]:
         variant.pop("search", None)
+    # one drifted column is dataset drift; three such days in a row ask for a retrain
+    spec["monitoring"] = {"exclude": ["month"], "drift_share": 0.05, "label_delay_days": 1, "tolerance": 1.0,
+                          "retrain": {"drift_days": 3, "cooldown_days": 7, "min_new_labelled_rows": 0}}
     path = work / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -182,3 +189,72 @@ def test_the_mlflow_server_holds_runs_versions_aliases_and_artifacts(cluster):
     served = cluster["state"] / "mlflow-artifacts"
     assert any(served.rglob("MLmodel")), "the server's artifact store has no model"
     assert not (ROOT / "mlflow" / "artifacts" / experiment.experiment_id).exists()
+
+
+DRIFTED = [dt.date(2013, 1, d) for d in (12, 13, 14, 15)]  # no predictions on 9-11: the streak starts on 12
+BACKFILLED = [dt.date(2013, 1, d) for d in (25, 26, 27)]
+
+
+def _store(cluster):
+    from mlpipe.storage import Store
+
+    return Store(Path(cluster["env"]["MLPIPE_DATA_ROOT"]), "flights")
+
+
+def _shifted_day(cluster, day: dt.date) -> None:
+    """Day ``day`` as a copy of the last scored day with distance moved by ~3 standard deviations."""
+    from mlpipe.features import PARTITION_DATE
+
+    store = _store(cluster)
+    features, predictions = store.read("features", LAST), store.read("predictions", LAST)
+    features["distance"] = features["distance"] + 2100.0
+    store.write("features", day, features.assign(**{PARTITION_DATE: day}))
+    store.write("predictions", day, predictions.assign(**{PARTITION_DATE: day}))
+
+
+def _monitor(cluster, day: dt.date) -> dict:
+    before = len(query("SELECT 1 FROM dag_run WHERE dag_id = 'monitor'"))
+    airflow(cluster, "dags", "trigger", "monitor", "--logical-date", f"{day + dt.timedelta(days=1)}T00:00:00+00:00")
+    assert wait_runs("monitor", before + 1) == ["success"] * (before + 1)
+    return json.loads(_store(cluster).report_path("drift", day).read_text())
+
+
+def test_sustained_drift_asks_for_one_retrain_and_the_cooldown_holds_the_next(cluster):
+    for day in [*DRIFTED, *BACKFILLED]:
+        _shifted_day(cluster, day)
+    airflow(cluster, "dags", "unpause", "monitor")
+    first, second = _monitor(cluster, DRIFTED[0]), _monitor(cluster, DRIFTED[1])
+    assert first["drifted_columns"] == ["distance"] and first["decision"]["action"] == "none"
+    assert second["decision"]["drift_streak"] == 2 and second["decision"]["action"] == "none"
+    third = _monitor(cluster, DRIFTED[2])
+    assert third["decision"]["action"] == "trigger", third["decision"]
+    runs = wait_runs("train", 2)  # the manual run of the first test, and the one the request started
+    assert runs == ["success", "success"]
+    assert query("SELECT count(*) FROM dag_run WHERE dag_id = 'train' AND run_type = 'asset_triggered'")[0][0] == 1
+    fourth = _monitor(cluster, DRIFTED[3])
+    assert fourth["decision"]["action"] == "blocked" and "cooldown" in fourth["decision"]["reason"]
+    time.sleep(10)  # a second request would have created a run by now
+    assert query("SELECT count(*) FROM dag_run WHERE dag_id = 'train'")[0][0] == 2
+
+    from mlpipe.ledger import entries
+
+    retrain = entries(_store(cluster))[-1]
+    assert retrain.kind == "train" and retrain.trigger.startswith("dataset drift on 3 consecutive days (distance)")
+    assert retrain.window.end == DRIFTED[2] + dt.timedelta(days=1)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=cluster["env"]["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("flights").experiment_id
+    tagged = client.search_runs([experiment], "tags.`mlpipe.trigger` LIKE 'dataset drift%'")
+    assert {r.data.tags["mlpipe.variant"] for r in tagged} >= {"hgb_small", "logreg", *NEURAL}
+
+
+def test_a_monitor_backfill_over_drifted_days_records_would_trigger_and_starts_nothing(cluster):
+    before = len(query("SELECT 1 FROM dag_run WHERE dag_id = 'monitor'"))
+    airflow(cluster, "backfill", "create", "--dag-id", "monitor", "--from-date", str(BACKFILLED[0]),
+            "--to-date", str(BACKFILLED[-1]))
+    assert set(wait_runs("monitor", before + len(BACKFILLED))) == {"success"}
+    decisions = [json.loads(_store(cluster).report_path("drift", d).read_text())["decision"] for d in BACKFILLED]
+    assert [d["action"] for d in decisions] == ["none", "none", "would-trigger"]
+    time.sleep(10)
+    assert query("SELECT count(*) FROM dag_run WHERE dag_id = 'train'")[0][0] == 2

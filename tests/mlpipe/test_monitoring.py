@@ -136,3 +136,10 @@ def test_history_prints_a_table_and_a_verdict(ctx):
     table = monitoring.format_history(rows)
     assert "amount" in table and "blocked" in table and "0.7100" in table
     assert monitoring.verdict(rows).startswith("monitoring: 1 of 1 days with dataset drift; live roc_auc")
+
+
+def test_a_later_train_does_not_cool_down_an_earlier_backfilled_day(ctx):
+    _trained(ctx, DAY + dt.timedelta(days=20))
+    _labelled(ctx, [DAY - dt.timedelta(days=i) for i in range(3)])
+    _drifted_days(ctx, DAY - dt.timedelta(days=1), DAY - dt.timedelta(days=2))
+    assert monitoring.retrain_decision(ctx, DAY, _summary(True), True, False)["action"] == "would-trigger"
