@@ -26,7 +26,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"ingest", "train", "score", "rollback"}
+    assert set(dagbag.dag_ids) == {"ingest", "train", "score", "monitor", "rollback"}
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -109,6 +109,21 @@ def test_rollback_is_manual_with_a_validated_version_param(dagbag):
 def test_features_task_publishes_the_asset(dagbag):
     task = dagbag.dags["ingest"].get_task("build_features")
     assert [o.uri.rstrip("/") for o in task.outlets] == ["mlpipe://features"]
+
+
+def test_monitor_waits_for_the_scores_and_only_a_due_retrain_emits_the_request(dagbag):
+    monitor = dagbag.dags["monitor"]
+    assert monitor.get_task("check").upstream_task_ids == {"wait_for_scores"}
+    request = monitor.get_task("request_retrain")
+    assert [o.uri.rstrip("/") for o in request.outlets] == ["mlpipe://retrain-request"]
+    assert request.upstream_task_ids == {"retrain_due", "check"}
+    assert all(not t.outlets for t in monitor.tasks if t.task_id != "request_retrain")
+
+
+def test_train_runs_on_its_cron_or_a_retrain_request(dagbag):
+    timetable = dagbag.dags["train"].timetable
+    assert "retrain-request" in str(timetable.asset_condition)
+    assert timetable.can_be_scheduled  # the cron part still runs weekly
 
 
 def test_every_backend_names_an_operator_the_plugins_define(dagbag):  # dagbag: plugins on sys.path
