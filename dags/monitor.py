@@ -7,7 +7,8 @@ Dataset drift on `monitoring.retrain.drift_days` consecutive days, or degradatio
 the Asset `mlpipe://retrain-request` (the train DAG runs on its cron or that asset), unless
 a guardrail holds: cooldown after the last train, a train run in flight, the day failed
 validation, too few new labelled rows. A backfill never emits: it records
-`would-trigger`. Days may run in parallel: a day measures an earlier day of its drift
+`would-trigger`. A manual run monitors the `day` Param (default: its data interval's
+start, which for a manual run is the day before it was triggered). Days may run in parallel: a day measures an earlier day of its drift
 streak itself when that day's run has not finished.
 """
 
@@ -15,27 +16,35 @@ from __future__ import annotations
 
 import os
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, PokeReturnValue, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
 from mlpipe_tasks import DEFAULT_ARGS, RETRAIN_URI, is_backfill, run_step, schedule_dates
 
 POKE_SECONDS = int(os.environ.get("MLPIPE_MONITOR_POKE_SECONDS", "300"))
+PARAMS = {"day": Param(None, type=["null", "string"], format="date",
+                       description="Data day to monitor (default: the run's data interval start)")}
+
+
+def _day(params, data_interval_start):
+    import datetime as dt
+
+    return dt.date.fromisoformat(params["day"]) if params.get("day") else data_interval_start.date()
 
 
 @dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), **schedule_dates(), catchup=False,
-     max_active_runs=4, default_args=DEFAULT_ARGS, tags=["mlpipe", "monitor"], doc_md=__doc__)
+     max_active_runs=4, default_args=DEFAULT_ARGS, params=PARAMS, tags=["mlpipe", "monitor"], doc_md=__doc__)
 def monitor():
     @task.sensor(poke_interval=POKE_SECONDS, timeout=24 * 3600, mode="reschedule")
-    def wait_for_scores(data_interval_start=None) -> PokeReturnValue:
+    def wait_for_scores(params=None, data_interval_start=None) -> PokeReturnValue:
         """The day's predictions partition exists (the score DAG has run for the day)."""
         from mlpipe.context import Context
 
-        return PokeReturnValue(is_done=Context.load().store.exists("predictions", data_interval_start.date()))
+        return PokeReturnValue(is_done=Context.load().store.exists("predictions", _day(params, data_interval_start)))
 
     @task
-    def check(data_interval_start=None, dag_run=None, ti=None) -> dict:
+    def check(params=None, data_interval_start=None, dag_run=None, ti=None) -> dict:
         in_flight = ti.get_dr_count(dag_id="train", states=["queued", "running"]) > 0
-        return run_step("monitor_day", day=data_interval_start.date(), backfill=is_backfill(dag_run),
+        return run_step("monitor_day", day=_day(params, data_interval_start), backfill=is_backfill(dag_run),
                         train_in_flight=in_flight)
 
     @task.short_circuit

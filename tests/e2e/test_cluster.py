@@ -214,7 +214,7 @@ def _shifted_day(cluster, day: dt.date) -> None:
 
 def _monitor(cluster, day: dt.date) -> dict:
     before = len(query("SELECT 1 FROM dag_run WHERE dag_id = 'monitor'"))
-    airflow(cluster, "dags", "trigger", "monitor", "--logical-date", f"{day + dt.timedelta(days=1)}T00:00:00+00:00")
+    airflow(cluster, "dags", "trigger", "monitor", "--conf", json.dumps({"day": str(day)}))
     assert wait_runs("monitor", before + 1) == ["success"] * (before + 1)
     return json.loads(_store(cluster).report_path("drift", day).read_text())
 

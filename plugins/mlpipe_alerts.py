@@ -1,0 +1,97 @@
+"""Alerts: a notifier on every task's failure callback, and the alerts tasks send for a
+validation failure, a promotion or rollback, and a fallback model.
+
+Each alert is one JSON object (``kind``, ``pipeline``, ``time`` and the kind's fields),
+always written to the task log, and sent
+- to a webhook: the Airflow connection ``mlpipe_alerts`` (``MLPIPE_ALERT_CONN``), its
+  extra ``url``, or its host if that is a URL, else ``http(s)://host:port/schema``;
+- by e-mail through the SMTP provider when the connection ``mlpipe_smtp`` exists (extra
+  ``to``: the recipients; its host, port, login and password: the server).
+An alert that cannot be delivered is logged and never fails the task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import urllib.request
+
+from airflow.sdk import BaseNotifier
+
+log = logging.getLogger(__name__)
+SMTP_CONN = "mlpipe_smtp"
+
+
+def _connection(conn_id: str):
+    from airflow.sdk import Connection
+
+    try:
+        return Connection.get(conn_id)
+    except Exception:  # noqa: BLE001 - not configured (AirflowNotFoundException) or no API to ask
+        return None
+
+
+def webhook_url(conn) -> str | None:
+    if conn is None:
+        return None
+    extra = conn.extra_dejson or {}
+    if extra.get("url"):
+        return extra["url"]
+    if conn.host and conn.host.startswith(("http://", "https://")):
+        return conn.host
+    scheme = "https" if conn.conn_type == "https" else "http"
+    port = f":{conn.port}" if conn.port else ""
+    return f"{scheme}://{conn.host}{port}/{conn.schema or ''}" if conn.host else None
+
+
+def send(kind: str, payload: dict, pipeline: str | None = None) -> dict:
+    """Deliver one alert; returns the message (what the log, webhook and e-mail got)."""
+    message = {"kind": kind, "pipeline": pipeline or _pipeline(), "time": dt.datetime.now(dt.timezone.utc).isoformat(),
+               **payload}
+    body = json.dumps(message, default=str)
+    log.warning("mlpipe alert: %s", body)
+    url = webhook_url(_connection(os.environ.get("MLPIPE_ALERT_CONN", "mlpipe_alerts")))
+    if url:
+        request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except OSError as exc:
+            log.error("alert %s not delivered to %s: %s", kind, url, exc)
+    smtp = _connection(SMTP_CONN)
+    if smtp is not None:
+        _email(smtp, kind, message)
+    return message
+
+
+def _email(conn, kind: str, message: dict) -> None:
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    to = (conn.extra_dejson or {}).get("to")
+    if not to:
+        log.error("connection %s has no extra 'to': alert %s not e-mailed", SMTP_CONN, kind)
+        return
+    try:
+        with SmtpHook(smtp_conn_id=SMTP_CONN) as hook:
+            hook.send_email_smtp(to=to, subject=f"[mlpipe] {message['pipeline']}: {kind}",
+                                 html_content=f"<pre>{json.dumps(message, indent=2, default=str)}</pre>")
+    except Exception as exc:  # noqa: BLE001 - an alert must never fail the task
+        log.error("alert %s not e-mailed: %s", kind, exc)
+
+
+def _pipeline() -> str:
+    from mlpipe_tasks import spec_name
+
+    return spec_name()
+
+
+class FailureNotifier(BaseNotifier):
+    """``on_failure_callback`` of every task: a ``task_failure`` alert."""
+
+    def notify(self, context) -> None:
+        ti, error = context["ti"], context.get("exception")
+        send("task_failure", {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id,
+                              "map_index": ti.map_index, "try_number": ti.try_number,
+                              "log_url": getattr(ti, "log_url", None),
+                              "error": str(error).strip().splitlines()[0] if error else None})
