@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from mlpipe_tasks import DEFAULT_ARGS, run_step, schedule_dates
+from mlpipe_tasks import run_step, schedule_dates, task_defaults
 
 
 @dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), **schedule_dates(), catchup=False,
-     max_active_runs=4, default_args=DEFAULT_ARGS, tags=["mlpipe", "score"], doc_md=__doc__)
+     max_active_runs=4, default_args=task_defaults("score"), tags=["mlpipe", "score"], doc_md=__doc__)
 def score():
     @task
     def score_partition(data_interval_start=None) -> dict:
