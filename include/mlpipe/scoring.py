@@ -56,13 +56,13 @@ def score_day(ctx: Context, day: dt.date, backfill: bool = False, allow_current_
 
 def point_in_time_version(ctx: Context, day: dt.date, current: str, allow_current: bool) -> tuple[str, str]:
     """The champion a backfilled ``day`` is scored with: the version the most recent
-    promotion moved ``champion`` to among those whose training window ended by ``day``
-    (so the model saw no data from ``day`` on); else, if allowed, the current champion
+    promotion moved ``champion`` to among those whose training days ended before ``day``
+    (so the model was fitted on no data from ``day`` on); else, if allowed, the current champion
     with every row flagged ``current_champion``."""
     from mlpipe import ledger
 
     promoted = [e for e in ledger.entries(ctx.store) if e.kind == "train" and e.moved and e.window
-                and e.window.end <= day]
+                and e.window.holdout_start <= day]  # fitted on [start, holdout_start) only
     if promoted:
         return str(promoted[-1].champion_after), "point_in_time"
     if allow_current:
