@@ -95,10 +95,11 @@ def _scores_with_fallback(ctx: Context, version: str, frame: pd.DataFrame, day: 
 
 
 def _score_with(ctx: Context, version: str, frame: pd.DataFrame):
-    from mlpipe import registry
+    """Scores of ``version``, refused if its artifact no longer has the hash the ledger recorded."""
+    from mlpipe import ledger, registry
 
-    name = ctx.spec.registered_model
-    return registry.predict(registry.load_model(registry.version_uri(name, version)), frame)
+    uri = registry.version_uri(ctx.spec.registered_model, version)
+    return registry.predict(registry.load_model(uri, ledger.recorded_hash(ctx.store, version)), frame)
 
 
 def _shadow_scores(name: str, champion: str, frame: pd.DataFrame, day: dt.date) -> tuple[np.ndarray | None, str | None]:

@@ -94,3 +94,23 @@ def test_a_backfill_scores_with_the_champion_in_place_for_the_day(ctx, versions)
     allowed = scoring.score_day(ctx, early, backfill=True, allow_current_champion=True)
     assert (allowed["model_version"], allowed["model_role"]) == (v2, "current_champion")
     assert set(ctx.store.read("predictions", early)["model_role"]) == {"current_champion"}
+
+
+def test_an_altered_artifact_is_refused_and_the_fallback_scores(ctx, versions):
+    v1, v2 = versions
+    recorded = {"a": {"version": v1, "sha256": None}, "b": {"version": v2, "sha256": None}}
+    for name, version in (("a", v1), ("b", v2)):
+        uri = MlflowClient().get_model_version_download_uri(ctx.spec.registered_model, version)
+        recorded[name]["sha256"] = registry.bundle_hash(Path(urlparse(uri).path) / "artifacts" / "bundle")
+        tags = MlflowClient().get_model_version(ctx.spec.registered_model, version).tags
+        assert tags["mlpipe.sha256"] == recorded[name]["sha256"]  # the hash taken at logging time is the stored one
+    ledger.append(ctx.store, LedgerEntry(kind="train", pipeline="toy", model="toy", mode="live", decision="keep",
+                                         reason="candidates", candidates=recorded))
+    promoted(ctx, None, v1, DAY)
+    promoted(ctx, v1, v2, DAY)
+    uri = MlflowClient().get_model_version_download_uri(ctx.spec.registered_model, v2)
+    victim = next(p for p in (Path(urlparse(uri).path) / "artifacts" / "bundle").rglob("*") if p.is_file())
+    victim.write_bytes(victim.read_bytes() + b" ")
+    out = scoring.score_day(ctx, DAY)
+    assert out["model_role"] == "fallback" and out["model_version"] == v1
+    assert "artifact changed since it was registered" in out["fallback"]["error"]
