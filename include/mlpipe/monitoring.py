@@ -66,11 +66,11 @@ def _current(ctx: Context, day: dt.date) -> tuple[pd.DataFrame, str]:
     if day not in days:
         raise MlpipeError(f"no predictions for {day} at {ctx.store.path('predictions', day)}: score the day first")
     keys = [*spec.row_id, PARTITION_DATE]
-    features, _ = ctx.store.read_range("features", start, end, columns=[*spec.row_id, *spec.monitored_columns],
-                                       date_column=PARTITION_DATE)
-    joined = features.merge(predictions[[*keys, SCORE, "model_version"]], on=keys, how="inner", validate="one_to_one")
+    columns = list(dict.fromkeys([*spec.row_id, *spec.monitored_columns]))  # a row id column may be monitored
+    features, _ = ctx.store.read_range("features", start, end, columns=columns, date_column=PARTITION_DATE)
+    joined = features.merge(predictions[[*keys, SCORE]], on=keys, how="inner", validate="one_to_one")
     todays = predictions.loc[predictions[PARTITION_DATE] == day, "model_version"]
-    return joined.drop(columns=keys), str(todays.mode().iloc[0])
+    return joined[[*spec.monitored_columns, SCORE]], str(todays.mode().iloc[0])
 
 
 def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, current: pd.DataFrame) -> tuple[dict, str]:
@@ -82,7 +82,10 @@ def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, cur
     from evidently.presets import DataDriftPreset
 
     mon = spec.monitoring
-    columns = [c for c in spec.monitored_columns if c in ref_features.columns]
+    present = [c for c in spec.monitored_columns if c in ref_features.columns]
+    # a column with no values on either side has no distribution to compare (e.g. no weather that day)
+    empty = [c for c in present if not (ref_features[c].notna().any() and current[c].notna().any())]
+    columns = [c for c in present if c not in empty]
     categorical = [c for c in columns if c in spec.features.categorical]
     numeric = [c for c in columns if c not in categorical]
     definition = DataDefinition(numerical_columns=[*numeric, SCORE], categorical_columns=categorical)
@@ -95,7 +98,7 @@ def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, cur
                                               data_definition=definition),
                           Dataset.from_pandas(reference.astype({c: "string" for c in categorical}),
                                               data_definition=definition))
-    return _drift_summary(snapshot.dict(), columns), snapshot.get_html_str(as_iframe=False)
+    return {**_drift_summary(snapshot.dict(), columns), "empty_columns": empty}, snapshot.get_html_str(as_iframe=False)
 
 
 def _drift_summary(result: dict, columns: list[str]) -> dict:
@@ -120,31 +123,38 @@ def _drift_summary(result: dict, columns: list[str]) -> dict:
 
 
 def live_quality(ctx: Context, day: dt.date) -> dict | None:
-    """The champion's (and shadow challenger's) metrics on ``day``'s labelled rows, next
-    to the champion's holdout figure; None while the day has no labels or predictions."""
+    """The champion's (and shadow challenger's) metrics on the labelled rows of the
+    ``quality_days`` scored days ending with ``day``, next to the version's holdout
+    figure; None while those days have no labels or predictions."""
     from mlpipe import registry
     from mlpipe.metrics import compute_metrics
 
     spec, store, target = ctx.spec, ctx.store, ctx.spec.target.name
-    if not (store.exists("predictions", day) and store.exists("features", day)):
+    start, end = day - dt.timedelta(days=spec.monitoring.quality_days - 1), day + dt.timedelta(days=1)
+    predictions, days = store.read_range("predictions", start, end, date_column=PARTITION_DATE)
+    labels, _ = store.read_range("features", start, end, columns=[*spec.row_id, target], date_column=PARTITION_DATE)
+    if not days or labels.empty:
         return None
-    rows = store.read("predictions", day).merge(store.read("features", day, columns=[*spec.row_id, target]),
-                                                on=spec.row_id, how="inner", validate="one_to_one")
+    keys = [*spec.row_id, PARTITION_DATE]
+    rows = predictions.merge(labels, on=keys, how="inner", validate="one_to_one")
     rows = rows[rows[target].notna()]
     if rows.empty:
         return None
     version, metric = str(rows["model_version"].mode().iloc[0]), spec.gate.metric
-    y = rows[target].to_numpy(dtype="float64")
-    live = compute_metrics(spec.target.task, y, rows[SCORE].to_numpy())
+    rows = rows[rows["model_version"].astype(str) == version]  # one model's rows
+    live = compute_metrics(spec.target.task, rows[target].to_numpy(dtype="float64"), rows[SCORE].to_numpy())
     holdout = registry.version_metrics(spec.registered_model, version).get(metric)
+    quality = {"day": str(day), "days": [str(d) for d in days], "model_version": version, "rows": len(rows),
+               "metric": metric, "live": live.get(metric), "holdout": holdout, "metrics": live}
     shadow = rows[rows["challenger_score"].notna()]
-    quality = {"day": str(day), "model_version": version, "rows": len(rows), "metric": metric,
-               "live": live.get(metric), "holdout": holdout, "metrics": live}
     if len(shadow):
         quality["challenger"] = compute_metrics(spec.target.task, shadow[target].to_numpy(dtype="float64"),
                                                 shadow["challenger_score"].to_numpy()).get(metric)
+    if holdout is None or live.get(metric) is None:
+        quality["degraded"] = False
+        return quality
     worse = (holdout - live[metric]) if spec.greater_is_better() else (live[metric] - holdout)
-    quality["degraded"] = bool(holdout is not None and metric in live and worse > spec.monitoring.tolerance)
+    quality["degraded"] = bool(worse > spec.monitoring.tolerance)
     return quality
 
 
@@ -159,7 +169,8 @@ def retrain_decision(ctx: Context, day: dt.date, summary: dict, backfill: bool, 
     quality = summary["quality"]
     if quality and quality["degraded"]:
         reasons.append(f"live {quality['metric']} {quality['live']:.4f} below holdout {quality['holdout']:.4f} "
-                       f"by more than {spec.monitoring.tolerance} on {quality['day']}")
+                       f"by more than {spec.monitoring.tolerance} over {len(quality.get('days', [1]))} labelled days "
+                       f"to {quality['day']}")
     if not reasons:
         return {"action": "none", "reason": "no sustained drift or degradation", "drift_streak": streak}
     reason = "; ".join(reasons)

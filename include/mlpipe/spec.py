@@ -277,8 +277,9 @@ class MonitoringSpec(_Model):
     live quality once labels arrive. ``columns``: the monitored features (default: the
     model's features minus calendar columns and ``exclude``). Methods and thresholds are
     Evidently stattest names and thresholds per column type (None: Evidently's defaults);
-    ``drift_share``: the share of drifted columns that is dataset drift. ``tolerance``:
-    how far the live metric may fall below the champion's holdout figure."""
+    ``drift_share``: the share of drifted columns that is dataset drift. Live quality is
+    measured over the ``quality_days`` labelled days ending ``label_delay_days`` before the
+    monitored day; ``tolerance``: how far it may fall below the version's holdout figure."""
     columns: list[str] | None = None
     exclude: list[str] = []
     num_method: str | None = None
@@ -288,6 +289,7 @@ class MonitoringSpec(_Model):
     drift_share: float = Field(0.5, gt=0, le=1)
     window_days: int = Field(1, ge=1, le=90)
     label_delay_days: int = Field(1, ge=0)
+    quality_days: int = Field(7, ge=1, le=90)
     tolerance: float = Field(0.02, ge=0)
     reference_rows: int = Field(5000, ge=100)
     retrain: RetrainSpec = RetrainSpec()
