@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
-from mlpipe_tasks import DEFAULT_ARGS, FEATURES_URI, run_step, schedule_dates
+from mlpipe_tasks import FEATURES_URI, run_step, schedule_dates, task_defaults
 
 
 @dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), **schedule_dates(), catchup=False,
-     max_active_runs=8, default_args=DEFAULT_ARGS, tags=["mlpipe", "ingest"], doc_md=__doc__)
+     max_active_runs=8, default_args=task_defaults("ingest"), tags=["mlpipe", "ingest"], doc_md=__doc__)
 def ingest():
     @task
     def extract(data_interval_start=None) -> dict:

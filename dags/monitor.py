@@ -18,7 +18,7 @@ import os
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-from mlpipe_tasks import DEFAULT_ARGS, RETRAIN_URI, is_backfill, run_step, schedule_dates
+from mlpipe_tasks import RETRAIN_URI, is_backfill, run_step, schedule_dates, task_defaults
 
 POKE_SECONDS = int(os.environ.get("MLPIPE_MONITOR_POKE_SECONDS", "300"))
 PARAMS = {"day": Param(None, type=["null", "string"], format="date",
@@ -32,7 +32,7 @@ def _day(params, data_interval_start):
 
 
 @dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), **schedule_dates(), catchup=False,
-     max_active_runs=4, default_args=DEFAULT_ARGS, params=PARAMS, tags=["mlpipe", "monitor"], doc_md=__doc__)
+     max_active_runs=4, default_args=task_defaults("monitor"), params=PARAMS, tags=["mlpipe", "monitor"], doc_md=__doc__)
 def monitor():
     @task.sensor(poke_interval=POKE_SECONDS, timeout=24 * 3600, mode="reschedule")
     def wait_for_scores(params=None, data_interval_start=None) -> PokeReturnValue:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from mlpipe_tasks import DEFAULT_ARGS, run_step, run_tags, schedule_dates
+from mlpipe_tasks import run_step, run_tags, schedule_dates, task_defaults
 
 PARAMS = {
     "version": Param("previous", type="string", pattern=r"^(previous|v?[0-9]+)$",
@@ -20,7 +20,7 @@ PARAMS = {
 
 
 @dag(schedule=None, start_date=schedule_dates()["start_date"], catchup=False, max_active_runs=1,
-     default_args=DEFAULT_ARGS, params=PARAMS, tags=["mlpipe", "rollback"], doc_md=__doc__)
+     default_args=task_defaults("rollback"), params=PARAMS, tags=["mlpipe", "rollback"], doc_md=__doc__)
 def rollback():
     @task
     def move_champion(params=None, dag_run=None) -> dict:

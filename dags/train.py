@@ -16,7 +16,6 @@ from mlpipe_priority import PlannedOrder
 
 from mlpipe.records import Job
 from mlpipe_tasks import (
-    DEFAULT_ARGS,
     RETRAIN_URI,
     first_job,
     is_backfill,
@@ -24,6 +23,8 @@ from mlpipe_tasks import (
     run_step,
     run_tags,
     schedule_dates,
+    task_defaults,
+    timeout,
     trained,
     training_families,
     training_slots,
@@ -53,7 +54,7 @@ SCHEDULE = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timez
 
 
 @dag(schedule=SCHEDULE, **schedule_dates(extra_days=8), catchup=False,
-     max_active_runs=1, max_active_tasks=training_slots(), default_args=DEFAULT_ARGS, params=PARAMS,
+     max_active_runs=1, max_active_tasks=training_slots(), default_args=task_defaults("evaluate"), params=PARAMS,
      tags=["mlpipe", "train"], doc_md=__doc__)
 def train():
     @task
@@ -100,7 +101,8 @@ def train():
     for (family, name), picked in zip(families.items(), selected, strict=True):
         op = operator_named(name, family)
         mapped.append(op.partial(task_id=f"train_{family}", map_index_template="{{ variant }}",
-                                 weight_rule=PlannedOrder.path, **op.placement()).expand(job=picked))
+                                 weight_rule=PlannedOrder.path, execution_timeout=timeout("train"),
+                                 **op.placement()).expand(job=picked))
     for training in mapped:
         training.set_upstream([s.operator for s in selected])
     candidates = collect([training.output for training in mapped])

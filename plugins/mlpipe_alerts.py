@@ -95,3 +95,24 @@ class FailureNotifier(BaseNotifier):
                               "map_index": ti.map_index, "try_number": ti.try_number,
                               "log_url": getattr(ti, "log_url", None),
                               "error": str(error).strip().splitlines()[0] if error else None})
+
+
+def validation_alert(exc, day) -> dict:
+    """A ``validation_failed`` alert: each failed rule's column, rule and rows, the report."""
+    rules = [{"column": f.get("column") or ", ".join(f.get("kwargs", {}).get("column_list") or []) or None,
+              "rule": f.get("expectation"), "rows": (f.get("result") or {}).get("unexpected_count"),
+              "kwargs": f.get("kwargs")} for f in exc.failures]
+    return send("validation_failed", {"day": str(day) if day else None, "failures": rules, "report": exc.report,
+                                      "message": str(exc).splitlines()[0]})
+
+
+def alert_for(step: str, result) -> dict | None:
+    """The alert a step's result calls for: a promotion, a rollback, a fallback model."""
+    if step in ("evaluate_and_promote", "rollback") and isinstance(result, dict) and result.get("moved"):
+        kind = "promotion" if step == "evaluate_and_promote" else "rollback"
+        return send(kind, {"model": result.get("model"), "from_version": result.get("champion_before"),
+                           "to_version": result.get("champion_after"), "reason": result.get("reason"),
+                           "run_id": result.get("run_id"), "mode": result.get("mode")})
+    if step == "score_day" and isinstance(result, dict) and result.get("fallback"):
+        return send("fallback", {"day": result.get("day"), **result["fallback"]})
+    return None

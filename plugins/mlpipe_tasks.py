@@ -38,6 +38,22 @@ def training_families() -> dict[str, str]:
     return {e.family: e.operator for name, e in BACKENDS.items() if name in used}
 
 
+def spec_name() -> str:
+    return _spec().name
+
+
+def timeout(kind: str) -> dt.timedelta:
+    """The spec's ``execution.timeouts.<kind>`` (minutes) as an ``execution_timeout``."""
+    return dt.timedelta(minutes=getattr(_spec().execution.timeouts, kind))
+
+
+def task_defaults(kind: str) -> dict:
+    """A DAG's ``default_args``: retries, the ``kind``'s timeout, the failure alert."""
+    from mlpipe_alerts import FailureNotifier
+
+    return {**DEFAULT_ARGS, "execution_timeout": timeout(kind), "on_failure_callback": [FailureNotifier()]}
+
+
 def spec_execution() -> dict:
     """The spec's ``execution`` section (GPU queue and pool names)."""
     return _spec().execution.model_dump()
@@ -104,11 +120,18 @@ def run_step(step: str, **kwargs):
     Bad input (spec, source, data-quality, training-setup or registry requests) fails the task at
     once: retrying cannot fix the data. Anything else may be transient and retries.
     """
+    from mlpipe_alerts import alert_for, validation_alert
+
     from mlpipe.context import Context
     from mlpipe.errors import RegistryError, SourceError, SpecError, TrainingError, ValidationFailed
     from mlpipe.steps import STEPS
 
     try:
-        return to_xcom(STEPS[step](Context.load(), **kwargs))
-    except (SpecError, SourceError, ValidationFailed, TrainingError, RegistryError) as exc:
+        result = to_xcom(STEPS[step](Context.load(), **kwargs))
+    except ValidationFailed as exc:
+        validation_alert(exc, kwargs.get("day"))
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    except (SpecError, SourceError, TrainingError, RegistryError) as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    alert_for(step, result)
+    return result

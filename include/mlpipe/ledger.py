@@ -84,6 +84,15 @@ def previous_champion(store: Store, current: str | None) -> str | None:
     return last.champion_before if last else None
 
 
+def recorded_hash(store: Store, version: str) -> str | None:
+    """The bundle hash the ledger recorded when ``version`` was a train run's candidate."""
+    for entry in reversed(entries(store)):
+        for candidate in entry.candidates.values():
+            if str(candidate.get("version")) == str(version) and candidate.get("sha256"):
+                return candidate["sha256"]
+    return None
+
+
 def format_entries(items: list[LedgerEntry]) -> str:
     lines = [f"{'seq':>4}  {'time':<25} {'kind':<9} {'decision':<14} {'champion':<11} {'run':<40} reason"]
     for e in items:

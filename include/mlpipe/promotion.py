@@ -93,7 +93,8 @@ def _decide_and_commit(ctx: Context, holdout, y: np.ndarray, scores: dict[str, n
     scores it was decided on."""
     while True:
         seen = _aliases(draft.model)
-        champion_scores, champion_error = score_champion(draft.model, seen.champion, holdout)
+        champion_scores, champion_error = score_champion(draft.model, seen.champion, holdout,
+                                                         ledger.recorded_hash(ctx.store, seen.champion or ""))
         scored = {**scores, **({CHAMPION_KEY: champion_scores} if champion_scores is not None else {})}
         decision = assess(ctx.spec, y, scored, champion_error)
         with ledger.locked(ctx.store):
@@ -131,7 +132,7 @@ def commit(ctx: Context, decision: Decision, seen: Aliases, candidates: list[Can
         moved = any(alias == registry.CHAMPION for alias, _, _ in moves.done)
         label = "promote" if moved else ("would-promote" if decision.promote and not moves.note else "keep")
         outcomes = {n: {"version": by_name[n].version, "run_id": by_name[n].run_id, "backend": by_name[n].backend,
-                        "metrics": decision.candidates[n],
+                        "sha256": by_name[n].sha256, "metrics": decision.candidates[n],
                         **({"members": by_name[n].members} if by_name[n].members is not None else {})}
                     for n in decision.candidates}
         return ledger.append(ctx.store, dataclasses.replace(

@@ -84,6 +84,7 @@ class Candidate:
     fit_seconds: float | None = None
     members: dict[str, str | None] | None = None
     weights: dict[str, float] | None = None
+    sha256: str | None = None  # content hash of the model's bundle, checked when it is loaded
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
+from mlpipe.errors import RegistryError  # noqa: E402
 from mlpipe.records import Candidate  # noqa: E402
 from mlpipe.settings import Settings  # noqa: E402
 
@@ -36,7 +37,8 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from mlpipe.ensemble import load_bundle
 
-        self.bundle = load_bundle(context.artifacts["bundle"])
+        self.bundle_dir = context.artifacts["bundle"]
+        self.bundle = load_bundle(self.bundle_dir)
 
     def predict(self, context, model_input, params=None):
         return pd.DataFrame({OUTPUT_COLUMN: self.bundle.score(model_input)})
@@ -100,10 +102,12 @@ def log_candidate(run_id: str, variant: str, model, example: pd.DataFrame, metri
     ``candidate_run``, register a new version unless ``registered_model`` is None, and
     return its record (``members``: the ensemble's ``members`` and ``weights``)."""
     mlflow.log_metrics({**metrics, **({"fit_seconds": fit_seconds} if fit_seconds is not None else {})})
-    info = log_bundle(model, example, registered_model)
+    info, digest = log_bundle(model, example, registered_model)
     version = str(info.registered_model_version) if registered_model else None
+    if version:
+        MlflowClient().set_model_version_tag(registered_model, version, "mlpipe.sha256", digest)
     return Candidate(variant=variant, backend=model.backend_name, run_id=run_id, model_uri=info.model_uri,
-                     version=version, metrics=metrics, fit_seconds=fit_seconds, **members)
+                     version=version, metrics=metrics, fit_seconds=fit_seconds, sha256=digest, **members)
 
 
 def log_evaluation(experiment_id: str, tags: dict[str, str], metrics: dict[str, float], decision: dict,
@@ -124,8 +128,19 @@ def log_trial(experiment_id: str, number: int, params: dict, metric: str, value:
         mlflow.log_metric(f"validation_{metric}", value)
 
 
-def log_bundle(bundle, example: pd.DataFrame, registered_model: str | None) -> mlflow.models.model.ModelInfo:
-    """Log the bundle as a pyfunc model in the active run and register a new version."""
+def bundle_hash(directory: str | Path) -> str:
+    """sha256 over a saved bundle's files (relative paths and contents, in sorted order)."""
+    import hashlib
+
+    digest, root = hashlib.sha256(), Path(directory)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def log_bundle(bundle, example: pd.DataFrame, registered_model: str | None) -> tuple[mlflow.models.model.ModelInfo, str]:
+    """Log the bundle as a pyfunc model in the active run and register a new version;
+    returns the model info and the bundle's content hash."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
 
@@ -138,7 +153,8 @@ def log_bundle(bundle, example: pd.DataFrame, registered_model: str | None) -> m
         path = bundle.save(Path(tmp) / "bundle")
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(ENTRY), artifacts={"bundle": str(path)}, signature=signature,
-            registered_model_name=registered_model, pip_requirements=_requirements(bundle.backend_names))
+            registered_model_name=registered_model, pip_requirements=_requirements(bundle.backend_names)), \
+            bundle_hash(path)
 
 
 def alias_version(registered_model: str, alias: str):
@@ -193,8 +209,15 @@ def version_uri(registered_model: str, version: str) -> str:
     return f"models:/{registered_model}/{version}"
 
 
-def load_model(uri: str):
-    return mlflow.pyfunc.load_model(uri)
+def load_model(uri: str, sha256: str | None = None):
+    """The pyfunc at ``uri``; with ``sha256``, refuse it unless its bundle has that hash."""
+    model = mlflow.pyfunc.load_model(uri)
+    if sha256 is not None:
+        found = bundle_hash(model.unwrap_python_model().bundle_dir)
+        if found != sha256:
+            raise RegistryError(f"{uri}: the model's artifact changed since it was registered (sha256 {found[:12]}... "
+                                f"but the ledger recorded {sha256[:12]}...): refusing to use it")
+    return model
 
 
 def _as_model_input(frame: pd.DataFrame) -> pd.DataFrame:

@@ -17,8 +17,15 @@ from mlpipe.ingest import written
 log = logging.getLogger(__name__)
 
 
-def score_day(ctx: Context, day: dt.date) -> dict:
-    """Write the day's predictions partition (challenger columns null without a challenger)."""
+def score_day(ctx: Context, day: dt.date, backfill: bool = False, allow_current_champion: bool = False) -> dict:
+    """Write the day's predictions partition (challenger columns null without a challenger).
+
+    A live run scores with the current champion; a backfill run with the champion in
+    place for ``day`` (point in time, see :func:`point_in_time_version`). When that model
+    cannot be loaded or cannot score, the previous champion from the ledger scores
+    instead (``model_role`` ``fallback``, reported under ``fallback``); with no usable
+    fallback the run fails and writes nothing.
+    """
     from mlpipe import registry
 
     spec, name = ctx.spec, ctx.spec.registered_model
@@ -27,19 +34,72 @@ def score_day(ctx: Context, day: dt.date) -> dict:
     current = registry.champion_version(name)
     if current is None:
         raise MlpipeError(f"no '{registry.CHAMPION}' alias on model {name!r}: run the train DAG first")
-    scores = registry.predict(registry.load_model(registry.version_uri(name, current.version)), frame)
+    version, role = str(current.version), "champion"
+    if backfill:
+        version, role = point_in_time_version(ctx, day, version, allow_current_champion)
+    scores, version, fallback = _scores_with_fallback(ctx, version, frame, day)
+    role = "fallback" if fallback else role
     out = frame[spec.row_id].copy()
     out[feat.PARTITION_DATE] = frame[feat.PARTITION_DATE]
     out["score"] = scores
     if spec.target.task == "binary":
         out["predicted_label"] = (scores >= 0.5).astype("int8")
     out["model_name"] = name
-    out["model_version"] = str(current.version)
-    shadow, shadow_version = _shadow_scores(name, str(current.version), frame, day)
+    out["model_version"] = version
+    out["model_role"] = role
+    shadow, shadow_version = _shadow_scores(name, version, frame, day)
     out["challenger_score"] = pd.Series(shadow, index=out.index, dtype="float64")
     out["challenger_version"] = pd.Series(shadow_version, index=out.index, dtype="string")
-    return {**written(ctx.store.write("predictions", day, out), len(out)), "model_version": str(current.version),
-            "challenger_version": shadow_version}
+    return {**written(ctx.store.write("predictions", day, out), len(out)), "day": str(day), "model_version": version,
+            "model_role": role, "challenger_version": shadow_version, "fallback": fallback}
+
+
+def point_in_time_version(ctx: Context, day: dt.date, current: str, allow_current: bool) -> tuple[str, str]:
+    """The champion a backfilled ``day`` is scored with: the version the most recent
+    promotion moved ``champion`` to among those whose training days ended before ``day``
+    (so the model was fitted on no data from ``day`` on); else, if allowed, the current champion
+    with every row flagged ``current_champion``."""
+    from mlpipe import ledger
+
+    promoted = [e for e in ledger.entries(ctx.store) if e.kind == "train" and e.moved and e.window
+                and e.window.holdout_start <= day]  # fitted on [start, holdout_start) only
+    if promoted:
+        return str(promoted[-1].champion_after), "point_in_time"
+    if allow_current:
+        return current, "current_champion"
+    raise MlpipeError(f"no model trained only on data before {day} was ever champion (the ledger's promotions all "
+                      f"trained on later data): this backfill day cannot be scored point in time; set the Param "
+                      f"allow_current_champion to score it with the current champion v{current} (rows flagged)")
+
+
+def _scores_with_fallback(ctx: Context, version: str, frame: pd.DataFrame, day: dt.date):
+    """(scores, version used, fallback report or None)."""
+    from mlpipe import ledger
+
+    try:
+        return _score_with(ctx, version, frame), version, None
+    except Exception as exc:  # noqa: BLE001 - any failure to load or score the chosen model
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        fallback = ledger.previous_champion(ctx.store, version)
+        log.error("champion v%s cannot score %s (%s); fallback: %s", version, day, error,
+                  f"v{fallback}" if fallback else "none")
+        if fallback is None:
+            raise MlpipeError(f"v{version} of {ctx.spec.registered_model!r} cannot score {day} ({error}) and the "
+                              f"ledger has no previous champion to fall back to: no predictions written") from exc
+        try:
+            scores = _score_with(ctx, fallback, frame)
+        except Exception as again:  # noqa: BLE001
+            raise MlpipeError(f"v{version} cannot score {day} ({error}) and the fallback v{fallback} cannot either "
+                              f"({type(again).__name__}: {again}): no predictions written") from again
+        return scores, fallback, {"failed_version": version, "version": fallback, "error": error}
+
+
+def _score_with(ctx: Context, version: str, frame: pd.DataFrame):
+    """Scores of ``version``, refused if its artifact no longer has the hash the ledger recorded."""
+    from mlpipe import ledger, registry
+
+    uri = registry.version_uri(ctx.spec.registered_model, version)
+    return registry.predict(registry.load_model(uri, ledger.recorded_hash(ctx.store, version)), frame)
 
 
 def _shadow_scores(name: str, champion: str, frame: pd.DataFrame, day: dt.date) -> tuple[np.ndarray | None, str | None]:

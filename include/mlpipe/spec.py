@@ -239,14 +239,27 @@ class ScheduleSpec(_Model):
         return self
 
 
+class TimeoutSpec(_Model):
+    """Minutes a task may run (Airflow's ``execution_timeout``) per kind of task; a task
+    that runs out fails and is retried like any other failure."""
+
+    ingest: int = Field(30, ge=1)
+    train: int = Field(120, ge=1)
+    evaluate: int = Field(60, ge=1)
+    score: int = Field(30, ge=1)
+    monitor: int = Field(30, ge=1)
+    rollback: int = Field(10, ge=1)
+
+
 class ExecutionSpec(_Model):
-    """Where GPU-capable training runs (Airflow queue and pool names), and how many
-    training tasks of one train run may run at once (default: the host's cores divided by
-    the threads each task uses, so tasks never time-slice a core)."""
+    """Where GPU-capable training runs (Airflow queue and pool names), how many training
+    tasks of one train run may run at once (default: the host's cores divided by the
+    threads each task uses, so tasks never time-slice a core), and task timeouts."""
 
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
     training_slots: int | None = Field(None, ge=1)
+    timeouts: TimeoutSpec = TimeoutSpec()
 
 
 class RetrainSpec(_Model):

@@ -49,6 +49,19 @@ def test_every_task_retries_and_every_dag_is_tagged(dagbag):
             assert task.retries >= 1, f"{dag.dag_id}.{task.task_id}"
 
 
+def test_every_task_alerts_on_failure_and_has_a_timeout(dagbag):
+    from mlpipe_alerts import FailureNotifier
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            name = f"{dag.dag_id}.{task.task_id}"
+            assert any(isinstance(c, FailureNotifier) for c in task.on_failure_callback or []), name
+            assert task.execution_timeout is not None and task.execution_timeout.total_seconds() > 0, name
+    train = dagbag.dags["train"]
+    assert train.get_task("train_sklearn").execution_timeout.total_seconds() == 120 * 60
+    assert train.get_task("evaluate").execution_timeout.total_seconds() == 60 * 60
+
+
 def test_schedules_come_from_the_spec(dagbag):
     ingest = dagbag.dags["ingest"]
     assert ingest.start_date.date().isoformat() == "2013-01-01"

@@ -66,7 +66,7 @@ def register_noise_model(ctx) -> str:
     shuffled = train_rows.assign(**{target: np.random.default_rng(0).permutation(train_rows[target].to_numpy())})
     bundle = ModelBundle.train(ctx.spec, ctx.spec.variants[1], shuffled)
     with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(ctx.spec.name).experiment_id) as run:
-        info = registry.log_bundle(bundle, shuffled.head(50), ctx.spec.registered_model)
+        info, _ = registry.log_bundle(bundle, shuffled.head(50), ctx.spec.registered_model)
     return {"variant": "noise", "backend": "sklearn_linear", "run_id": run.info.run_id, "model_uri": info.model_uri,
             "version": str(info.registered_model_version), "metrics": {}}
 
@@ -153,7 +153,7 @@ def test_unscorable_champion_is_replaced_and_says_why(ctx):
     legacy = train_rows.assign(legacy=1.0)
     bundle = ModelBundle.train(old_spec, old_spec.variants[1], legacy)
     with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(ctx.spec.name).experiment_id):
-        info = registry.log_bundle(bundle, legacy.head(50), ctx.spec.registered_model)
+        info, _ = registry.log_bundle(bundle, legacy.head(50), ctx.spec.registered_model)
     registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, str(info.registered_model_version), None)
 
     entry = evaluate(ctx, train(ctx))

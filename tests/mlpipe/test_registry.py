@@ -28,7 +28,7 @@ def mlflow_store(tmp_path):
 def _log(spec, frame, variant_index=0):
     bundle = ModelBundle.train(spec, spec.variants[variant_index], frame)
     with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("toy").experiment_id):
-        info = registry.log_bundle(bundle, frame.head(50), "toy")
+        info, _ = registry.log_bundle(bundle, frame.head(50), "toy")
     return bundle, info
 
 

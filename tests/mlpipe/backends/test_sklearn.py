@@ -57,12 +57,26 @@ def test_hgb_marks_categorical_columns():
     assert fitted.estimator_.categorical_features is None
 
 
+@pytest.mark.parametrize("backend", ["sklearn_hgb", "sklearn_linear"])
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_the_trusted_type_list_is_exactly_what_the_estimators_need(tmp_path, backend, task):
+    import skops.io as sio
+
+    from mlpipe.backends.sklearn import TRUSTED_TYPES
+
+    model, _, _ = _fit(backend, task)
+    model.save(tmp_path / "m")
+    assert set(sio.get_untrusted_types(file=tmp_path / "m" / "estimator.skops")) <= TRUSTED_TYPES
+    assert type(model).load(tmp_path / "m").estimator_ is not None
+
+
 def test_load_refuses_unexpected_types(tmp_path, monkeypatch):
     import skops.io as sio
 
     model, _, _ = _fit("sklearn_linear", "binary")
     model.save(tmp_path / "m")
-    monkeypatch.setattr(sio, "get_untrusted_types", lambda file: ["os.system"])
+    monkeypatch.setattr(sio, "get_untrusted_types", lambda file: ["sklearn.utils.validation.check_array",
+                                                                  "numpy.ctypeslib.load_library"])
     with pytest.raises(ValueError, match="refusing to load unexpected types"):
         Linear.load(tmp_path / "m")
 
