@@ -39,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HOST = socket.gethostname()
+ROLES = (("viewer", "Viewer"), ("operator", "Op"))  # logins besides the admin: FAB's built-in roles
 
 
 def cluster_dir() -> Path:
@@ -58,11 +59,14 @@ def _secrets(state: Path) -> dict:
 
     values = {"fernet": Fernet.generate_key().decode(), "jwt": secrets.token_urlsafe(32),
               "api": secrets.token_urlsafe(32),
-              "admin_password": os.environ.get("MLPIPE_ADMIN_PASSWORD") or secrets.token_urlsafe(12)}
+              "admin_password": os.environ.get("MLPIPE_ADMIN_PASSWORD") or secrets.token_urlsafe(12),
+              "logins": {user: secrets.token_urlsafe(12) for user, _ in ROLES}}
     path.touch(mode=0o600)
     path.write_text(json.dumps(values))
-    (state / "admin-password").write_text(values["admin_password"] + "\n")
-    (state / "admin-password").chmod(0o600)
+    for name, text in (("admin-password", values["admin_password"] + "\n"),
+                       ("logins.json", json.dumps(values["logins"], indent=2))):
+        (state / name).touch(mode=0o600)
+        (state / name).write_text(text)
     return values
 
 
@@ -177,6 +181,10 @@ def up() -> int:
     _airflow(env, "users", "create", "--role", "Admin", "--username", admin,
              f"--password={_secrets(state)['admin_password']}", "--email", f"{admin}@localhost", "--firstname", admin,
              "--lastname", "mlpipe", tolerate="already exist")
+    for user, role in ROLES:
+        _airflow(env, "users", "create", "--role", role, "--username", user,
+                 f"--password={_secrets(state)['logins'][user]}", "--email", f"{user}@localhost",
+                 "--firstname", user, "--lastname", "mlpipe", tolerate="already exist")
     _airflow(env, "pools", "set", env["MLPIPE_GPU_POOL"], _setting("MLPIPE_GPU_POOL_SLOTS", "1"), "GPU training slots")
     pids: dict[str, int] = {}
     try:
@@ -194,7 +202,7 @@ def up() -> int:
         down()
         raise
     print(f"cluster up: Airflow http://localhost:{env['AIRFLOW__API__PORT']} (login {admin}, password in "
-          f"{state / 'admin-password'}), MLflow {env['MLFLOW_TRACKING_URI']}, logs {state / 'logs'}")
+          f"{state / 'admin-password'}; a viewer and an operator login in {state / 'logins.json'}), MLflow {env['MLFLOW_TRACKING_URI']}, logs {state / 'logs'}")
     return 0
 
 

@@ -258,3 +258,34 @@ def test_a_monitor_backfill_over_drifted_days_records_would_trigger_and_starts_n
     assert [d["action"] for d in decisions] == ["none", "none", "would-trigger"]
     time.sleep(10)
     assert query("SELECT count(*) FROM dag_run WHERE dag_id = 'train'")[0][0] == 2
+
+
+def _token(base: str, user: str, password: str) -> str:
+    import urllib.request
+
+    request = urllib.request.Request(f"{base}/auth/token", data=json.dumps({"username": user, "password": password})
+                                     .encode(), headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=30).read())["access_token"]
+
+
+def test_a_viewer_cannot_trigger_train_and_an_operator_can(cluster):
+    import urllib.error
+    import urllib.request
+
+    base = f"http://localhost:{cluster['env']['AIRFLOW__API__PORT']}"
+    logins = json.loads((cluster["state"] / "logins.json").read_text())
+    body = json.dumps({"logical_date": None, "conf": {"dry_run": True}}).encode()
+
+    def trigger(user: str):
+        headers = {"Authorization": f"Bearer {_token(base, user, logins[user])}", "Content-Type": "application/json"}
+        request = urllib.request.Request(f"{base}/api/v2/dags/train/dagRuns", data=body, headers=headers)
+        return urllib.request.urlopen(request, timeout=30)
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        trigger("viewer")
+    assert refused.value.code == 403
+    viewer_runs = urllib.request.urlopen(urllib.request.Request(
+        f"{base}/api/v2/dags/train/dagRuns", headers={"Authorization": f"Bearer {_token(base, 'viewer', logins['viewer'])}"}),
+        timeout=30)
+    assert json.loads(viewer_runs.read())["total_entries"] >= 2  # a viewer sees the runs
+    assert trigger("operator").status == 200
