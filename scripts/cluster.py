@@ -4,7 +4,8 @@
     python scripts/cluster.py down    # make cluster-down: stops exactly what `up` started
     eval "$(python scripts/cluster.py env)"   # point the airflow CLI at the cluster
 
-Starts an MLflow tracking server (Postgres backend store, served artifacts), the
+Starts an MLflow tracking server (Postgres backend store, served artifacts, basic-auth:
+every client logs in with the generated ``mlpipe`` login), the
 api-server, scheduler, dag-processor and triggerer, and two Celery workers with distinct
 hostnames: ``<host>-default`` consumes the ``default`` queue, ``<host>-gpu`` only
 ``gpu``. They run CeleryExecutor against the local Postgres (the cluster's two databases
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HOST = socket.gethostname()
 ROLES = (("viewer", "Viewer"), ("operator", "Op"))  # logins besides the admin: FAB's built-in roles
+MLFLOW_USER = "mlpipe"
 
 
 def cluster_dir() -> Path:
@@ -51,23 +53,39 @@ def _setting(name: str, default: str) -> str:
 
 
 def _secrets(state: Path) -> dict:
-    """Keys generated once per cluster directory, never committed (mode 0600)."""
-    path = state / "secrets.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    """Keys and logins generated once per cluster directory, never committed (mode 0600)."""
     from cryptography.fernet import Fernet
 
-    values = {"fernet": Fernet.generate_key().decode(), "jwt": secrets.token_urlsafe(32),
-              "api": secrets.token_urlsafe(32),
-              "admin_password": os.environ.get("MLPIPE_ADMIN_PASSWORD") or secrets.token_urlsafe(12),
-              "logins": {user: secrets.token_urlsafe(12) for user, _ in ROLES}}
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(values))
-    for name, text in (("admin-password", values["admin_password"] + "\n"),
-                       ("logins.json", json.dumps(values["logins"], indent=2))):
-        (state / name).touch(mode=0o600)
-        (state / name).write_text(text)
+    path = state / "secrets.json"
+    values = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {"fernet": lambda: Fernet.generate_key().decode(), "jwt": lambda: secrets.token_urlsafe(32),
+              "api": lambda: secrets.token_urlsafe(32), "mlflow_secret": lambda: secrets.token_urlsafe(32),
+              "mlflow_password": lambda: secrets.token_urlsafe(16),
+              "admin_password": lambda: os.environ.get("MLPIPE_ADMIN_PASSWORD") or secrets.token_urlsafe(12),
+              "logins": lambda: {user: secrets.token_urlsafe(12) for user, _ in ROLES}}
+    missing = {k: make() for k, make in wanted.items() if k not in values}
+    if missing or not path.exists():
+        values.update(missing)
+        _private(path, json.dumps(values))
+        _private(state / "admin-password", values["admin_password"] + "\n")
+        _private(state / "logins.json", json.dumps(values["logins"], indent=2))
     return values
+
+
+def _private(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def _mlflow_auth(state: Path) -> Path:
+    """The MLflow server's basic-auth config: its admin is the login every client uses."""
+    path = state / "mlflow-auth.ini"
+    _private(path, "[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{state / 'mlflow-auth.db'}\n"
+                   f"admin_username = {MLFLOW_USER}\nadmin_password = {_secrets(state)['mlflow_password']}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return path
 
 
 def environment(state: Path) -> dict[str, str]:
@@ -95,6 +113,8 @@ def environment(state: Path) -> dict[str, str]:
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "mlpipe_hostname.hostname",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "plugins"), os.environ.get("PYTHONPATH")])),
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        "MLFLOW_TRACKING_USERNAME": MLFLOW_USER,
+        "MLFLOW_TRACKING_PASSWORD": keys["mlflow_password"],
         "MLPIPE_DATA_ROOT": _setting("MLPIPE_CLUSTER_DATA_ROOT", str(state / "data")),
         "MLPIPE_GPU_QUEUE": "gpu",
         "MLPIPE_GPU_POOL": _setting("MLPIPE_GPU_POOL", "gpu"),
@@ -123,10 +143,13 @@ def services(state: Path, env: dict[str, str]) -> dict[str, tuple[list[str], dic
     mlflow_port = env["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1]
     worker = [str(BIN / "airflow"), "celery", "worker", "--skip-serve-logs", "--without-mingle", "--without-gossip"]
     return {
-        "mlflow": ([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", mlflow_port, "--workers", "1",
+        "mlflow": ([str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+                    "--port", mlflow_port, "--workers", "1",
                     "--backend-store-uri", f"{pg.replace('postgresql://', 'postgresql+psycopg2://', 1)}/{name}_mlflow",
                     "--serve-artifacts", "--artifacts-destination", str(state / "mlflow-artifacts")],
-                   {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),  # GenAI job runners: unused here
+                   {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # GenAI job runners: unused here
+                    "MLFLOW_AUTH_CONFIG_PATH": str(_mlflow_auth(state)),
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": _secrets(state)["mlflow_secret"]}),
         "api-server": ([str(BIN / "airflow"), "api-server", "--port", env["AIRFLOW__API__PORT"]], {}),
         "scheduler": ([str(BIN / "airflow"), "scheduler"], {}),
         "dag-processor": ([str(BIN / "airflow"), "dag-processor"], {}),

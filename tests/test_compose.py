@@ -81,10 +81,13 @@ def test_env_example_names_every_required_variable_with_placeholders_only():
     assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
-def test_mlflow_clients_point_at_the_mlflow_service():
-    assert COMPOSE["x-airflow-common"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+def test_mlflow_clients_point_at_the_mlflow_service_and_log_in():
+    common = COMPOSE["x-airflow-common"]["environment"]
+    assert common["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     server = " ".join(SERVICES["mlflow"]["command"])
     assert "--port 5000" in server and "--serve-artifacts" in server and "postgresql+psycopg2://" in server
+    assert "--app-name basic-auth" in server and "MLFLOW_AUTH_CONFIG_PATH" in server
+    assert common["MLFLOW_TRACKING_PASSWORD"] == SERVICES["mlflow"]["environment"]["MLFLOW_ADMIN_PASSWORD"]
     assert "mlflow:5000" in server  # allowed Host header for the workers' requests
 
 

@@ -83,9 +83,13 @@ def cluster(tmp_path_factory):
     exports = subprocess.run([*script, "env"], env=env, capture_output=True, text=True, check=True).stdout
     cluster_env = {**env, **dict(line[len("export "):].split("=", 1) for line in exports.splitlines())}
     cluster_env = {k: v.strip("'") for k, v in cluster_env.items()}
+    login = {k: cluster_env[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(login)  # this process's MLflow clients log in like the workers
     try:
         yield {"env": cluster_env, "state": work / "state", "pids": pids}
     finally:
+        for key in login:
+            os.environ.pop(key, None)
         down = subprocess.run([*script, "down"], env=env, capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
         left = [name for name, pgid in pids.items() if _group_alive(pgid)]
@@ -170,11 +174,17 @@ def test_backfill_train_and_score_run_on_their_queues(cluster):
 
 
 def test_the_mlflow_server_holds_runs_versions_aliases_and_artifacts(cluster):
+    import urllib.error
+    import urllib.request
+
     from mlflow.artifacts import list_artifacts
     from mlflow.tracking import MlflowClient
 
     uri = cluster["env"]["MLFLOW_TRACKING_URI"]
     assert uri.startswith("http://")
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the server wants a login
+        urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    assert refused.value.code == 401
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("flights")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
