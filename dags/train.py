@@ -19,7 +19,6 @@ from mlpipe_tasks import (
     RETRAIN_URI,
     first_job,
     is_backfill,
-    retrain_request,
     run_step,
     run_tags,
     schedule_dates,
@@ -28,6 +27,7 @@ from mlpipe_tasks import (
     trained,
     training_families,
     training_slots,
+    with_retrain_request,
 )
 
 PARAMS = {
@@ -61,11 +61,8 @@ def train():
     def plan(params=None, logical_date=None, dag_run=None, triggering_asset_events=None) -> list[dict]:
         """One job per variant (mlpipe.records.Job), slowest first."""
         when = logical_date or dag_run.run_after  # a manual or asset-triggered run may have no logical date
-        request = retrain_request(triggering_asset_events)
-        if request:  # train up to the monitored day, not to today
-            params = {**params, "window_end": params.get("window_end") or request["window_end"]}
         return run_step("plan_training", logical_date=when.date(), backfill=is_backfill(dag_run),
-                        trigger=request and request["reason"], **params)
+                        **with_retrain_request(params, triggering_asset_events))
 
     @task
     def select(jobs: list[dict], family: str) -> list[dict]:

@@ -103,6 +103,16 @@ def retrain_request(triggering_asset_events) -> dict | None:
     return dict(events[-1].extra) if events else None
 
 
+def with_retrain_request(params, triggering_asset_events) -> dict:
+    """``plan``'s arguments: the run's Params, and when a retrain request started the run,
+    its reason as ``trigger`` and (unless a Param sets one) its window end: the day after
+    the monitored day, not today."""
+    request = retrain_request(triggering_asset_events)
+    if not request:
+        return {**params}
+    return {**params, "window_end": params.get("window_end") or request["window_end"], "trigger": request["reason"]}
+
+
 def first_job(jobs: list[dict]) -> Job:
     """The first of ``plan``'s jobs: every job of a run shares its window, mode and promote flag."""
     return Job.from_dict(jobs[0])

@@ -124,6 +124,12 @@ def test_a_retrain_request_is_read_from_the_triggering_asset_event_and_tags_the_
     events = {Asset("mlpipe://features"): [other], Asset(RETRAIN_URI): [SimpleNamespace(extra={"reason": "old"}), event]}
     assert retrain_request(events) == event.extra
     assert retrain_request({Asset("mlpipe://features"): [other]}) is None and retrain_request(None) is None
+    from mlpipe_tasks import with_retrain_request
+
+    params = {"window_end": None, "dry_run": False}
+    assert with_retrain_request(params, events) == {**params, "window_end": "2013-10-09", "trigger": event.extra["reason"]}
+    assert with_retrain_request({**params, "window_end": "2013-09-01"}, events)["window_end"] == "2013-09-01"
+    assert with_retrain_request(params, None) == params
     dag_run = SimpleNamespace(dag_id="train", run_id="r1", run_type="asset_triggered")
     window = Window(*(dt.date(2013, 1, d) for d in (1, 20, 31)))
     job = Job("hgb", "sklearn", window, "live", True, trigger=event.extra["reason"])
