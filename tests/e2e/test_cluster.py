@@ -218,7 +218,12 @@ def test_backfill_train_and_score_run_on_their_queues(cluster, alerts):
     assert wait_runs("score", 1) == ["success"]
 
     host = socket.gethostname()
-    tis = query("SELECT dag_id, task_id, map_index, state, queue, hostname, rendered_map_index FROM task_instance")
+    everything = query("SELECT ti.dag_id, ti.task_id, ti.map_index, ti.state, ti.queue, ti.hostname, "
+                       "ti.rendered_map_index, dr.data_interval_start::date FROM task_instance ti JOIN dag_run dr "
+                       "ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id")
+    bad = {(t, state) for d, t, _, state, *_, day in everything if d == "ingest" and day == BAD_DAY}
+    assert bad == {("extract", "success"), ("validate", "failed"), ("build_features", "upstream_failed")}
+    tis = [row[:7] for row in everything if not (row[0] == "ingest" and row[7] == BAD_DAY)]
     assert tis and all(state == "success" for _, _, _, state, *_ in tis if state != "skipped")
     on_gpu = {(d, t, m) for d, t, m, _, queue, hostname, _ in tis if queue == "gpu" and hostname == f"{host}-gpu"}
     on_default = {(d, t, m) for d, t, m, _, queue, hostname, _ in tis
