@@ -263,8 +263,8 @@ def test_the_mlflow_server_holds_runs_versions_aliases_and_artifacts(cluster):
     assert not (ROOT / "mlflow" / "artifacts" / experiment.experiment_id).exists()
 
 
-DRIFTED = [dt.date(2013, 1, d) for d in (12, 13, 14, 15)]  # no predictions on 9-11: the streak starts on 12
-BACKFILLED = [dt.date(2013, 1, d) for d in (25, 26, 27)]
+DRIFTED = [dt.date(2013, 1, d) for d in (16, 17, 18, 19)]  # past the first train's cooldown; none scored on 15
+BACKFILLED = [dt.date(2013, 1, d) for d in (27, 28, 29)]
 
 
 def _store(cluster):
