@@ -35,14 +35,9 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
 
     spec, store = ctx.spec, ctx.store
     registry.connect(ctx.settings, spec.name)
-    current, version = _current(ctx, day)
-    reference = registry.reference_of(spec.registered_model, version, _reference_dir(ctx, version))
-    if reference is None:
-        raise MlpipeError(f"version {version} of {spec.registered_model!r} has no monitoring reference "
-                          f"(trained before references were logged): retrain to monitor it")
-    drift, html = drift_report(spec, *reference, current)
+    drift, html, version, rows = _measure(ctx, day)
     quality = live_quality(ctx, day - dt.timedelta(days=spec.monitoring.label_delay_days))
-    summary = {"day": str(day), "model_version": version, "rows": len(current), **drift, "quality": quality}
+    summary = {"day": str(day), "model_version": version, "rows": rows, **drift, "quality": quality}
     summary["decision"] = retrain_decision(ctx, day, summary, backfill, train_in_flight)
     page = store.report_path(KIND, day).with_suffix(".html")
     page.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +47,21 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
     registry.log_monitoring(spec.name, summary, html)
     _log(summary)
     return summary
+
+
+def _measure(ctx: Context, day: dt.date) -> tuple[dict, str, str, int]:
+    """The day's drift against the reference of the version that scored it:
+    (summary, report HTML, version, rows compared)."""
+    from mlpipe import registry
+
+    spec = ctx.spec
+    current, version = _current(ctx, day)
+    reference = registry.reference_of(spec.registered_model, version, _reference_dir(ctx, version))
+    if reference is None:
+        raise MlpipeError(f"version {version} of {spec.registered_model!r} has no monitoring reference "
+                          f"(trained before references were logged): retrain to monitor it")
+    drift, html = drift_report(spec, *reference, current)
+    return drift, html, version, len(current)
 
 
 def _reference_dir(ctx: Context, version: str):
@@ -117,7 +127,7 @@ def _drift_summary(result: dict, columns: list[str]) -> dict:
         elif params.get("type", "").endswith("DriftedColumnsCount"):
             dataset_drift = test["status"] == "FAIL"
     prediction = drifts.pop(SCORE)
-    drifted = sorted((c for c in columns if drifts[c]["drifted"]), key=lambda c: c)
+    drifted = sorted(c for c in columns if drifts[c]["drifted"])
     return {"columns": drifts, "drifted_columns": drifted, "drift_share": share, "dataset_drift": dataset_drift,
             "prediction_drift": prediction}
 
@@ -192,16 +202,15 @@ def _drift_streak(ctx: Context, day: dt.date, today: bool) -> int:
 
 
 def _drifted(ctx: Context, day: dt.date) -> bool:
-    from mlpipe import registry
-
     path = ctx.store.report_path(KIND, day)
     if path.exists():
         return bool(json.loads(path.read_text()).get("dataset_drift"))
     if not ctx.store.exists("predictions", day):
         return False
-    current, version = _current(ctx, day)
-    reference = registry.reference_of(ctx.spec.registered_model, version, _reference_dir(ctx, version))
-    return reference is not None and drift_report(ctx.spec, *reference, current)[0]["dataset_drift"]
+    try:
+        return bool(_measure(ctx, day)[0]["dataset_drift"])
+    except MlpipeError:  # scored by a version without a reference: no evidence of drift
+        return False
 
 
 def _guardrail(ctx: Context, day: dt.date, train_in_flight: bool) -> str | None:
