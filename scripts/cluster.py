@@ -196,7 +196,7 @@ def _workers_answer(env: dict[str, str]) -> bool:
 
 def up() -> int:
     state = cluster_dir()
-    if (state / "pids.json").exists() and any(_alive(p) for p in json.loads((state / "pids.json").read_text()).values()):
+    if (state / "pids.json").exists() and any(map(group_alive, json.loads((state / "pids.json").read_text()).values())):
         raise SystemExit(f"a cluster from {state} is running: python scripts/cluster.py down first")
     (state / "logs").mkdir(parents=True, exist_ok=True)
     env = environment(state)
@@ -232,14 +232,6 @@ def up() -> int:
     return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 def down() -> int:
     """Stop the process groups `up` started (SIGTERM, then SIGKILL after 30 s)."""
     path = cluster_dir() / "pids.json"
@@ -250,7 +242,7 @@ def down() -> int:
     for pid in pids.values():
         _signal_group(pid, signal.SIGTERM)
     deadline = time.time() + 30
-    while any(_group_alive(p) for p in pids.values()) and time.time() < deadline:
+    while any(map(group_alive, pids.values())) and time.time() < deadline:
         time.sleep(0.5)
     for pid in pids.values():
         _signal_group(pid, signal.SIGKILL)
@@ -259,19 +251,17 @@ def down() -> int:
     return 0
 
 
-def _signal_group(pgid: int, sig: int) -> None:
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group (each service leads its own); whether it exists."""
     try:
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
         return True
     except ProcessLookupError:
         return False
+
+
+def group_alive(pgid: int) -> bool:
+    return _signal_group(pgid, 0)
 
 
 def main() -> int:

@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="mlpipe-tests-"))
 
@@ -23,3 +25,51 @@ os.environ.update({
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 })
 os.environ.pop("MLPIPE_SPEC", None)
+
+
+def _serve_webhook():
+    """A webhook on 127.0.0.1 that collects the JSON bodies posted to it; a context
+    manager yielding {"url", "received"}."""
+    import contextlib
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    @contextlib.contextmanager
+    def serve():
+        received: list[dict] = []
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = HTTPServer(("127.0.0.1", 0), Hook)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield {"url": f"http://127.0.0.1:{server.server_port}/hook", "received": received}
+        finally:
+            server.shutdown()
+
+    return serve()
+
+
+@pytest.fixture(scope="session")
+def serve_webhook():
+    """``with serve_webhook() as hook:`` a local webhook (usable from fixtures of any scope)."""
+    return _serve_webhook
+
+
+@pytest.fixture(scope="session")
+def cluster_script():
+    """scripts/cluster.py loaded as a module."""
+    import importlib.util
+
+    loaded = importlib.util.spec_from_file_location("cluster", ROOT / "scripts" / "cluster.py")
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    return module

@@ -123,12 +123,8 @@ def test_docker_compose_accepts_the_file_and_refuses_missing_secrets(tmp_path):
     assert refused.returncode != 0 and "in .env" in refused.stderr
 
 
-def test_make_cluster_runs_the_same_settings_as_the_compose_file(tmp_path, monkeypatch):
-    import importlib.util
-
-    loaded = importlib.util.spec_from_file_location("cluster", ROOT / "scripts/cluster.py")
-    cluster = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(cluster)
+def test_make_cluster_runs_the_same_settings_as_the_compose_file(tmp_path, monkeypatch, cluster_script):
+    cluster = cluster_script
     monkeypatch.delenv("MLPIPE_ADMIN_PASSWORD", raising=False)
     env = cluster.environment(tmp_path)
     common = COMPOSE["x-airflow-common"]["environment"]

@@ -90,30 +90,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def alerts():
+def alerts(serve_webhook):
     """A webhook on 127.0.0.1 collecting the alerts the cluster sends."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"url": f"http://127.0.0.1:{server.server_port}/hook", "received": received}
-    server.shutdown()
+    with serve_webhook() as hook:
+        yield hook
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, alerts):
+def cluster(tmp_path_factory, alerts, cluster_script):
     work = tmp_path_factory.mktemp("cluster")
     redis_db = 13
     _reset_services(redis_db)
@@ -137,16 +121,8 @@ def cluster(tmp_path_factory, alerts):
             os.environ.pop(key, None)
         down = subprocess.run([*script, "down"], env=env, capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
-        left = [name for name, pgid in pids.items() if _group_alive(pgid)]
+        left = [name for name, pgid in pids.items() if cluster_script.group_alive(pgid)]
         assert left == [], f"still running after cluster down: {left}"
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def airflow(cluster, *args: str) -> str:

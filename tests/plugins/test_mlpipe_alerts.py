@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,25 +29,11 @@ def test_the_webhook_url_comes_from_the_connection():
 
 
 @pytest.fixture
-def webhook(monkeypatch):
-    received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/hook"
-    monkeypatch.setattr(mlpipe_alerts, "_connection", lambda conn_id: _conn(host=url) if conn_id == "mlpipe_alerts"
-                        else None)
-    yield received
-    server.shutdown()
+def webhook(monkeypatch, serve_webhook):
+    with serve_webhook() as hook:
+        monkeypatch.setattr(mlpipe_alerts, "_connection", lambda conn_id: _conn(host=hook["url"])
+                            if conn_id == "mlpipe_alerts" else None)
+        yield hook["received"]
 
 
 def test_a_validation_failure_alert_names_column_rule_rows_and_report(webhook):
