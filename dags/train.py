@@ -22,6 +22,7 @@ from mlpipe_tasks import (
     run_step,
     run_tags,
     schedule_dates,
+    spec_execution,
     task_defaults,
     timeout,
     trained,
@@ -54,7 +55,8 @@ SCHEDULE = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timez
 
 
 @dag(schedule=SCHEDULE, **schedule_dates(extra_days=8), catchup=False,
-     max_active_runs=1, max_active_tasks=training_slots(), default_args=task_defaults("evaluate"), params=PARAMS,
+     max_active_runs=spec_execution()["max_active_train_runs"], max_active_tasks=training_slots(),
+     default_args=task_defaults("evaluate"), params=PARAMS,
      tags=["mlpipe", "train"], doc_md=__doc__)
 def train():
     @task

@@ -36,10 +36,11 @@ class TrainVariantOperator(BaseOperator):
         self.cpus = cpus
 
     def execute(self, context):
-        dag_run, job = context["dag_run"], Job.from_dict(self.job)
+        dag_run, ti, job = context["dag_run"], context["ti"], Job.from_dict(self.job)
         context["variant"] = job.variant
         return run_step("train_variant", job=job, n_threads=self.cpus,  # None: MLPIPE_TASK_CPUS
                         run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id,
+                                  "airflow.task_id": ti.task_id, "airflow.try_number": str(ti.try_number),
                                   "airflow.queue": self.queue, "airflow.pool": self.pool})
 
 

@@ -93,7 +93,32 @@ def candidate_run(experiment_id: str, variant: str, backend: str, tags: dict[str
     """An MLflow run for one candidate (a variant or the ensemble); yields its run id."""
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{variant}") as run:
         mlflow.set_tags({**tags, "mlpipe.step": "train", "mlpipe.variant": variant, "mlpipe.backend": backend})
+        retire_earlier_attempts(experiment_id, variant, tags, run.info.run_id)
         yield run.info.run_id
+
+
+def retire_earlier_attempts(experiment_id: str, variant: str, tags: dict[str, str], current: str) -> list[str]:
+    """Clean up after earlier tries of this Airflow run's candidate that did not finish
+    (a killed worker, a timeout): their runs end KILLED and any version registered from
+    them is deleted (unless an alias points at it), so only the attempt that returns a
+    candidate leaves one. Returns the deleted versions."""
+    if not tags.get("airflow.run_id"):
+        return []
+    client, deleted = MlflowClient(), []
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in (("airflow.dag_id", tags.get("airflow.dag_id", "")),
+                         ("airflow.run_id", tags["airflow.run_id"]), ("mlpipe.step", "train"),
+                         ("mlpipe.variant", variant)))
+    for run in client.search_runs([experiment_id], query):
+        if run.info.run_id == current or run.info.status == "FINISHED":
+            continue
+        for version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            if not version.aliases:
+                client.delete_model_version(version.name, version.version)
+                deleted.append(str(version.version))
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "KILLED")
+        client.set_tag(run.info.run_id, "mlpipe.superseded_by", current)
+    return deleted
 
 
 def log_candidate(run_id: str, variant: str, model, example: pd.DataFrame, metrics: dict[str, float],

@@ -254,11 +254,14 @@ class TimeoutSpec(_Model):
 class ExecutionSpec(_Model):
     """Where GPU-capable training runs (Airflow queue and pool names), how many training
     tasks of one train run may run at once (default: the host's cores divided by the
-    threads each task uses, so tasks never time-slice a core), and task timeouts."""
+    threads each task uses, so tasks never time-slice a core), how many train runs may
+    be in flight at once (promotion stays safe with more: commits are serialised and
+    re-decided against a champion that moved meanwhile), and task timeouts."""
 
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
     training_slots: int | None = Field(None, ge=1)
+    max_active_train_runs: int = Field(1, ge=1)
     timeouts: TimeoutSpec = TimeoutSpec()
 
 

@@ -4,6 +4,7 @@ predict, champion alias."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import mlflow
 import numpy as np
@@ -85,3 +86,41 @@ def test_recent_fit_seconds_keeps_each_variants_latest_train_run(mlflow_store):
         mlflow.set_tags({"mlpipe.step": "train", "mlpipe.variant": "c"})
 
     assert registry.recent_fit_seconds(experiment) == {"a": 2.0, "b": 1.0}
+
+
+def test_a_new_attempt_retires_an_unfinished_earlier_one_and_its_version(mlflow_store, spec, model_frame):
+    """A killed try leaves its run RUNNING, maybe with a registered version: the retry
+    ends that run KILLED and deletes the version; finished tries and other runs are kept."""
+    from mlflow import MlflowClient
+
+    experiment = mlflow.get_experiment_by_name("toy").experiment_id
+    bundle = ModelBundle.train(spec, spec.variants[0], model_frame)
+    tags = {"airflow.dag_id": "train", "airflow.run_id": "manual__1"}
+
+    def died(run_tags):
+        """A try that registered its version and died before ending its run (MLflow's
+        active run is per thread: the thread leaves it RUNNING)."""
+        made = {}
+
+        def attempt():
+            run = mlflow.start_run(experiment_id=experiment)
+            mlflow.set_tags({**run_tags, "mlpipe.step": "train", "mlpipe.variant": "v"})
+            info, _ = registry.log_bundle(bundle, model_frame.head(50), "toy")
+            made.update(run=run.info.run_id, version=str(info.registered_model_version))
+
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join()
+        return made["run"], made["version"]
+
+    killed, killed_version = died(tags)
+    other_run, other_version = died({**tags, "airflow.run_id": "manual__2"})
+    with registry.candidate_run(experiment, "v", "sklearn_logreg", tags) as retry:
+        pass
+
+    client = MlflowClient()
+    assert client.get_run(killed).info.status == "KILLED"
+    assert client.get_run(killed).data.tags["mlpipe.superseded_by"] == retry
+    assert {str(v.version) for v in client.search_model_versions("name = 'toy'")} == {other_version}
+    assert killed_version != other_version
+    assert client.get_run(other_run).info.status == "RUNNING"
