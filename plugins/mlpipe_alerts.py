@@ -108,7 +108,8 @@ def validation_alert(exc, day) -> dict:
 
 def alert_for(step: str, result) -> dict | None:
     """The alert a step's result calls for: a promotion, a rollback, a fallback model."""
-    if step in ("evaluate_and_promote", "rollback") and isinstance(result, dict) and result.get("moved"):
+    if step in ("evaluate_and_promote", "rollback") and isinstance(result, dict) and result.get("moved") \
+            and not result.get("replayed"):  # a retry returning the recorded decision alerted the first time
         kind = "promotion" if step == "evaluate_and_promote" else "rollback"
         return send(kind, {"model": result.get("model"), "from_version": result.get("champion_before"),
                            "to_version": result.get("champion_after"), "reason": result.get("reason"),

@@ -3,6 +3,7 @@
     python scripts/cluster.py up      # make cluster
     python scripts/cluster.py down    # make cluster-down: stops exactly what `up` started
     eval "$(python scripts/cluster.py env)"   # point the airflow CLI at the cluster
+    python scripts/cluster.py stop mlflow     # stop / start one service (a restart, an outage drill)
 
 Starts an MLflow tracking server (Postgres backend store, served artifacts, basic-auth:
 every client logs in with the generated ``mlpipe`` login), the
@@ -198,6 +199,7 @@ def up() -> int:
     state = cluster_dir()
     if (state / "pids.json").exists() and any(map(group_alive, json.loads((state / "pids.json").read_text()).values())):
         raise SystemExit(f"a cluster from {state} is running: python scripts/cluster.py down first")
+    (state / "pids.json").unlink(missing_ok=True)  # stale: nothing of it runs
     (state / "logs").mkdir(parents=True, exist_ok=True)
     env = environment(state)
     name = _setting("MLPIPE_CLUSTER_NAME", "mlpipe")
@@ -212,16 +214,9 @@ def up() -> int:
                  f"--password={_secrets(state)['logins'][user]}", "--email", f"{user}@localhost",
                  "--firstname", user, "--lastname", "mlpipe", tolerate="already exist")
     _airflow(env, "pools", "set", env["MLPIPE_GPU_POOL"], _setting("MLPIPE_GPU_POOL_SLOTS", "1"), "GPU training slots")
-    pids: dict[str, int] = {}
     try:
-        for service, (command, extra) in services(state, env).items():
-            log = open(state / "logs" / f"{service}.log", "ab")
-            proc = subprocess.Popen(command, env={**os.environ, **env, **extra}, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd=ROOT)
-            pids[service] = proc.pid
-            (state / "pids.json").write_text(json.dumps(pids))
-            if service == "mlflow":
-                _wait("mlflow", lambda: _answers(f"{env['MLFLOW_TRACKING_URI']}/health"))
+        for service in services(state, env):
+            start(service)
         _wait("api-server", lambda: _answers(f"http://localhost:{env['AIRFLOW__API__PORT']}/api/v2/version"))
         _wait("celery workers", lambda: _workers_answer(env))
     except BaseException:
@@ -232,6 +227,47 @@ def up() -> int:
     return 0
 
 
+def _pids() -> dict[str, int]:
+    path = cluster_dir() / "pids.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def start(service: str) -> int:
+    """Start one service (each leads its own process group) and record its pid."""
+    state = cluster_dir()
+    env = environment(state)
+    command, extra = services(state, env)[service]
+    pids = _pids()
+    if service in pids and group_alive(pids[service]):
+        raise SystemExit(f"{service} is running (pid {pids[service]})")
+    with open(state / "logs" / f"{service}.log", "ab") as log:
+        proc = subprocess.Popen(command, env={**os.environ, **env, **extra}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=ROOT)
+    (state / "pids.json").write_text(json.dumps({**pids, service: proc.pid}))
+    if service == "mlflow":
+        _wait("mlflow", lambda: _answers(f"{env['MLFLOW_TRACKING_URI']}/health"))
+    return 0
+
+
+def stop(service: str) -> int:
+    """Stop one service's process group (SIGTERM, then SIGKILL after 30 s)."""
+    pids = _pids()
+    if service not in pids:
+        raise SystemExit(f"{service} was not started from {cluster_dir()}")
+    _stop_groups([pids[service]])
+    return 0
+
+
+def _stop_groups(pgids: list[int]) -> None:
+    for pid in pgids:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.time() + 30
+    while any(map(group_alive, pgids)) and time.time() < deadline:
+        time.sleep(0.5)
+    for pid in pgids:
+        _signal_group(pid, signal.SIGKILL)
+
+
 def down() -> int:
     """Stop the process groups `up` started (SIGTERM, then SIGKILL after 30 s)."""
     path = cluster_dir() / "pids.json"
@@ -239,13 +275,7 @@ def down() -> int:
         print("no cluster running")
         return 0
     pids = json.loads(path.read_text())
-    for pid in pids.values():
-        _signal_group(pid, signal.SIGTERM)
-    deadline = time.time() + 30
-    while any(map(group_alive, pids.values())) and time.time() < deadline:
-        time.sleep(0.5)
-    for pid in pids.values():
-        _signal_group(pid, signal.SIGKILL)
+    _stop_groups(list(pids.values()))
     path.unlink()
     print(f"cluster down: stopped {', '.join(pids)}")
     return 0
@@ -266,8 +296,14 @@ def group_alive(pgid: int) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "env"])
-    command = parser.parse_args().command
+    parser.add_argument("command", choices=["up", "down", "env", "start", "stop"])
+    parser.add_argument("service", nargs="?", help="start / stop: one service (mlflow, scheduler, worker-gpu, ...)")
+    args = parser.parse_args()
+    command = args.command
+    if command in ("start", "stop"):
+        if not args.service:
+            parser.error(f"{command} needs a service name")
+        return (start if command == "start" else stop)(args.service)
     if command == "env":
         state = cluster_dir()
         state.mkdir(parents=True, exist_ok=True)

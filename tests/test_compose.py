@@ -137,3 +137,30 @@ def test_make_cluster_runs_the_same_settings_as_the_compose_file(tmp_path, monke
     assert workers["worker-gpu"][0][workers["worker-gpu"][0].index("--queues") + 1] == "gpu"
     assert workers["worker-default"][0][workers["worker-default"][0].index("--queues") + 1] == "default"
     assert workers["worker-gpu"][1]["MLPIPE_HOSTNAME"] != workers["worker-default"][1]["MLPIPE_HOSTNAME"]
+
+
+def test_airflow_init_creates_a_viewer_and_an_operator_login_once(tmp_path):
+    """The init script, run by bash with the image's commands stubbed: the two logins
+    get FAB's Viewer and Op roles; a second run (users exist) still succeeds."""
+    init = SERVICES["airflow-init"]
+    script = init["command"][1].replace("$$", "$")
+    stubs = f'''
+        calls={tmp_path / "calls"}
+        chown() {{ :; }}
+        /entrypoint() {{ echo "entrypoint $*" >> "$calls"; }}
+        airflow() {{ echo "airflow $*" >> "$calls"; if grep -q -- "--username $5 " {tmp_path / "made"} 2>/dev/null; then
+            echo "user $5 already exist in the db"; return 1; fi; echo "--username $5 " >> {tmp_path / "made"}; }}
+    '''
+    env = {"PATH": "/usr/bin:/bin", "MLPIPE_GPU_POOL": "gpu", "MLPIPE_GPU_POOL_SLOTS": "1",
+           "AIRFLOW_VIEWER_USER": "viewer", "AIRFLOW_VIEWER_PASSWORD": "v-secret",
+           "AIRFLOW_OPERATOR_USER": "operator", "AIRFLOW_OPERATOR_PASSWORD": "o-secret"}
+    for _ in range(2):
+        done = subprocess.run(["bash", "-c", stubs + script], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0] == "entrypoint airflow pools set gpu 1 GPU training slots"
+    assert "airflow users create --role Viewer --username viewer --password v-secret" in calls[1]
+    assert "airflow users create --role Op --username operator --password o-secret" in calls[2]
+    assert len(calls) == 6
+    assert {"AIRFLOW_VIEWER_PASSWORD", "AIRFLOW_OPERATOR_PASSWORD"} <= REQUIRED
+    assert init["environment"]["_AIRFLOW_WWW_USER_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")

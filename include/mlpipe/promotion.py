@@ -55,7 +55,8 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
 
     Aliases move in ``live`` mode; ``dry_run`` and ``backfill`` record what would have
     been promoted. ``promote=True`` lets a backfill move them (recorded as a backfill);
-    a dry run never does. A retried task returns the decision its run already recorded.
+    a dry run never does. A retried task returns the decision its run already recorded
+    (``replayed``: true, so it alerts no second time).
     """
     from mlpipe import registry
 
@@ -69,6 +70,7 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
     experiment = registry.connect(ctx.settings, ctx.spec.name)
     scores = score_models({c.variant: c.model_uri for c in candidates}, holdout)
     entry = _recorded(ctx, run_tags)  # a retry of a run whose decision is in the ledger: never decide twice
+    replayed = entry is not None
     if entry is None:
         may_move = mode != "dry_run" and (mode == "live" if promote is None else promote)
         draft = LedgerEntry(kind="train", pipeline=ctx.spec.name, model=name, mode=mode, decision="keep", reason="",
@@ -81,7 +83,8 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
         registry.tag_version(name, entry.champion_after, {"mlpipe.promoted_by": entry.run_id or "",
                                                           "mlpipe.ledger_seq": str(entry.seq),
                                                           "mlpipe.reason": entry.reason[:5000]})
-    return {**entry.to_dict(), "report": str(_report(ctx, entry, y, scores, experiment, run_tags))}
+    return {**entry.to_dict(), "report": str(_report(ctx, entry, y, scores, experiment, run_tags)),
+            "replayed": replayed}
 
 
 def _decide_and_commit(ctx: Context, holdout, y: np.ndarray, scores: dict[str, np.ndarray],

