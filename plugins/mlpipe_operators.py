@@ -40,7 +40,8 @@ class TrainVariantOperator(BaseOperator):
         context["variant"] = job.variant
         return run_step("train_variant", job=job, n_threads=self.cpus,  # None: MLPIPE_TASK_CPUS
                         run_tags={"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id,
-                                  "airflow.task_id": ti.task_id, "airflow.try_number": str(ti.try_number),
+                                  "airflow.task_id": ti.task_id, "airflow.map_index": str(ti.map_index),
+                                  "airflow.try_number": str(ti.try_number),
                                   "airflow.queue": self.queue, "airflow.pool": self.pool})
 
 

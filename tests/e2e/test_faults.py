@@ -93,11 +93,13 @@ def _running_try(cluster, run_id: str, variant: str, timeout: float = 300) -> in
     deadline, client = time.time() + timeout, cluster.mlflow()
     experiment = client.get_experiment_by_name("flights").experiment_id
     while time.time() < deadline:
-        rows = cluster.query("SELECT pid FROM task_instance WHERE dag_id = 'train' AND run_id = %s AND "
-                             "rendered_map_index = %s AND state = 'running' AND try_number = 1", run_id, variant)
         started = client.search_runs([experiment], f"tags.`airflow.run_id` = '{run_id}' and "
                                                    f"tags.`mlpipe.variant` = '{variant}'")
-        if rows and rows[0][0] and started:
+        rows = started and cluster.query(
+            "SELECT pid FROM task_instance WHERE dag_id = 'train' AND run_id = %s AND task_id = %s AND map_index = %s "
+            "AND state = 'running' AND try_number = 1", run_id, started[0].data.tags["airflow.task_id"],
+            int(started[0].data.tags["airflow.map_index"]))
+        if rows and rows[0][0]:
             return rows[0][0]
         time.sleep(0.2)
     raise AssertionError(f"{variant}'s training never started in {run_id}")
@@ -123,7 +125,7 @@ def test_a_killed_fit_and_an_mlflow_outage_during_evaluate_leave_one_decision(cl
     assert cluster.wait_runs("train", 3) == ["success"] * 3
 
     (tries,) = cluster.query("SELECT try_number FROM task_instance WHERE dag_id = 'train' AND run_id = %s AND "
-                             "rendered_map_index = %s", run_id, SLOW)
+                             "rendered_map_index = %s AND state = 'success'", run_id, SLOW)
     assert tries == (2,)  # the killed try failed and the retry succeeded
     (entry,) = [e for e in _entries(cluster) if e.run_id == run_id]
     assert len(_entries(cluster)) == 3
