@@ -70,6 +70,29 @@ def append(store: Store, entry: LedgerEntry) -> LedgerEntry:
         Path(tmp).unlink(missing_ok=True)
 
 
+def write_pending(store: Store, entry: LedgerEntry, moves: list[tuple[str, str | None, str | None]]) -> None:
+    """Record a commit's intent before it moves any alias: the entry it will append and
+    its moves ``(alias, new, old)``. A commit cut short (its process killed, the tracking
+    server gone while undoing) leaves it behind for the next commit to complete."""
+    folder = ledger_dir(store)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".pending.tmp"
+    tmp.write_text(json.dumps({"entry": entry.to_dict(), "moves": moves}, default=str))
+    os.replace(tmp, folder / "pending.json")
+
+
+def pending(store: Store) -> tuple[LedgerEntry, list[tuple[str, str | None, str | None]]] | None:
+    path = ledger_dir(store) / "pending.json"
+    if not path.exists():
+        return None
+    found = json.loads(path.read_text())
+    return LedgerEntry.from_dict(found["entry"]), [tuple(m) for m in found["moves"]]
+
+
+def clear_pending(store: Store) -> None:
+    (ledger_dir(store) / "pending.json").unlink(missing_ok=True)
+
+
 def previous_champion(store: Store, current: str | None) -> str | None:
     """The version that was champion before ``current`` was promoted by a train run.
 

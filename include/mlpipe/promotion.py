@@ -5,8 +5,9 @@ appends the ledger entry. ``rollback`` re-points ``champion`` by hand.
 Only the commit holds the pipeline's ledger lock. It first checks that the aliases are
 where they were when the champion was scored; if another run moved them meanwhile, the
 new champion is scored and the decision taken again, so two train runs cannot both move
-``champion`` and each compares against the champion it actually replaces. If writing
-the ledger entry fails, the alias moves are undone.
+``champion`` and each compares against the champion it actually replaces. A commit
+records its intent first; if it fails part-way the moves are undone, and if they cannot
+be (the tracking server is down) the next commit completes it from the intent.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def _decide_and_commit(ctx: Context, holdout, y: np.ndarray, scores: dict[str, n
         scored = {**scores, **({CHAMPION_KEY: champion_scores} if champion_scores is not None else {})}
         decision = assess(ctx.spec, y, scored, champion_error)
         with ledger.locked(ctx.store):
+            recover(ctx)
             recorded = _recorded(ctx, run_tags)
             if recorded is not None:
                 return recorded, scores
@@ -122,64 +124,127 @@ def _recorded(ctx: Context, run_tags: dict[str, str]) -> LedgerEntry | None:
 def commit(ctx: Context, decision: Decision, seen: Aliases, candidates: list[Candidate], may_move: bool,
            draft: LedgerEntry) -> LedgerEntry:
     """Move the aliases as ``decision`` says (when ``may_move``) and append the ledger
-    entry completed from ``draft`` (what the run knew before deciding); undo the moves
-    if the entry cannot be written.
+    entry completed from ``draft`` (what the run knew before deciding).
+
+    The entry and its moves are written as the ledger's pending intent first: if the
+    moves fail they are undone, and if even that fails (the tracking server is gone) the
+    next commit completes them from the intent (:func:`recover`), so aliases never stay
+    moved without the entry that explains them.
     The caller holds the ledger lock and has checked the aliases are still ``seen``."""
-    from mlpipe import registry
-
-    gate, by_name = ctx.spec.gate, {c.variant: c for c in candidates}
+    by_name = {c.variant: c for c in candidates}
     moves = Moves(seen.champion, seen.challenger)
+    planned = _planned(decision, by_name, seen) if may_move else []
+    ledger.write_pending(ctx.store, _entry(ctx, draft, decision, by_name, seen, planned), planned)
     try:
-        if may_move:
-            _move_aliases(draft.model, decision, by_name, seen, moves)
-        moved = any(alias == registry.CHAMPION for alias, _, _ in moves.done)
-        label = "promote" if moved else ("would-promote" if decision.promote and not moves.note else "keep")
-        outcomes = {n: {"version": by_name[n].version, "run_id": by_name[n].run_id, "backend": by_name[n].backend,
-                        "sha256": by_name[n].sha256, "metrics": decision.candidates[n],
-                        **({"members": by_name[n].members} if by_name[n].members is not None else {})}
-                    for n in decision.candidates}
-        return ledger.append(ctx.store, dataclasses.replace(
-            draft, decision=label, reason=decision.reason + moves.note, moved=moved, metric=gate.metric,
-            margin=gate.min_improvement, confidence=gate.bootstrap.confidence, winner=decision.winner,
-            would_promote=decision.promote, champion_before=seen.champion, champion_after=moves.champion,
-            challenger_before=seen.challenger, challenger_after=moves.challenger,
-            champion_metrics=decision.champion, candidates=outcomes, intervals=decision.intervals,
-            ineligible=decision.ineligible))
+        _move_aliases(draft.model, planned, moves)
+        entry = ledger.append(ctx.store, _entry(ctx, draft, decision, by_name, seen, moves.done, moves.note))
     except BaseException:  # nothing half-done: alias moves without their ledger entry are undone
-        _undo(draft.model, moves.done)
+        if _undo(draft.model, moves.done):
+            ledger.clear_pending(ctx.store)
         raise
+    ledger.clear_pending(ctx.store)
+    return entry
 
 
-def _move_aliases(name: str, decision: Decision, by_name: dict[str, Candidate], seen: Aliases, moves: Moves) -> None:
-    """Champion to the winner if it won, challenger to the runner-up (cleared if none)."""
+def _entry(ctx: Context, draft: LedgerEntry, decision: Decision, by_name: dict[str, Candidate], seen: Aliases,
+           moves: list[tuple[str, str | None, str | None]], note: str = "") -> LedgerEntry:
+    """``draft`` completed with the decision and the alias moves ``(alias, new, old)``."""
     from mlpipe import registry
 
+    gate, after = ctx.spec.gate, {alias: new for alias, new, _ in moves}
+    moved = registry.CHAMPION in after
+    label = "promote" if moved else ("would-promote" if decision.promote and not note else "keep")
+    outcomes = {n: {"version": by_name[n].version, "run_id": by_name[n].run_id, "backend": by_name[n].backend,
+                    "sha256": by_name[n].sha256, "metrics": decision.candidates[n],
+                    **({"members": by_name[n].members} if by_name[n].members is not None else {})}
+                for n in decision.candidates}
+    return dataclasses.replace(
+        draft, decision=label, reason=decision.reason + note, moved=moved, metric=gate.metric,
+        margin=gate.min_improvement, confidence=gate.bootstrap.confidence, winner=decision.winner,
+        would_promote=decision.promote, champion_before=seen.champion,
+        champion_after=after.get(registry.CHAMPION, seen.champion), challenger_before=seen.challenger,
+        challenger_after=after.get(registry.CHALLENGER, seen.challenger), champion_metrics=decision.champion,
+        candidates=outcomes, intervals=decision.intervals, ineligible=decision.ineligible)
+
+
+def _planned(decision: Decision, by_name: dict[str, Candidate], seen: Aliases) -> list[tuple[str, str | None, str | None]]:
+    """The alias moves ``(alias, new, old)`` a decision asks for: champion to the winner
+    if it won, challenger to the runner-up (cleared if none)."""
+    from mlpipe import registry
+
+    planned, champion = [], seen.champion
     winner, runner_up = by_name.get(decision.winner), by_name.get(decision.challenger)
     if decision.promote and winner and winner.version:
+        planned.append((registry.CHAMPION, winner.version, seen.champion))
+        champion = winner.version
+    wanted = runner_up.version if runner_up and runner_up.version != champion else None
+    if wanted != seen.challenger:
+        planned.append((registry.CHALLENGER, wanted, seen.challenger))
+    return planned
+
+
+def _move_aliases(name: str, planned: list[tuple[str, str | None, str | None]], moves: Moves) -> None:
+    """Make the planned moves, recording each in ``moves``; a champion moved outside the
+    lock (by hand) is recorded, not fought, and the challenger then follows the champion
+    actually in place."""
+    from mlpipe import registry
+
+    for alias, new, old in planned:
+        if alias == registry.CHALLENGER and new is not None and new == moves.champion:
+            continue
         try:
-            registry.move_alias(name, registry.CHAMPION, winner.version, seen.champion)
-            moves.done.append((registry.CHAMPION, winner.version, seen.champion))
-            moves.champion = winner.version
-        except registry.AliasMoved as exc:  # moved outside the lock (by hand): record, do not fight it
+            registry.move_alias(name, alias, new, old)
+        except registry.AliasMoved as exc:
+            if alias != registry.CHAMPION:
+                raise
             moves.note = f"; not promoted: {exc}"
             moves.champion = _aliases(name).champion
-    wanted = runner_up.version if runner_up and runner_up.version != moves.champion else None
-    if wanted != seen.challenger:
-        registry.move_alias(name, registry.CHALLENGER, wanted, seen.challenger)
-        moves.done.append((registry.CHALLENGER, wanted, seen.challenger))
-        moves.challenger = wanted
+            continue
+        moves.done.append((alias, new, old))
+        setattr(moves, alias, new)
 
 
-def _undo(name: str, moves: list[tuple[str, str | None, str | None]]) -> None:
+def recover(ctx: Context) -> LedgerEntry | None:
+    """Complete a commit that was cut short after recording its intent: make the moves
+    it had not made (an alias someone else moved since is left alone and noted) and
+    append its entry, unless the ledger has it. The caller holds the ledger lock."""
+    from mlpipe import registry
+
+    found = ledger.pending(ctx.store)
+    if found is None:
+        return None
+    entry, planned = found
+    notes = []
+    for alias, new, old in planned:
+        now = registry.alias_version(entry.model, alias)
+        now = str(now.version) if now else None
+        if now == old and now != new:
+            registry.move_alias(entry.model, alias, new, old)
+        elif now != new:
+            notes.append(f"@{alias} is v{now}, not v{new}: moved by someone else since")
+    stored = next((e for e in reversed(ledger.entries(ctx.store)) if (e.kind, e.dag_id, e.run_id, e.champion_after)
+                   == (entry.kind, entry.dag_id, entry.run_id, entry.champion_after)), None)
+    if stored is None:
+        note = "; completed after an interrupted commit" + "".join(f"; {n}" for n in notes)
+        stored = ledger.append(ctx.store, dataclasses.replace(entry, reason=entry.reason + note))
+    ledger.clear_pending(ctx.store)
+    return stored
+
+
+def _undo(name: str, moves: list[tuple[str, str | None, str | None]]) -> bool:
+    """Move the aliases back; whether every one went back."""
     import logging
 
     from mlpipe import registry
 
+    undone = True
     for alias, new, old in reversed(moves):
         try:
             registry.move_alias(name, alias, old, new)
         except Exception:  # noqa: BLE001 - keep undoing the others; the original error is re-raised
             logging.getLogger(__name__).exception("could not move @%s of %s back to v%s", alias, name, old)
+            undone = False
+    return undone
 
 
 def _report(ctx: Context, entry: LedgerEntry, y: np.ndarray, scores: dict[str, np.ndarray], experiment: str,
@@ -211,6 +276,7 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
     name = ctx.spec.registered_model
     registry.connect(ctx.settings, ctx.spec.name)
     with ledger.locked(ctx.store):
+        recover(ctx)
         before = _aliases(name).champion
         target = ledger.previous_champion(ctx.store, before) if version == "previous" else str(version).lstrip("v")
         if target is None:
@@ -220,16 +286,20 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
             raise RegistryError(f"model {name} has no version {target!r}")
         if target == before:
             raise RegistryError(f"version {target} of {name} is already the champion")
-        registry.move_alias(name, registry.CHAMPION, target, before)
+        move = [(registry.CHAMPION, target, before)]
+        entry = LedgerEntry(kind="rollback", pipeline=ctx.spec.name, model=name, mode="live", decision="rollback",
+                            reason=reason or f"rollback to {version}", dag_id=run_tags.get("airflow.dag_id"),
+                            run_id=run_tags.get("airflow.run_id"), requested=version, moved=True,
+                            champion_before=before, champion_after=target, spec_hash=spec_hash(ctx.spec))
+        ledger.write_pending(ctx.store, entry, move)
         try:
-            entry = ledger.append(ctx.store, LedgerEntry(
-                kind="rollback", pipeline=ctx.spec.name, model=name, mode="live", decision="rollback",
-                reason=reason or f"rollback to {version}", dag_id=run_tags.get("airflow.dag_id"),
-                run_id=run_tags.get("airflow.run_id"), requested=version, moved=True, champion_before=before,
-                champion_after=target, spec_hash=spec_hash(ctx.spec)))
+            registry.move_alias(name, registry.CHAMPION, target, before)
+            entry = ledger.append(ctx.store, entry)
         except BaseException:
-            _undo(name, [(registry.CHAMPION, target, before)])
+            if _undo(name, move):
+                ledger.clear_pending(ctx.store)
             raise
+        ledger.clear_pending(ctx.store)
     registry.tag_version(name, target, {"mlpipe.rolled_back_by": run_tags.get("airflow.run_id") or "",
                                         "mlpipe.ledger_seq": str(entry.seq), "mlpipe.reason": reason})
     return entry

@@ -204,6 +204,45 @@ def test_ensemble_is_a_candidate_and_reloads_identically(ctx):
     np.testing.assert_allclose(registry.predict(loaded, holdout), registry.predict(loaded, holdout))
 
 
+def test_a_commit_cut_short_is_completed_by_the_retry_from_its_intent(ctx, monkeypatch):
+    """The tracking server goes away after champion moved: the challenger move and the
+    undo fail, so the aliases stay half-moved with no entry. The retry completes the
+    commit from the recorded intent: one entry, the moves it planned, made once."""
+    results = train(ctx)
+    real, calls = registry.move_alias, []
+
+    def gone_after_champion(name, alias, version, expected):
+        calls.append(alias)
+        if len(calls) > 1:
+            raise ConnectionError("tracking server unreachable")
+        real(name, alias, version, expected)
+
+    monkeypatch.setattr(registry, "move_alias", gone_after_champion)
+    with pytest.raises(ConnectionError):
+        evaluate(ctx, results, run_id="manual__cut")
+    assert stored_entries(ctx) == [] and champion(ctx) is not None  # moved, unexplained: what the intent is for
+    assert ledger.pending(ctx.store) is not None
+    monkeypatch.setattr(registry, "move_alias", real)
+
+    retried = evaluate(ctx, results, run_id="manual__cut")
+
+    (entry,) = stored_entries(ctx)
+    assert entry["run_id"] == "manual__cut" and entry["moved"] and entry["champion_before"] is None
+    assert entry["champion_after"] == champion(ctx) == retried["champion_after"]
+    challenger = registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER)
+    assert entry["challenger_after"] == (str(challenger.version) if challenger else None)
+    assert "completed after an interrupted commit" in entry["reason"]
+    assert ledger.pending(ctx.store) is None
+
+
+def test_a_commit_whose_undo_worked_leaves_no_intent(ctx, monkeypatch):
+    results = train(ctx)
+    monkeypatch.setattr(ledger, "append", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        evaluate(ctx, results)
+    assert champion(ctx) is None and ledger.pending(ctx.store) is None
+
+
 def _evaluate_in_process(ctx, candidates, barrier, run_id):
     registry.connect(ctx.settings, ctx.spec.name)
     barrier.wait()
