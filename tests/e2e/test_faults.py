@@ -48,8 +48,7 @@ def cluster(tmp_path_factory, alerts, cluster_script):
     spec = small_spec(work, drops(work, DAYS), variants, execution={"max_active_train_runs": 2})
     with running(work, "mlpipe_faults", 12, spec, alerts["url"], cluster_script.group_alive) as handle:
         handle.airflow("dags", "unpause", "ingest")
-        handle.airflow("backfill", "create", "--dag-id", "ingest", "--from-date", str(DAYS[0]),
-                       "--to-date", str(DAYS[-1]))
+        handle.backfill("ingest", DAYS[0], DAYS[-1])
         assert handle.wait_runs("ingest", len(DAYS)) == ["success"] * len(DAYS)
         for dag_id in ("train", "score"):
             handle.airflow("dags", "unpause", dag_id)
@@ -155,8 +154,7 @@ def test_a_killed_fit_and_an_mlflow_outage_during_evaluate_leave_one_decision(cl
 def test_a_score_backfill_uses_each_days_champion_and_refuses_a_day_before_any(cluster, alerts):
     first, second = [e for e in _entries(cluster) if e.moved]
     days = [dt.date(2013, 1, d) for d in range(9, 15)]
-    cluster.airflow("backfill", "create", "--dag-id", "score", "--from-date", str(days[0]), "--to-date",
-                    str(days[-1]))
+    cluster.backfill("score", days[0], days[-1])
     assert cluster.wait_runs("score", len(days)) == ["success"] * len(days)
     store = cluster.store()
     used = {day: set(store.read("predictions", day)["model_version"]) for day in days}
@@ -165,7 +163,7 @@ def test_a_score_backfill_uses_each_days_champion_and_refuses_a_day_before_any(c
     assert set().union(*roles.values()) == {"point_in_time"}
 
     early = dt.date(2013, 1, 5)  # before the first champion's holdout: every model saw it
-    cluster.airflow("backfill", "create", "--dag-id", "score", "--from-date", str(early), "--to-date", str(early))
+    cluster.backfill("score", early, early)
     assert sorted(cluster.wait_runs("score", len(days) + 1)) == ["failed"] + ["success"] * len(days)
     failure = [a for a in alerts["received"] if a["kind"] == "task_failure" and a["dag_id"] == "score"]
     assert failure and f"no model trained only on data before {early}" in failure[-1]["error"]

@@ -104,6 +104,14 @@ class Cluster:
             time.sleep(3)
         raise AssertionError(f"{dag_id} runs not finished after {timeout}s: {states}")
 
+    def backfill(self, dag_id: str, start: dt.date, end: dt.date, timeout: float = 120) -> None:
+        """Create a backfill once the DAG's earlier one is marked completed (one at a time per DAG)."""
+        deadline = time.time() + timeout
+        while self.query("SELECT 1 FROM backfill WHERE dag_id = %s AND completed_at IS NULL", dag_id):
+            assert time.time() < deadline, f"an earlier backfill of {dag_id} is still open after {timeout}s"
+            time.sleep(2)
+        self.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", str(start), "--to-date", str(end))
+
     def store(self):
         from mlpipe.storage import Store
 
