@@ -1,6 +1,7 @@
 """A train run's evaluation as one static HTML page: the decision, every model's
-metrics, ROC and precision-recall curves, and the gate metric with its bootstrap
-intervals. Charts are inline SVG, so the page needs nothing else to display."""
+metrics, ROC, precision-recall and calibration curves, score histograms, and the gate
+metric with its bootstrap intervals. Charts are inline SVG, so the page needs nothing
+else to display; ``charts`` gives the figures, which the evaluate run also logs as PNG."""
 
 from __future__ import annotations
 
@@ -16,26 +17,33 @@ def _svg(fig) -> str:
     return buf.getvalue()[buf.getvalue().index("<svg"):]
 
 
-def _curve_charts(curves: dict[str, dict]) -> list[str]:
+def _curve_charts(curves: dict[str, dict]) -> dict:
     import matplotlib.pyplot as plt
 
-    charts = []
-    for title, x, y, xlabel, ylabel in (("ROC", "fpr", "tpr", "false positive rate", "true positive rate"),
-                                        ("Precision-recall", "recall", "precision", "recall", "precision")):
+    charts = {}
+    for key, title, x, y, xlabel, ylabel in (
+            ("roc", "ROC", "fpr", "tpr", "false positive rate", "true positive rate"),
+            ("precision_recall", "Precision-recall", "recall", "precision", "recall", "precision"),
+            ("calibration", "Calibration", "mean_score", "positive_rate", "mean score in bin", "positive rate")):
         fig, ax = plt.subplots(figsize=(5.5, 4.5))
         for name, c in curves.items():
             ax.plot(c[x], c[y], label=name, lw=2.2 if name == CHAMPION_KEY else 1.2,
-                    ls="--" if name == CHAMPION_KEY else "-")
-        if title == "ROC":
+                    ls="--" if name == CHAMPION_KEY else "-", marker="." if key == "calibration" else None)
+        if key != "precision_recall":
             ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.01))
-        ax.legend(fontsize=8, loc="lower right" if title == "ROC" else "upper right")
-        charts.append(_svg(fig))
-        plt.close(fig)
+        ax.legend(fontsize=8, loc="upper right" if key == "precision_recall" else "lower right")
+        charts[key] = fig
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for name, c in curves.items():
+        ax.stairs(c["histogram"], [i / len(c["histogram"]) for i in range(len(c["histogram"]) + 1)], label=name)
+    ax.set(title="Score histogram (holdout)", xlabel="score", ylabel="rows", xlim=(0, 1))
+    ax.legend(fontsize=8)
+    charts["score_histogram"] = fig
     return charts
 
 
-def _interval_chart(entry: LedgerEntry) -> str:
+def _interval_chart(entry: LedgerEntry):
     import matplotlib.pyplot as plt
 
     metric, intervals = entry.metric, entry.intervals
@@ -57,16 +65,19 @@ def _interval_chart(entry: LedgerEntry) -> str:
             ax.axvline(margin, color="tab:red", lw=1, ls="--", label="margin")
             ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return fig
 
 
-def render(entry: LedgerEntry, curves: dict[str, dict]) -> str:
-    """The page for one evaluation (``entry`` is the ledger entry, curves per model)."""
+def charts(entry: LedgerEntry, curves: dict[str, dict]) -> dict:
+    """The page's matplotlib figures by name (close them after use)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    return {**(_curve_charts(curves) if curves else {}), "intervals": _interval_chart(entry)}
+
+
+def render(entry: LedgerEntry, figures: dict) -> str:
+    """The page for one evaluation (``entry`` is the ledger entry, ``figures`` from :func:`charts`)."""
     esc, w = html.escape, entry.window.to_dict()
     models = {**{n: c["metrics"] for n, c in entry.candidates.items()},
               **({CHAMPION_KEY: entry.champion_metrics} if entry.champion_metrics else {})}
@@ -74,7 +85,7 @@ def render(entry: LedgerEntry, curves: dict[str, dict]) -> str:
     rows = "".join(
         f"<tr><th>{esc(n)}</th>" + "".join(f"<td>{m[c]:.4f}</td>" if c in m else "<td></td>" for c in columns)
         + "</tr>" for n, m in models.items())
-    charts = [*(_curve_charts(curves) if curves else []), _interval_chart(entry)]
+    svgs = [_svg(fig) for fig in figures.values()]
     verdict = {"promote": "PROMOTED", "keep": "kept the champion"}.get(entry.decision, entry.decision)
     run = esc(str(entry.run_id))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Evaluation {run}</title>
@@ -88,4 +99,4 @@ spec {esc(entry.spec_hash[:12])}; ledger entry {entry.seq}.</p>
 <p>champion before: v{esc(str(entry.champion_before))}, after: v{esc(str(entry.champion_after))};
 challenger: v{esc(str(entry.challenger_after))}</p>
 <table><tr><th>model</th>{''.join(f'<th>{esc(c)}</th>' for c in columns)}</tr>{rows}</table>
-<div class="charts">{''.join(charts)}</div></body></html>"""
+<div class="charts">{''.join(svgs)}</div></body></html>"""

@@ -43,10 +43,13 @@ def calibration_error(y: np.ndarray, score: np.ndarray, bins: int = CALIBRATION_
     return float(np.sum(counts * np.abs(observed - predicted)) / counts.sum())
 
 
-def curves(y: np.ndarray, score: np.ndarray, points: int = 200) -> dict[str, list[float]]:
-    """ROC and precision-recall curves, thinned to about ``points`` points each."""
+def curves(y: np.ndarray, score: np.ndarray, points: int = 200, bins: int = 10) -> dict[str, list[float]]:
+    """ROC and precision-recall curves (thinned to about ``points`` points each), the
+    calibration curve (mean score and positive rate per filled bin of ``bins`` equal
+    widths) and the score histogram (counts in 20 equal bins of [0, 1])."""
     from sklearn import metrics as m
 
+    y, score = np.asarray(y, dtype="float64"), np.asarray(score, dtype="float64")
     fpr, tpr, _ = m.roc_curve(y, score)
     precision, recall, _ = m.precision_recall_curve(y, score)
 
@@ -55,4 +58,9 @@ def curves(y: np.ndarray, score: np.ndarray, points: int = 200) -> dict[str, lis
         return [[round(float(v), 5) for v in a[keep]] for a in arrays]
 
     (fpr, tpr), (recall, precision) = thin(fpr, tpr), thin(recall, precision)
-    return {"fpr": fpr, "tpr": tpr, "recall": recall, "precision": precision}
+    which = np.clip((score * bins).astype(int), 0, bins - 1)
+    filled = [b for b in range(bins) if (which == b).any()]
+    return {"fpr": fpr, "tpr": tpr, "recall": recall, "precision": precision,
+            "mean_score": [round(float(score[which == b].mean()), 5) for b in filled],
+            "positive_rate": [round(float(y[which == b].mean()), 5) for b in filled],
+            "histogram": np.histogram(np.clip(score, 0, 1), bins=20, range=(0, 1))[0].tolist()}

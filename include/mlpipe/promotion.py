@@ -77,15 +77,40 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
         draft = LedgerEntry(kind="train", pipeline=ctx.spec.name, model=name, mode=mode, decision="keep", reason="",
                             dag_id=run_tags.get("airflow.dag_id"), run_id=run_tags.get("airflow.run_id"),
                             window=window, failed_variants=sorted(set(requested) - {c.variant for c in candidates}),
-                            partitions=[str(d) for d in days], spec_hash=spec_hash(ctx.spec),
-                            trigger=run_tags.get("mlpipe.trigger"))
+                            partitions=[str(d) for d in days], data_hash=_data_hash(ctx, days),
+                            spec_hash=spec_hash(ctx.spec), trigger=run_tags.get("mlpipe.trigger"))
         entry, scores = _decide_and_commit(ctx, holdout, y, scores, candidates, may_move, draft, run_tags)
+    report, evaluation_run = _report(ctx, entry, y, scores, experiment, run_tags)
+    _publish(ctx, entry, str(report), evaluation_run)
+    return {**entry.to_dict(), "report": str(report), "replayed": replayed}
+
+
+def _data_hash(ctx: Context, days) -> str:
+    import hashlib
+
+    from mlpipe.storage import file_hash
+
+    return hashlib.sha256("".join(file_hash(ctx.store.path("features", d)) for d in days).encode()).hexdigest()
+
+
+def _publish(ctx: Context, entry: LedgerEntry, report: str, evaluation_run: str | None) -> None:
+    """What the MLflow UI shows: each registered candidate's description and tags, the
+    promoted version's provenance, and the registered model's description."""
+    from mlpipe import model_card, registry
+
+    name, registered = entry.model, [n for n, c in entry.candidates.items() if c.get("version")]
+    for variant, found in entry.candidates.items():
+        if variant in registered:
+            registry.describe_version(name, found["version"],
+                                      model_card.version_description(entry, variant, report, evaluation_run),
+                                      model_card.version_tags(entry, variant, report, evaluation_run))
     if entry.moved:
         registry.tag_version(name, entry.champion_after, {"mlpipe.promoted_by": entry.run_id or "",
-                                                          "mlpipe.ledger_seq": str(entry.seq),
                                                           "mlpipe.reason": entry.reason[:5000]})
-    return {**entry.to_dict(), "report": str(_report(ctx, entry, y, scores, experiment, run_tags)),
-            "replayed": replayed}
+    if registered:  # the registered model exists
+        champion = registry.champion_version(name)
+        registry.describe_model(name, model_card.model_description(ledger.entries(ctx.store),
+                                                                   str(champion.version) if champion else None))
 
 
 def _decide_and_commit(ctx: Context, holdout, y: np.ndarray, scores: dict[str, np.ndarray],
@@ -249,23 +274,31 @@ def _undo(name: str, moves: list[tuple[str, str | None, str | None]]) -> bool:
 
 def _report(ctx: Context, entry: LedgerEntry, y: np.ndarray, scores: dict[str, np.ndarray], experiment: str,
             run_tags: dict[str, str]):
-    """The evaluate MLflow run (tags, metrics, decision, report page) and the page on disk."""
+    """The evaluate MLflow run (tags, metrics, decision, report page, charts) and the page
+    on disk: (page path, run id)."""
+    import matplotlib.pyplot as plt
+
     from mlpipe import registry
-    from mlpipe.evaluation_page import render
+    from mlpipe.evaluation_page import charts, render
     from mlpipe.metrics import curves
 
     binary = ctx.spec.target.task == "binary" and len(np.unique(y)) == 2
-    page = render(entry, {n: curves(y, s) for n, s in scores.items()} if binary else {})
+    figures = charts(entry, {n: curves(y, s) for n, s in scores.items()} if binary else {})
+    page = render(entry, figures)
     path = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{entry.seq:06d}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
     metrics = {f"{n}.{k}": v for n, c in entry.candidates.items() for k, v in c["metrics"].items()}
     metrics.update({f"{CHAMPION_KEY}.{k}": v for k, v in (entry.champion_metrics or {}).items()})
-    registry.log_evaluation(experiment, {**run_tags, "mlpipe.step": "evaluate", "mlpipe.decision": entry.decision,
-                                         "mlpipe.mode": entry.mode, "mlpipe.ledger_seq": str(entry.seq),
-                                         "mlpipe.reason": entry.reason[:5000]},
-                            metrics, entry.to_dict(), page)
-    return path
+    try:
+        run_id = registry.log_evaluation(
+            experiment, {**run_tags, "mlpipe.step": "evaluate", "mlpipe.decision": entry.decision,
+                         "mlpipe.mode": entry.mode, "mlpipe.ledger_seq": str(entry.seq),
+                         "mlpipe.reason": entry.reason[:5000]}, metrics, entry.to_dict(), page, figures)
+    finally:
+        for figure in figures.values():
+            plt.close(figure)
+    return path, run_id
 
 
 def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) -> LedgerEntry:
@@ -302,4 +335,7 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
         ledger.clear_pending(ctx.store)
     registry.tag_version(name, target, {"mlpipe.rolled_back_by": run_tags.get("airflow.run_id") or "",
                                         "mlpipe.ledger_seq": str(entry.seq), "mlpipe.reason": reason})
+    from mlpipe import model_card
+
+    registry.describe_model(name, model_card.model_description(ledger.entries(ctx.store), target))
     return entry

@@ -129,6 +129,7 @@ class LedgerEntry:
     failed_variants: list[str] = field(default_factory=list)
     window: Window | None = None
     partitions: list[str] = field(default_factory=list)
+    data_hash: str | None = None  # sha256 over the window's feature partitions (their file hashes, in order)
     trigger: str | None = None  # a retrain request's reason, when monitoring started the run
     # rollbacks
     requested: str | None = None

@@ -136,14 +136,29 @@ def log_candidate(run_id: str, variant: str, model, example: pd.DataFrame, metri
 
 
 def log_evaluation(experiment_id: str, tags: dict[str, str], metrics: dict[str, float], decision: dict,
-                   page: str) -> None:
+                   page: str, figures: dict) -> str:
     """The ``evaluate`` run of a train run: its tags, every model's metrics, the decision
-    (``decision.json``) and the report page (``report.html``)."""
-    with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate"):
+    (``decision.json``), the report page (``report.html``) and its charts
+    (``plots/<name>.png``, shown on the run's page in the MLflow UI); returns its id."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name="evaluate") as run:
         mlflow.set_tags(tags)
         mlflow.log_metrics(metrics)
         log_json(decision, "decision.json")
         mlflow.log_text(page, "report.html")
+        for name, figure in figures.items():
+            mlflow.log_figure(figure, f"plots/{name}.png")
+        return run.info.run_id
+
+
+def describe_version(registered_model: str, version: str, description: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    client.update_model_version(registered_model, str(version), description=description)
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_model, str(version), key, value)
+
+
+def describe_model(registered_model: str, description: str) -> None:
+    MlflowClient().update_registered_model(registered_model, description=description)
 
 
 def log_trial(experiment_id: str, number: int, params: dict, metric: str, value: float) -> None:

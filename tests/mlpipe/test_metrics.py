@@ -66,6 +66,16 @@ def test_curves_are_thinned_and_span_the_unit_square():
     assert len(got["fpr"]) == len(got["tpr"]) <= 50 and len(got["recall"]) == len(got["precision"]) <= 50
     assert (got["fpr"][0], got["tpr"][0], got["fpr"][-1], got["tpr"][-1]) == (0.0, 0.0, 1.0, 1.0)
     assert min(got["recall"]) == 0.0 and max(got["recall"]) == 1.0
+    assert sum(got["histogram"]) == 5000 and len(got["histogram"]) == 20
+
+
+def test_the_calibration_curve_follows_a_calibrated_score():
+    rng = np.random.default_rng(3)
+    score = rng.uniform(size=20000)
+    got = curves(rng.uniform(size=20000) < score, score)
+    assert len(got["mean_score"]) == len(got["positive_rate"]) == 10
+    np.testing.assert_allclose(got["positive_rate"], got["mean_score"], atol=0.03)
+    assert got["mean_score"] == sorted(got["mean_score"])
 
 
 # ---------------------------------------------------------------- promotion gate

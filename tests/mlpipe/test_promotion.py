@@ -121,6 +121,35 @@ def test_first_run_promotes_and_records_everything(ctx):
     assert str(registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER).version) == str(challenger.version)
 
 
+def test_the_registry_explains_each_version_and_the_champion(ctx):
+    results = train(ctx)
+    entry = evaluate(ctx, results, run_id="manual__explained")
+    client, name = MlflowClient(), ctx.spec.registered_model
+
+    for result in results:
+        version = client.get_model_version(name, result["version"])
+        role = "champion" if result["version"] == entry["champion_after"] else "challenger"
+        assert version.tags["mlpipe.role"] == role and version.tags["mlpipe.decision"] == "promote"
+        assert version.tags["mlpipe.backend"] == result["backend"]
+        assert version.tags["mlpipe.airflow_run"] == "train/manual__explained"
+        assert version.tags["mlpipe.data_hash"] == entry["data_hash"] and len(entry["data_hash"]) == 64
+        assert version.tags["mlpipe.evaluation_report"] == entry["report"]
+        low, high = entry["intervals"][result["variant"]]["ci"]
+        assert version.tags["mlpipe.holdout.roc_auc_ci"] == f"[{low:.4f}, {high:.4f}]"
+        assert f"Holdout roc_auc | {result['metrics']['roc_auc']:.4f} [{low:.4f}, {high:.4f}]" in version.description
+        assert entry["report"] in version.description and "manual__explained" in version.description
+    described = client.get_registered_model(name).description
+    assert described.startswith(f"**Champion: v{entry['champion_after']}**") and "manual__explained" in described
+    run = client.get_run(version.tags["mlpipe.evaluation_run"])
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {f"plots/{n}.png" for n in ("roc", "precision_recall", "calibration", "score_histogram",
+                                                "intervals")}
+
+    back = rollback(ctx, version=entry["challenger_after"], reason="drill", run_tags={"airflow.run_id": "rb"})
+    assert client.get_registered_model(name).description.startswith(f"**Champion: v{back['champion_after']}**, "
+                                                                    "made champion by rollback")
+
+
 def test_clearly_better_is_promoted_noise_and_worse_are_not(ctx):
     noise = register_noise_model(ctx)
     registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
