@@ -140,6 +140,19 @@ def test_parallel_validations_of_different_days_all_reach_the_site(spec, store, 
     assert [json.loads(r.read_text())["meta"]["run_id"]["run_name"] for r in results] == [str(d) for d in days[:4]]
 
 
+def test_an_update_waits_for_the_site_lock_another_task_holds(check, store, days, monkeypatch):
+    from filelock import FileLock, Timeout
+
+    monkeypatch.setattr(data_docs, "LOCK_TIMEOUT_S", 0.5)
+    site = store.report_dir("data_docs")
+    site.mkdir(parents=True)
+    with FileLock(site / ".lock"):  # an OS lock: another process's holds it alike
+        with pytest.raises(Timeout):
+            check(days[1])
+        assert not (site / "index.html").exists()
+    assert Path(check(days[1])["data_docs"]).is_file()
+
+
 def test_a_page_gx_cannot_render_leaves_the_validation_to_go_on(check, store, days, monkeypatch, caplog):
     from great_expectations.render.renderer import ValidationResultsPageRenderer
 
