@@ -98,11 +98,13 @@ class FailureNotifier(BaseNotifier):
 
 
 def validation_alert(exc, day) -> dict:
-    """A ``validation_failed`` alert: each failed rule's column, rule and rows, the report."""
+    """A ``validation_failed`` alert: each failed rule's column, rule and rows, the report
+    and the day's Data Docs page."""
     rules = [{"column": f.get("column") or ", ".join(f.get("kwargs", {}).get("column_list") or []) or None,
               "rule": f.get("expectation"), "rows": (f.get("result") or {}).get("unexpected_count"),
               "kwargs": f.get("kwargs")} for f in exc.failures]
     return send("validation_failed", {"day": str(day) if day else None, "failures": rules, "report": exc.report,
+                                      "data_docs": exc.data_docs,
                                       "message": str(exc).splitlines()[0]})
 
 

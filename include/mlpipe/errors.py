@@ -19,13 +19,15 @@ class ValidationFailed(MlpipeError):
     """A partition failed its data-quality suite.
 
     ``failures`` holds one dict per failed rule (column, rule, unexpected count);
-    ``report`` is the path of the full validation report.
+    ``report`` is the path of the full validation report, ``data_docs`` that of the
+    day's Great Expectations Data Docs page (None when none was built).
     """
 
-    def __init__(self, message: str, failures: list[dict], report: str):
+    def __init__(self, message: str, failures: list[dict], report: str, data_docs: str | None = None):
         super().__init__(message)
         self.failures = failures
         self.report = report
+        self.data_docs = data_docs
 
 
 class PartitionMissing(MlpipeError):

@@ -35,15 +35,18 @@ def validate_day(ctx: Context, day: dt.date) -> dict:
     """Validate the day's raw rows and publish them as ``validated``; on failure,
     quarantine them and keep the day's last good state (see the module doc)."""
     from mlpipe.validation import validate as run_suite
+    from mlpipe.validation.data_docs import DataDocs
 
     store = ctx.store
     frame = store.read("raw", day)
     origin = f"{store.path('raw', day)} (from {', '.join(source_files(ctx.spec, day))})"
     try:
-        summary = run_suite(frame, ctx.spec, origin, lambda payload: store.write_report("validation", day, payload))
+        summary = run_suite(frame, ctx.spec, origin, lambda payload: store.write_report("validation", day, payload),
+                            DataDocs(store.report_dir("data_docs"), day))
     except ValidationFailed as exc:
         raise _quarantine(ctx, day, frame, exc) from exc
-    return {**written(store.write("validated", day, frame), len(frame)), "report": summary["report"]}
+    return {**written(store.write("validated", day, frame), len(frame)), "report": summary["report"],
+            "data_docs": summary["data_docs"]}
 
 
 def _quarantine(ctx: Context, day: dt.date, frame, exc: ValidationFailed) -> ValidationFailed:
@@ -63,7 +66,7 @@ def _quarantine(ctx: Context, day: dt.date, frame, exc: ValidationFailed) -> Val
         kept, note = {}, f"rows quarantined in {quarantined}; the day has no validated data"
     report = json.loads(Path(exc.report).read_text())
     store.write_report("validation", day, {**report, "quarantine": str(quarantined), "kept": kept})
-    return ValidationFailed(f"{exc}\n{note}", exc.failures, exc.report)
+    return ValidationFailed(f"{exc}\n{note}", exc.failures, exc.report, exc.data_docs)
 
 
 def build_day_features(ctx: Context, day: dt.date) -> dict:

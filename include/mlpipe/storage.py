@@ -35,9 +35,12 @@ class Store:
     def path(self, layer: str, day: dt.date) -> Path:
         return self.layer_dir(layer) / f"date={day.isoformat()}.parquet"
 
+    def report_dir(self, kind: str) -> Path:
+        return Path(self.root) / self.pipeline / "reports" / kind
+
     def report_path(self, kind: str, key: dt.date | str) -> Path:
         name = key.isoformat() if isinstance(key, dt.date) else key
-        return Path(self.root) / self.pipeline / "reports" / kind / f"{name}.json"
+        return self.report_dir(kind) / f"{name}.json"
 
     def exists(self, layer: str, day: dt.date) -> bool:
         return self.path(layer, day).exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -52,6 +53,9 @@ def test_a_failed_reingest_keeps_the_last_good_partitions_and_says_so(spec, toy_
     assert not report["success"] and report["failures"][0]["column"] == "channel"
     assert report["quarantine"] == str(store.path("quarantine", day)) and report["kept"] == good
     assert "events.csv" in str(info.value)  # the message names the source file, not only the partition
+    page = store.report_dir("data_docs") / "validations" / "toy" / "raw" / str(day)
+    assert info.value.data_docs.startswith(str(page)) and f"data docs: {info.value.data_docs}" in str(info.value)
+    assert report["data_docs"] == info.value.data_docs and Path(report["data_docs"]).is_file()
     features = store.read("features", day)
     assert features["event_id"].tolist() == sorted(store.read("validated", day)["event_id"])
 

@@ -36,13 +36,15 @@ def webhook(monkeypatch, serve_webhook):
         yield hook["received"]
 
 
-def test_a_validation_failure_alert_names_column_rule_rows_and_report(webhook):
+def test_a_validation_failure_alert_names_column_rule_rows_report_and_data_docs_page(webhook):
     failure = {"expectation": "expect_column_values_to_be_between", "column": "distance",
                "kwargs": {"min_value": 1}, "result": {"unexpected_count": 12}}
-    exc = ValidationFailed("raw/date=2013-01-07.parquet: 1 of 30 data-quality rules failed", [failure], "/r/1.json")
+    exc = ValidationFailed("raw/date=2013-01-07.parquet: 1 of 30 data-quality rules failed", [failure], "/r/1.json",
+                           "/d/validations/flights/raw/2013-01-07/20130107T000000.000000Z/raw.html")
     mlpipe_alerts.validation_alert(exc, "2013-01-07")
     (alert,) = webhook
     assert alert["kind"] == "validation_failed" and alert["report"] == "/r/1.json" and alert["day"] == "2013-01-07"
+    assert alert["data_docs"] == "/d/validations/flights/raw/2013-01-07/20130107T000000.000000Z/raw.html"
     assert alert["failures"] == [{"column": "distance", "rule": "expect_column_values_to_be_between", "rows": 12,
                                   "kwargs": {"min_value": 1}}]
 

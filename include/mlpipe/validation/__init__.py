@@ -1,8 +1,9 @@
 """Data-quality suites derived from the spec, run with Great Expectations.
 
 ``build_rules`` is pure (the spec -> a list of rules); ``validate`` runs them on one
-partition through an ephemeral GX context, writes the full report as JSON, and raises
-:class:`ValidationFailed` naming each failed column and rule and the report's path.
+partition through an ephemeral GX context, updates the day's Data Docs page (see
+:mod:`mlpipe.validation.data_docs`), writes the full report as JSON, and raises
+:class:`ValidationFailed` naming each failed column and rule, the report's path and the page's.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import pandas as pd
 
 from mlpipe.errors import ValidationFailed
 from mlpipe.spec import PipelineSpec
+from mlpipe.validation.data_docs import DataDocs, publish
 
 # numpy dtypes, then pandas' nullable ones by the class names GX resolves on ``pd``
 _INT = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
         "Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "UInt8Dtype", "UInt16Dtype", "UInt32Dtype", "UInt64Dtype"]
 _FLOAT = ["float16", "float32", "float64", "Float32Dtype", "Float64Dtype"]
 TYPE_LISTS = {"int": _INT, "float": _FLOAT, "number": _INT + _FLOAT, "string": ["str"]}
+# up to 20 unexpected values per failed rule, with their counts: the report and Data Docs show them
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ def build_rules(spec: PipelineSpec) -> list[Rule]:
     return rules
 
 
-def _run_gx(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> list[dict]:
+def _run_gx(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> Any:
+    """The GX suite validation result of ``rules`` on ``frame``."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -85,7 +90,11 @@ def _run_gx(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> list[dic
     for i, rule in enumerate(rules):
         kwargs = dict(rule.kwargs, **({"column": rule.column} if rule.column else {}))
         suite.add_expectation(getattr(gx.expectations, rule.expectation)(**kwargs, meta={"rule": i}))
-    result = batch.validate(suite)
+    return batch.validate(suite, result_format=RESULT_FORMAT)
+
+
+def _summarise(result: Any, rules: list[Rule]) -> list[dict]:
+    """Each rule's outcome as plain JSON: expectation, column, kwargs, success, severity, result."""
     out = []
     for r in result.results:  # GX may reorder results; meta carries each rule's index
         rule = rules[int(r.expectation_config.meta["rule"])]
@@ -102,28 +111,33 @@ def _run_gx(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> list[dic
 
 
 def validate(frame: pd.DataFrame, spec: PipelineSpec, source: str,
-             write_report: Callable[[dict], Path]) -> dict:
-    """Validate one partition; ``write_report(payload) -> path`` stores the report.
+             write_report: Callable[[dict], Path], docs: DataDocs | None = None) -> dict:
+    """Validate one partition; ``write_report(payload) -> path`` stores the report, and
+    with ``docs`` the result also gets its Data Docs page.
 
     Returns a small summary; raises ValidationFailed if any rule fails.
     """
     rules = build_rules(spec)
-    results = _run_gx(frame, rules, f"{spec.name}.raw")
+    result = _run_gx(frame, rules, f"{spec.name}.raw")
+    results = _summarise(result, rules)
+    page = publish(result, docs) if docs else None
     missing = {r["column"] for r in results if r["expectation"] == "expect_column_to_exist" and not r["success"]}
     failed = [r for r in results if not r["success"]
               and (r["expectation"] == "expect_column_to_exist" or r["column"] not in missing)]
     failures = [r for r in failed if r["severity"] == "error"]
     warnings = [r for r in failed if r["severity"] != "error"]
     payload = {"pipeline": spec.name, "source": source, "rows": len(frame), "success": not failures,
-               "rules": len(results), "failures": failures, "warnings": warnings, "results": results}
+               "rules": len(results), "failures": failures, "warnings": warnings, "results": results,
+               "data_docs": page}
     path = write_report(payload)
     if failures:
         lines = [f"  column {_columns(f)}: {f['expectation']} {f['kwargs'] or ''} -> {_describe(f['result'])}"
                  for f in failures]
         raise ValidationFailed(
             f"{source}: {len(failures)} of {len(results)} data-quality rules failed:\n" + "\n".join(lines)
-            + f"\nreport: {path}", failures, str(path))
-    return {"rows": len(frame), "rules": len(results), "warnings": len(warnings), "report": str(path)}
+            + f"\nreport: {path}" + (f"\ndata docs: {page}" if page else ""), failures, str(path), page)
+    return {"rows": len(frame), "rules": len(results), "warnings": len(warnings), "report": str(path),
+            "data_docs": page}
 
 
 def _columns(failure: dict) -> str:

@@ -70,7 +70,8 @@ def test_build_rules_bundled_flights():
 def test_validate_passes_on_good_data_and_writes_report(day_frame, spec, reporter, store, days):
     summary = validate(day_frame, spec, "raw/day-2", reporter)
     path = store.report_path("validation", days[1])
-    assert summary == {"rows": len(day_frame), "rules": len(build_rules(spec)), "warnings": 0, "report": str(path)}
+    assert summary == {"rows": len(day_frame), "rules": len(build_rules(spec)), "warnings": 0, "report": str(path),
+                       "data_docs": None}  # no site asked for (see test_data_docs)
     report = json.loads(path.read_text())
     assert report["success"] is True and report["failures"] == []
     assert report["pipeline"] == "toy" and report["source"] == "raw/day-2" and report["rows"] == len(day_frame)

@@ -1,0 +1,94 @@
+"""Great Expectations Data Docs: one static site per pipeline, one page per validated day.
+
+GX renders everything (``SiteBuilder``); this module only configures it. The site lives in
+``<data root>/<pipeline>/reports/data_docs/``: ``index.html``, a page per day under
+``validations/``, the suite's page under ``expectations/``, and ``results/``, the GX
+validation results the index is built from.
+A day's result key is the day itself (run name and run time), so re-validating a day
+replaces its result and its page (same path) instead of adding one. Each update renders
+only that day's page and the suite's (``resource_identifiers``) and the index, which lists
+the latest :data:`INDEX_DAYS` days, so an update costs no more after years of days than after a month.
+Updates hold a file lock: parallel ingest tasks share the site.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+SITE = "local_site"
+INDEX_DAYS = 14  # the index reads each listed day's result (~20 ms for flights'): bound it; every page stays
+LOCK_TIMEOUT_S = 600
+BATCH = "raw"  # the layer validated; the last part of a page's path
+
+
+@dataclass(frozen=True)
+class DataDocs:
+    """Where a validation's page goes: the site folder and the partition day it is for."""
+
+    site: Path
+    day: dt.date
+
+
+def publish(result: Any, docs: DataDocs) -> str | None:
+    """Store ``result`` (a GX suite validation result) as ``docs.day``'s and render its
+    page, the suite's and the index; returns the page's path. GX logs a rendering error
+    instead of raising it: then there is no page, None, and the validation goes on."""
+    from filelock import FileLock
+    from great_expectations import ExpectationSuite
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    day = docs.day
+    run_id = RunIdentifier(run_name=day.isoformat(), run_time=dt.datetime(day.year, day.month, day.day,
+                                                                          tzinfo=dt.timezone.utc))
+    key = ValidationResultIdentifier(ExpectationSuiteIdentifier(result.suite_name), run_id, BATCH)
+    result.meta["run_id"] = run_id  # the page's header shows the day, not "__none__"
+    docs.site.mkdir(parents=True, exist_ok=True)
+    suite = ExpectationSuite(result.suite_name, [r.expectation_config for r in result.results])
+    with FileLock(docs.site / ".lock", timeout=LOCK_TIMEOUT_S):
+        context = _context(docs.site)
+        context.suites.add(suite)  # the day's page links to the suite's
+        context.validation_results_store.set(key, result)
+        context.build_data_docs(site_names=[SITE], resource_identifiers=[key, key.expectation_suite_identifier])
+        url = context.get_docs_sites_urls(resource_identifier=key, site_name=SITE)[0]["site_url"]
+    if url is None:
+        log.warning("no Data Docs page for %s: Great Expectations could not render it (its error is logged)", day)
+        return None
+    return urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+
+
+def _context(site: Path):
+    """An ephemeral GX context whose validation results and Data Docs are files in ``site``."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    defaults = InMemoryStoreBackendDefaults()
+    defaults.stores[defaults.validation_results_store_name]["store_backend"] = {
+        "class_name": "TupleFilesystemStoreBackend", "base_directory": str(site / "results"),
+        "suppress_store_backend_id": True}  # no id file for parallel tasks to race on
+    defaults.data_docs_sites = {SITE: {
+        "class_name": "SiteBuilder", "show_how_to_buttons": False,
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "validation_results_limit": INDEX_DAYS},
+        # the limit is the index's only: a backfilled old day still gets its page
+        "site_section_builders": {"profiling": "None",
+                                  "validations": {"validation_results_limit": None}}}}
+    context = gx.get_context(project_config=DataContextConfig(store_backend_defaults=defaults), mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context

@@ -1,0 +1,165 @@
+"""Data Docs: each validated day gets a Great Expectations page in the pipeline's site, that
+reads offline, that a re-validation replaces, and that parallel validations all reach."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from mlpipe.errors import ValidationFailed
+from mlpipe.sources import read_day
+from mlpipe.storage import Store
+from mlpipe.validation import data_docs, validate
+from mlpipe.validation.data_docs import DataDocs
+
+# What GX's pages fetch from the network: styling and scripts (Bootstrap, jQuery,
+# bootstrap-table, Font Awesome, Vega) and its logo. GX has no option to bundle them.
+# Without them a day's page is unstyled but shows all its findings (see _Page.text).
+CDN_HOSTS = {"cdn.jsdelivr.net", "cdnjs.cloudflare.com", "code.jquery.com", "maxcdn.bootstrapcdn.com",
+             "stackpath.bootstrapcdn.com", "unpkg.com", "great-expectations-web-assets.s3.us-east-2.amazonaws.com"}
+IN_SET = "values must belong to this set"  # how GX names expect_column_values_to_be_in_set on a page
+
+
+class _Page(HTMLParser):
+    """What a browser shows of a page when nothing is fetched and no script runs (its text
+    outside scripts and styles), and the http(s) URLs the page would fetch."""
+
+    FETCHED = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src", "embed": "src"}
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.parts: list[str] = []
+        self.fetched: set[str] = set()
+        self._hidden = 0
+        self.feed(path.read_text())
+        self.text = " ".join(" ".join(self.parts).split())
+
+    def handle_starttag(self, tag, attrs):
+        self._hidden += tag in ("script", "style")
+        url = dict(attrs).get(self.FETCHED.get(tag, ""))
+        if url and url.startswith(("http://", "https://", "//")):
+            self.fetched.add(url)
+
+    def handle_endtag(self, tag):
+        self._hidden -= tag in ("script", "style")
+
+    def handle_data(self, data):
+        if not self._hidden:
+            self.parts.append(data)
+
+
+def _check(spec, store, frame, day, bad=False):
+    if bad:
+        frame = frame.copy()
+        frame.loc[0, "channel"] = "fax"  # not one of the spec's categories
+    try:
+        return validate(frame, spec, f"raw/{day}", lambda p: store.write_report("validation", day, p),
+                        DataDocs(store.report_dir("data_docs"), day))
+    except ValidationFailed as exc:
+        return exc
+
+
+@pytest.fixture
+def check(spec, store, cache_dir):
+    """``check(day, bad=False)``: validate the toy day with Data Docs (with one "fax"
+    channel, not an allowed category, when ``bad``); the summary or the ValidationFailed."""
+    return lambda day, bad=False: _check(spec, store, read_day(spec, day, cache_dir), day, bad)
+
+
+def _index(store: Store) -> str:
+    return (store.report_dir("data_docs") / "index.html").read_text()
+
+
+def _link(store: Store, page: str) -> str:
+    return Path(page).relative_to(store.report_dir("data_docs")).as_posix()
+
+
+def test_a_failed_day_has_a_local_page_showing_the_failed_rule_and_its_unexpected_value(check, store, days):
+    error = check(days[1], bad=True)
+    assert isinstance(error, ValidationFailed)
+    page = Path(error.data_docs)
+    assert page.is_file() and page.suffix == ".html" and page.is_relative_to(store.report_dir("data_docs"))
+    assert f"data docs: {page}" in str(error)  # the task log and the alert's message link to it
+    assert json.loads(Path(error.report).read_text())["data_docs"] == str(page)
+    shown = _Page(page)
+    assert "Status: Failed" in shown.text and "Run Name 2024-01-02" in shown.text
+    assert f"{IN_SET}: web app store . 1 unexpected values found." in shown.text
+    assert "Unexpected Value Count fax 1" in shown.text  # the value GX found, in the page's own HTML
+    assert {urlparse(u).hostname for u in shown.fetched} <= CDN_HOSTS  # only styling and scripts
+    assert (page.parents[5] / "expectations" / "toy" / "raw.html").is_file()  # the suite its page links to
+    assert _link(store, error.data_docs) in _index(store)
+
+
+def test_a_passing_day_has_a_page_too(check, store, days):
+    summary = check(days[2])
+    page = Path(summary["data_docs"])
+    assert page.is_file() and json.loads(Path(summary["report"]).read_text())["data_docs"] == str(page)
+    shown = _Page(page)
+    assert "Status: Succeeded" in shown.text and IN_SET in shown.text and "fax" not in shown.text
+
+
+def test_revalidating_a_day_replaces_its_page_result_and_index_entry(check, store, days):
+    failed = check(days[1], bad=True)
+    passed = check(days[1])
+    assert passed["data_docs"] == failed.data_docs  # the same link, now to the new result
+    shown = _Page(Path(passed["data_docs"]))
+    assert "Status: Succeeded" in shown.text and "fax" not in shown.text
+    assert len(list((store.report_dir("data_docs") / "results").rglob("*.json"))) == 1
+    assert _index(store).count(_link(store, passed["data_docs"])) == 1
+
+
+def test_the_index_lists_the_latest_days_and_every_day_keeps_its_page(check, store, days, monkeypatch):
+    monkeypatch.setattr(data_docs, "INDEX_DAYS", 2)
+    pages = {day: check(day)["data_docs"] for day in (days[1], days[2], days[3])}
+    pages[days[0]] = check(days[0])["data_docs"]  # backfilled after later days
+    index = _index(store)
+    assert [day for day, page in sorted(pages.items()) if _link(store, page) in index] == [days[2], days[3]]
+    assert all(Path(page).is_file() for page in pages.values())
+
+
+def _in_a_process(*args) -> tuple[bool, str]:
+    outcome = _check(*args)
+    failed = isinstance(outcome, ValidationFailed)
+    return failed, outcome.data_docs if failed else outcome["data_docs"]
+
+
+def test_parallel_validations_of_different_days_all_reach_the_site(spec, store, cache_dir, days):
+    jobs = [(spec, store, read_day(spec, d, cache_dir), d, d.day % 2 == 0) for d in days[:4]]
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("fork")) as pool:
+        outcomes = list(pool.map(_in_a_process, *zip(*jobs, strict=True)))
+    assert [failed for failed, _ in outcomes] == [d.day % 2 == 0 for d in days[:4]]
+    index = _index(store)
+    assert all(Path(page).is_file() and _link(store, page) in index for _, page in outcomes)
+    results = sorted((store.report_dir("data_docs") / "results").rglob("*.json"))
+    assert [json.loads(r.read_text())["meta"]["run_id"]["run_name"] for r in results] == [str(d) for d in days[:4]]
+
+
+def test_an_update_waits_for_the_site_lock_another_task_holds(check, store, days, monkeypatch):
+    from filelock import FileLock, Timeout
+
+    monkeypatch.setattr(data_docs, "LOCK_TIMEOUT_S", 0.5)
+    site = store.report_dir("data_docs")
+    site.mkdir(parents=True)
+    with FileLock(site / ".lock"):  # an OS lock: another process's holds it alike
+        with pytest.raises(Timeout):
+            check(days[1])
+        assert not (site / "index.html").exists()
+    assert Path(check(days[1])["data_docs"]).is_file()
+
+
+def test_a_page_gx_cannot_render_leaves_the_validation_to_go_on(check, store, days, monkeypatch, caplog):
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("renderer broke")
+
+    monkeypatch.setattr(ValidationResultsPageRenderer, "render", broken)
+    summary = check(days[2])
+    assert summary["data_docs"] is None and json.loads(Path(summary["report"]).read_text())["data_docs"] is None
+    assert "no Data Docs page for 2024-01-03" in caplog.text
