@@ -54,6 +54,11 @@ def task_defaults(kind: str) -> dict:
     return {**DEFAULT_ARGS, "execution_timeout": timeout(kind), "on_failure_callback": [FailureNotifier()]}
 
 
+def variant_names() -> list[str]:
+    """The spec's variant names (the train DAG's `variants` Param offers them)."""
+    return [v.name for v in _spec().variants]
+
+
 def spec_execution() -> dict:
     """The spec's ``execution`` section (GPU queue and pool names)."""
     return _spec().execution.model_dump()
