@@ -22,6 +22,7 @@ from mlpipe_tasks import (
     run_step,
     run_tags,
     schedule_dates,
+    skip_past_schedule_end,
     spec_execution,
     task_defaults,
     timeout,
@@ -55,7 +56,10 @@ SCHEDULE = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timez
                                assets=[Asset(RETRAIN_URI)])
 
 
-@dag(schedule=SCHEDULE, **schedule_dates(extra_days=8), catchup=False,
+# No end_date: a DAG's end_date also stops manual runs (Airflow creates no task instance
+# after it), so a run triggered from the UI today would "succeed" doing nothing. Scheduled
+# runs past the spec's schedule end are skipped by plan instead.
+@dag(schedule=SCHEDULE, start_date=schedule_dates()["start_date"], catchup=False,
      max_active_runs=spec_execution()["max_active_train_runs"], max_active_tasks=training_slots(),
      default_args=task_defaults("evaluate"), params=PARAMS,
      tags=["mlpipe", "train"], doc_md=__doc__)
@@ -64,6 +68,7 @@ def train():
     def plan(params=None, logical_date=None, dag_run=None, triggering_asset_events=None) -> list[dict]:
         """One job per variant (mlpipe.records.Job), slowest first."""
         when = logical_date or dag_run.run_after  # a manual or asset-triggered run may have no logical date
+        skip_past_schedule_end(dag_run, when, extra_days=8)  # the weekly run after the last data day still runs
         return run_step("plan_training", logical_date=when.date(), backfill=is_backfill(dag_run),
                         **with_retrain_request(params, triggering_asset_events))
 

@@ -68,6 +68,8 @@ def test_schedules_come_from_the_spec(dagbag):
     assert ingest.start_date.date().isoformat() == "2013-01-01"
     assert ingest.end_date.date().isoformat() == "2013-12-31"
     assert ingest.catchup is False
+    # no end_date on train: Airflow creates no task of a run after it, manual runs included
+    assert dagbag.dags["train"].end_date is None
 
 
 def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
