@@ -23,14 +23,21 @@ FROM ?= 2013-01-01
 TO ?= 2013-12-31
 HOLDOUT ?= 92
 
-.PHONY: install demo test lint up clean ledger rollback ingest-day cluster cluster-down
+.PHONY: install browser demo test lint up clean ledger rollback ingest-day cluster cluster-down
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || $(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# The browser the UI tests drive: Debian's chromium and chromium-driver (needs root, apt)
+browser:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "install chromium and chromium-driver (apt) for tests/e2e/test_ui.py" >&2; fi
 
 install: $(STAMP)
 

@@ -22,14 +22,19 @@ from mlpipe_tasks import FEATURES_URI, run_step, schedule_dates, task_defaults
 def ingest():
     @task
     def extract(data_interval_start=None) -> dict:
+        """Read the day's rows from the spec's sources into the `raw` partition (typed, one file per day)."""
         return run_step("extract_day", day=data_interval_start.date())
 
     @task
     def validate(data_interval_start=None) -> dict:
+        """Run the Great Expectations suite on the day's raw rows; on success publish them as `validated`,
+        on failure quarantine them, keep the day's last good partitions and alert (the log names column and rule)."""
         return run_step("validate_day", day=data_interval_start.date())
 
     @task(outlets=[Asset(FEATURES_URI)])
     def build_features(data_interval_start=None) -> dict:
+        """Build the day's feature partition from validated rows and earlier days' history; updates the
+        `mlpipe://features` asset."""
         return run_step("build_day_features", day=data_interval_start.date())
 
     extract() >> validate() >> build_features()

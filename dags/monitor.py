@@ -43,16 +43,20 @@ def monitor():
 
     @task
     def check(params=None, data_interval_start=None, dag_run=None, ti=None) -> dict:
+        """Drift of the day against the champion's training sample (Evidently report), live quality once
+        labels arrive, and the retrain decision with its guardrails."""
         in_flight = ti.get_dr_count(dag_id="train", states=["queued", "running"]) > 0
         return run_step("monitor_day", day=_day(params, data_interval_start), backfill=is_backfill(dag_run),
                         train_in_flight=in_flight)
 
     @task.short_circuit
     def retrain_due(summary: dict) -> bool:
+        """Go on only when the decision is `trigger` (never from a backfill)."""
         return summary["decision"]["action"] == "trigger"
 
     @task(outlets=[Asset(RETRAIN_URI)])
     def request_retrain(summary: dict, outlet_events=None) -> dict:
+        """Emit the `mlpipe://retrain-request` asset event (reason, window end) that starts a train run."""
         request = {"day": summary["day"], "reason": summary["decision"]["reason"],
                    "window_end": summary["decision"]["window_end"]}
         outlet_events[Asset(RETRAIN_URI)].extra = request

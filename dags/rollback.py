@@ -24,6 +24,7 @@ PARAMS = {
 def rollback():
     @task
     def move_champion(params=None, dag_run=None) -> dict:
+        """Point `champion` at the Param `version` under the promotion lock and record it in the ledger."""
         return run_step("rollback", version=params["version"], reason=params["reason"], run_tags=run_tags(dag_run))
 
     move_champion()

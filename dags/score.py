@@ -28,6 +28,8 @@ PARAMS = {"allow_current_champion": Param(False, type="boolean",
 def score():
     @task
     def score_partition(params=None, data_interval_start=None, dag_run=None) -> dict:
+        """Score the day's features with the champion (point in time in a backfill; the fallback if it
+        cannot) and the challenger in shadow into one predictions partition."""
         return run_step("score_day", day=data_interval_start.date(), backfill=is_backfill(dag_run),
                         allow_current_champion=params["allow_current_champion"])
 

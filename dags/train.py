@@ -22,12 +22,14 @@ from mlpipe_tasks import (
     run_step,
     run_tags,
     schedule_dates,
+    skip_past_schedule_end,
     spec_execution,
     task_defaults,
     timeout,
     trained,
     training_families,
     training_slots,
+    variant_names,
     with_retrain_request,
 )
 
@@ -38,8 +40,8 @@ PARAMS = {
                         description="Day after the last day used (default: the logical date)"),
     "holdout_days": Param(None, type=["null", "integer"], minimum=1,
                           description="Most recent days held out for evaluation (default: spec)"),
-    "variants": Param([], type="array", items={"type": "string"},
-                      description="Variant names to train (empty: all in the spec)"),
+    "variants": Param([], type="array", items={"type": "string", "enum": variant_names()}, examples=variant_names(),
+                      uniqueItems=True, description="Variants to train, picked from the spec's (none picked: all)"),
     "dry_run": Param(False, type="boolean", description="Train and evaluate, but register and promote nothing"),
     "promote_in_backfill": Param(False, type="boolean",
                                  description="Let a backfill run register and promote (default: record only)"),
@@ -54,7 +56,10 @@ SCHEDULE = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timez
                                assets=[Asset(RETRAIN_URI)])
 
 
-@dag(schedule=SCHEDULE, **schedule_dates(extra_days=8), catchup=False,
+# No end_date: a DAG's end_date also stops manual runs (Airflow creates no task instance
+# after it), so a run triggered from the UI today would "succeed" doing nothing. Scheduled
+# runs past the spec's schedule end are skipped by plan instead.
+@dag(schedule=SCHEDULE, start_date=schedule_dates()["start_date"], catchup=False,
      max_active_runs=spec_execution()["max_active_train_runs"], max_active_tasks=training_slots(),
      default_args=task_defaults("evaluate"), params=PARAMS,
      tags=["mlpipe", "train"], doc_md=__doc__)
@@ -63,11 +68,13 @@ def train():
     def plan(params=None, logical_date=None, dag_run=None, triggering_asset_events=None) -> list[dict]:
         """One job per variant (mlpipe.records.Job), slowest first."""
         when = logical_date or dag_run.run_after  # a manual or asset-triggered run may have no logical date
+        skip_past_schedule_end(dag_run, when, extra_days=8)  # the weekly run after the last data day still runs
         return run_step("plan_training", logical_date=when.date(), backfill=is_backfill(dag_run),
                         **with_retrain_request(params, triggering_asset_events))
 
     @task
     def select(jobs: list[dict], family: str) -> list[dict]:
+        """The jobs of one backend family (the input of that family's mapped training task)."""
         return [job for job in jobs if Job.from_dict(job).family == family]
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
@@ -79,12 +86,15 @@ def train():
     # not run (upstream_failed) and the run fails once, with plan's message.
     @task
     def ensemble(candidates: list[dict], jobs: list[dict], dag_run=None) -> dict | None:
+        """Soft-vote the best trained variants into one more candidate (none if disabled or < 2 trained)."""
         job = first_job(jobs)
         return run_step("build_ensemble", candidates=trained([candidates]), window=job.window,
                         run_tags=run_tags(dag_run, job), register=job.promote)
 
     @task
     def evaluate(candidates: list[dict], combined: dict | None, jobs: list[dict], dag_run=None) -> dict:
+        """Score every candidate and the champion on one holdout, gate on bootstrap intervals, move the
+        aliases, write the ledger entry, the report and the MLflow descriptions."""
         job = first_job(jobs)
         return run_step("evaluate_and_promote", candidates=trained([candidates, [combined]]),
                         requested=[Job.from_dict(j).variant for j in jobs], window=job.window, mode=job.mode,
@@ -99,7 +109,9 @@ def train():
     mapped = []
     for (family, name), picked in zip(families.items(), selected, strict=True):
         op = operator_named(name, family)
-        mapped.append(op.partial(task_id=f"train_{family}", map_index_template="{{ variant }}",
+        mapped.append(op.partial(task_id=f"train_{family}", map_index_template="{{ variant }}", doc_md=(
+                                 f"Fit one {family} variant per mapped task (named by the variant), log it to "
+                                 "MLflow with its holdout metrics and register a version."),
                                  weight_rule=PlannedOrder.path, execution_timeout=timeout("train"),
                                  **op.placement()).expand(job=picked))
     for training in mapped:

@@ -12,7 +12,7 @@ import datetime as dt
 import os
 from functools import lru_cache
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlpipe.records import Candidate, Job, to_xcom
 
@@ -54,6 +54,11 @@ def task_defaults(kind: str) -> dict:
     return {**DEFAULT_ARGS, "execution_timeout": timeout(kind), "on_failure_callback": [FailureNotifier()]}
 
 
+def variant_names() -> list[str]:
+    """The spec's variant names (the train DAG's `variants` Param offers them)."""
+    return [v.name for v in _spec().variants]
+
+
 def spec_execution() -> dict:
     """The spec's ``execution`` section (GPU queue and pool names)."""
     return _spec().execution.model_dump()
@@ -79,6 +84,15 @@ def schedule_dates(extra_days: int = 0) -> dict:
     utc = dt.timezone.utc
     end = sched.end and dt.datetime.combine(sched.end + dt.timedelta(days=extra_days), dt.time(23, 59), utc)
     return {"start_date": dt.datetime.combine(sched.start, dt.time(), utc), "end_date": end}
+
+
+def skip_past_schedule_end(dag_run, when: dt.datetime, extra_days: int = 0) -> None:
+    """A scheduled run after the spec's ``schedule.end`` (+ ``extra_days``; a dataset that
+    ends) has nothing new to work on: skip it. Manual and asset-triggered runs always run,
+    whatever their logical date."""
+    end = _spec().schedule.end
+    if end and _run_type(dag_run) == "scheduled" and when.date() > end + dt.timedelta(days=extra_days):
+        raise AirflowSkipException(f"scheduled run for {when.date()} is past the spec's schedule end {end}")
 
 
 def _run_type(dag_run) -> str:

@@ -3,6 +3,7 @@ settings the project relies on (retries, tags, mapped training, typed Params, qu
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -67,6 +68,8 @@ def test_schedules_come_from_the_spec(dagbag):
     assert ingest.start_date.date().isoformat() == "2013-01-01"
     assert ingest.end_date.date().isoformat() == "2013-12-31"
     assert ingest.catchup is False
+    # no end_date on train: Airflow creates no task of a run after it, manual runs included
+    assert dagbag.dags["train"].end_date is None
 
 
 def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
@@ -101,6 +104,31 @@ def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
     assert params.get_param("dry_run").schema["type"] == "boolean"
     assert params["promote_in_backfill"] is False  # backfills never move the champion by default
     assert params.get_param("window_start").schema["format"] == "date"
+    names = [v.name for v in mlpipe_tasks._spec().variants]
+    variants = params.get_param("variants").schema
+    assert variants["examples"] == names and variants["items"]["enum"] == names  # a pick list, validated
+    for name in params:
+        assert params.get_param(name).description, name
+
+
+def test_train_params_refuse_a_bad_date_and_an_unknown_variant(dagbag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = dagbag.dags["train"].params
+    for bad in ({"window_start": "2013-02-30"}, {"window_end": "yesterday"}, {"variants": ["nope"]},
+                {"variants": ["logreg", "logreg"]}, {"holdout_days": 0}):
+        with pytest.raises(ParamValidationError):
+            copy.deepcopy(params).update(bad)  # what the trigger form and the REST API check
+    good = copy.deepcopy(params)
+    good.update({"window_start": "2013-02-01", "variants": ["logreg"]})
+    assert good.validate()["variants"] == ["logreg"]
+
+
+def test_every_dag_and_task_has_docs_for_the_ui(dagbag):
+    for dag in dagbag.dags.values():
+        assert dag.doc_md and len(dag.doc_md) > 80, dag.dag_id
+        for task in dag.tasks:
+            assert task.doc_md, f"{dag.dag_id}.{task.task_id}"
 
 
 def test_rollback_is_manual_with_a_validated_version_param(dagbag):

@@ -135,3 +135,17 @@ def test_a_retrain_request_is_read_from_the_triggering_asset_event_and_tags_the_
     job = Job("hgb", "sklearn", window, "live", True, trigger=event.extra["reason"])
     assert run_tags(dag_run, job)["mlpipe.trigger"] == event.extra["reason"]
     assert "mlpipe.trigger" not in run_tags(dag_run, Job("hgb", "sklearn", window, "live", True))
+
+
+def test_only_scheduled_runs_past_the_schedule_end_are_skipped():
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    end = mlpipe_tasks._spec().schedule.end  # the bundled dataset ends on 2013-12-31
+    later = dt.datetime.combine(end + dt.timedelta(days=9), dt.time(), dt.timezone.utc)
+    with pytest.raises(AirflowSkipException, match="past the spec's schedule end"):
+        mlpipe_tasks.skip_past_schedule_end(SimpleNamespace(run_type="scheduled"), later, extra_days=8)
+    mlpipe_tasks.skip_past_schedule_end(SimpleNamespace(run_type="scheduled"), later - dt.timedelta(days=1), 8)
+    for run_type in ("manual", "asset_triggered", "backfill"):  # a UI trigger today creates its tasks
+        mlpipe_tasks.skip_past_schedule_end(SimpleNamespace(run_type=run_type), later, extra_days=8)
