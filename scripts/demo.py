@@ -184,6 +184,9 @@ def finish(ctx, t0: float) -> int:
         page = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{decision.seq:06d}.html"
         print(f"evaluation report: {page} (also the evaluate run's report.html in MLflow)")
     _monitoring(ctx)
+    from mlpipe.report_index import reports_dir
+
+    print(f"every report, per day and per train run: {reports_dir(ctx.store) / 'index.html'}")
     print(f"demo wall time: {time.time() - t0:.0f}s")
     return 0
 
