@@ -85,23 +85,46 @@ def run_states(dag_id: str, runs) -> dict[str, int]:
     return {str(state): n for state, n in rows}
 
 
+def running_tasks(dag_id: str) -> int:
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return session.execute(select(func.count()).where(TaskInstance.dag_id == dag_id,
+                                                          TaskInstance.state == "running")).scalar_one()
+
+
+def progress(label: str, states: dict[str, int], running: int, elapsed: float) -> str:
+    """One progress line: runs done of planned, failures, tasks running, elapsed, time left."""
+    total = sum(states.values())
+    done = sum(n for state, n in states.items() if state in ("success", "failed"))
+    failed = f", {states['failed']} failed" if states.get("failed") else ""
+    left = f", about {elapsed / done * (total - done):.0f}s left" if 0 < done < total else ""
+    return f"  [{elapsed:6.0f}s] {label}: {done}/{total} runs done{failed}, {running} tasks running{left}"
+
+
 def phase(label: str, dag_id: str, runs, create) -> dict[str, int]:
-    """Create runs with the scheduler stopped, then run a scheduler until all are done."""
-    t0, last = time.time(), None
+    """Create runs with the scheduler stopped, then run a scheduler until all are done,
+    showing progress: one updating line on a terminal, a line per change otherwise."""
+    t0, last, tty = time.time(), None, sys.stdout.isatty()
     create()
     scheduler = Service("scheduler", "scheduler")
     try:
         while True:
             states = run_states(dag_id, runs)
-            if states != last:
-                print(f"  [{time.time() - t0:6.0f}s] {label}: {states}", flush=True)
-                last = states
+            if tty:
+                print("\r" + progress(label, states, running_tasks(dag_id), time.time() - t0).ljust(100), end="",
+                      flush=True)
+            elif states != last:
+                print(progress(label, states, running_tasks(dag_id), time.time() - t0), flush=True)
+            last = states
             if states and not any(s in ("queued", "running", "None") for s in states):
                 break
-            time.sleep(3)
+            time.sleep(1 if tty else 3)
     finally:
         scheduler.stop()
-    print(f"  {label} finished in {time.time() - t0:.0f}s: {states}", flush=True)
+    print(("\n" if tty else "") + f"  {label} finished in {time.time() - t0:.0f}s: {states}", flush=True)
     return states
 
 
@@ -184,6 +207,9 @@ def finish(ctx, t0: float) -> int:
         page = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{decision.seq:06d}.html"
         print(f"evaluation report: {page} (also the evaluate run's report.html in MLflow)")
     _monitoring(ctx)
+    from mlpipe.report_index import reports_dir
+
+    print(f"every report, per day and per train run: {reports_dir(ctx.store) / 'index.html'}")
     print(f"demo wall time: {time.time() - t0:.0f}s")
     return 0
 

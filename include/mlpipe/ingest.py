@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from mlpipe import features as feat
+from mlpipe import report_index
 from mlpipe.context import Context
 from mlpipe.errors import ValidationFailed
 from mlpipe.sources import day_has_rows, read_day, source_files
@@ -44,7 +45,11 @@ def validate_day(ctx: Context, day: dt.date) -> dict:
         summary = run_suite(frame, ctx.spec, origin, lambda payload: store.write_report("validation", day, payload),
                             DataDocs(store.report_dir("data_docs"), day))
     except ValidationFailed as exc:
+        report_index.record(store, "day", str(day), {"validation": exc.report, "data_docs": exc.data_docs},
+                            validation_status="failed", data_docs_status="Data Docs")
         raise _quarantine(ctx, day, frame, exc) from exc
+    report_index.record(store, "day", str(day), {"validation": summary["report"], "data_docs": summary["data_docs"]},
+                        validation_status="passed", data_docs_status="Data Docs")
     return {**written(store.write("validated", day, frame), len(frame)), "report": summary["report"],
             "data_docs": summary["data_docs"]}
 

@@ -46,6 +46,10 @@ def entries(store: Store) -> list[LedgerEntry]:
     return [LedgerEntry.from_dict(json.loads(p.read_text())) for p in paths]
 
 
+def entry_path(store: Store, seq: int) -> Path:
+    return ledger_dir(store) / f"{seq:06d}.json"
+
+
 def append(store: Store, entry: LedgerEntry) -> LedgerEntry:
     """Store ``entry`` with the next sequence number and the time; return it as stored."""
     folder = ledger_dir(store)

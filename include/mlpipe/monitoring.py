@@ -19,6 +19,7 @@ import logging
 
 import pandas as pd
 
+from mlpipe import report_index
 from mlpipe.context import Context
 from mlpipe.errors import MlpipeError
 from mlpipe.features import PARTITION_DATE
@@ -44,6 +45,9 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
     page.write_text(html)
     summary["report"] = str(page)
     store.write_report(KIND, day, summary)
+    report_index.record(store, "day", str(day), {"drift": str(page)},
+                        drift_status=("drift" if summary["dataset_drift"] else "no drift")
+                        + ("" if summary["decision"]["action"] == "none" else f", {summary['decision']['action']}"))
     registry.log_monitoring(spec.name, summary, html)
     _log(summary)
     return summary

@@ -82,6 +82,7 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
         entry, scores = _decide_and_commit(ctx, holdout, y, scores, candidates, may_move, draft, run_tags)
     report, evaluation_run = _report(ctx, entry, y, scores, experiment, run_tags)
     _publish(ctx, entry, str(report), evaluation_run)
+    _index(ctx, entry, str(report))
     return {**entry.to_dict(), "report": str(report), "replayed": replayed}
 
 
@@ -91,6 +92,15 @@ def _data_hash(ctx: Context, days) -> str:
     from mlpipe.storage import file_hash
 
     return hashlib.sha256("".join(file_hash(ctx.store.path("features", d)) for d in days).encode()).hexdigest()
+
+
+def _index(ctx: Context, entry: LedgerEntry, report: str | None = None) -> None:
+    from mlpipe import report_index
+
+    report_index.record(ctx.store, "train", f"{entry.seq:06d}",
+                        {"evaluation": report, "ledger": str(ledger.entry_path(ctx.store, entry.seq))},
+                        run_id=entry.run_id or "", decision=entry.decision, evaluation_status="report",
+                        ledger_status="entry")
 
 
 def _publish(ctx: Context, entry: LedgerEntry, report: str, evaluation_run: str | None) -> None:
@@ -338,4 +348,5 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
     from mlpipe import model_card
 
     registry.describe_model(name, model_card.model_description(ledger.entries(ctx.store), target))
+    _index(ctx, entry)
     return entry

@@ -50,8 +50,23 @@ def score_day(ctx: Context, day: dt.date, backfill: bool = False, allow_current_
     shadow, shadow_version = _shadow_scores(name, version, frame, day)
     out["challenger_score"] = pd.Series(shadow, index=out.index, dtype="float64")
     out["challenger_version"] = pd.Series(shadow_version, index=out.index, dtype="string")
-    return {**written(ctx.store.write("predictions", day, out), len(out)), "day": str(day), "model_version": version,
-            "model_role": role, "challenger_version": shadow_version, "fallback": fallback}
+    result = {**written(ctx.store.write("predictions", day, out), len(out)), "day": str(day),
+              "model_version": version, "model_role": role, "challenger_version": shadow_version, "fallback": fallback}
+    _summarise(ctx, day, out, result)
+    return result
+
+
+def _summarise(ctx: Context, day: dt.date, out: pd.DataFrame, result: dict) -> None:
+    """The day's predictions summary (``reports/predictions/<day>.json``), linked from the report index."""
+    from mlpipe import report_index
+
+    scores = out["score"]
+    summary = {**result, "score_mean": float(scores.mean()), "score_quantiles": {
+        str(q): float(scores.quantile(q)) for q in (0.05, 0.5, 0.95)},
+        **({"positive_rate": float(out["predicted_label"].mean())} if "predicted_label" in out else {})}
+    path = ctx.store.write_report("predictions", day, summary)
+    report_index.record(ctx.store, "day", str(day), {"predictions": str(path)},
+                        predictions_status=f"v{result['model_version']} ({result['model_role']})")
 
 
 def point_in_time_version(ctx: Context, day: dt.date, current: str, allow_current: bool) -> tuple[str, str]:

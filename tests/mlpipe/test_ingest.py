@@ -31,6 +31,20 @@ def ingest_day(ctx, day):
     return ingest.build_day_features(ctx, day)
 
 
+def reports_index(store) -> dict[str, dict[str, tuple[str, Path]]]:
+    """reports/index.html's day rows: {day: {column: (link text, resolved target)}}."""
+    import re
+
+    page = store.report_dir("validation").parent / "index.html"
+    rows = {}
+    for day, cells in re.findall(r"<tr><th>(\d{4}-\d\d-\d\d)</th>(.*?)</tr>", page.read_text()):
+        links = re.findall(r"<td>(?:<a href=\"([^\"]+)\">([^<]+)</a>)?</td>", cells)
+        rows[day] = {column: (text, (page.parent / href).resolve())
+                     for column, (href, text) in zip(("validation", "data_docs", "predictions", "drift"), links, strict=True)
+                     if href}
+    return rows
+
+
 def test_a_failed_reingest_keeps_the_last_good_partitions_and_says_so(spec, toy_dir, days, tmp_path):
     ctx, day = context(spec, tmp_path / "data"), days[2]
     for d in days[:3]:
@@ -56,6 +70,10 @@ def test_a_failed_reingest_keeps_the_last_good_partitions_and_says_so(spec, toy_
     page = store.report_dir("data_docs") / "validations" / "toy" / "raw" / str(day)
     assert info.value.data_docs.startswith(str(page)) and f"data docs: {info.value.data_docs}" in str(info.value)
     assert report["data_docs"] == info.value.data_docs and Path(report["data_docs"]).is_file()
+    index = reports_index(store)  # the report index links the failed day's page and report
+    assert index[str(day)]["validation"] == ("failed", Path(store.report_path("validation", day)))
+    assert index[str(day)]["data_docs"] == ("Data Docs", Path(info.value.data_docs))
+    assert index[str(days[0])]["validation"][0] == "passed"
     features = store.read("features", day)
     assert features["event_id"].tolist() == sorted(store.read("validated", day)["event_id"])
 

@@ -1,0 +1,56 @@
+"""reports/index.html: rows recorded by parallel tasks, relative links, nothing lost."""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+from pathlib import Path
+
+import pytest
+
+from mlpipe import report_index
+from mlpipe.storage import Store
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    return Store(tmp_path / "data", "toy")
+
+
+def _report(store: Store, kind: str, name: str) -> Path:
+    path = report_index.reports_dir(store) / kind / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}")
+    return path
+
+
+def test_rows_keep_their_columns_and_links_are_relative(store):
+    validation = _report(store, "validation", "2013-01-02.json")
+    drift = _report(store, "drift", "2013-01-02.html")
+    report_index.record(store, "day", "2013-01-02", {"validation": str(validation)}, validation_status="passed")
+    page = report_index.record(store, "day", "2013-01-02", {"drift": str(drift)}, drift_status="no drift")
+    report_index.record(store, "train", "000001", {"ledger": str(store.root)}, run_id="manual__1", decision="promote")
+
+    text = page.read_text()
+    assert '<a href="validation/2013-01-02.json">passed</a>' in text and '<a href="drift/2013-01-02.html">no drift</a>' in text
+    assert "manual__1" in text and "promote" in text and "http" not in text
+    for href in re.findall(r'href="([^"]+)"', text):
+        assert (page.parent / href).exists(), href
+
+
+def test_an_unknown_section_is_refused(store):
+    with pytest.raises(ValueError, match="unknown index section"):
+        report_index.record(store, "week", "1", {})
+
+
+def _record_many(root: str, worker: int) -> None:
+    store = Store(Path(root), "toy")
+    for i in range(15):
+        report_index.record(store, "day", f"2013-{worker + 1:02d}-{i + 1:02d}", {}, validation_status="passed")
+
+
+def test_parallel_tasks_lose_no_row(store):
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.starmap(_record_many, [(str(store.root), w) for w in range(4)])
+    text = (report_index.reports_dir(store) / "index.html").read_text()
+    assert len(re.findall(r"<tr><th>2013-", text)) == 60

@@ -1,0 +1,26 @@
+"""scripts/demo.py's progress line."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _demo():
+    loaded = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    return module
+
+
+def test_progress_counts_runs_done_failures_running_tasks_and_time_left():
+    line = _demo().progress("ingest", {"success": 90, "failed": 10, "running": 4, "queued": 96}, 6, 50.0)
+    assert line == "  [    50s] ingest: 100/200 runs done, 10 failed, 6 tasks running, about 50s left"
+
+
+def test_progress_has_no_estimate_before_the_first_run_or_after_the_last():
+    demo = _demo()
+    assert demo.progress("train", {"queued": 1}, 0, 3.0).endswith("0/1 runs done, 0 tasks running")
+    assert demo.progress("train", {"success": 1}, 0, 90.0).endswith("1/1 runs done, 0 tasks running")
