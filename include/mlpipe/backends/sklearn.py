@@ -19,6 +19,19 @@ TRUSTED_TYPES = frozenset({"functools.partial", "sklearn.ensemble._hist_gradient
                            "sklearn.utils.validation.check_array"})
 
 
+
+def _skops():
+    """``skops.io``, imported with warnings silenced: on import it looks every scipy ufunc
+    up by ``getattr`` over all of ``sys.modules``, and in a task process each lookup on one
+    of Airflow's deprecated-attribute shims warns through the task log (about 1,100 lines
+    and most of a 36 s score task's time, measured)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import skops.io as sio
+    return sio
+
 class _SklearnBackend:
     def __init__(self, *, task: str, seed: int = 0, n_threads: int = 1, **params: Any):
         self.task = task
@@ -57,8 +70,7 @@ class _SklearnBackend:
             return est.predict_proba(self._matrix(X))
 
     def save(self, directory: Path) -> None:
-        import skops.io as sio
-
+        sio = _skops()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         sio.dump(self._fitted(), directory / "estimator.skops")
@@ -67,8 +79,7 @@ class _SklearnBackend:
 
     @classmethod
     def load(cls, directory: Path):
-        import skops.io as sio
-
+        sio = _skops()
         directory = Path(directory)
         meta = json.loads((directory / "backend.json").read_text())
         model = cls(task=meta["task"], seed=meta["seed"], n_threads=meta["n_threads"], **meta["params"])

@@ -103,3 +103,18 @@ def test_declared_neural_hyperparameters_are_the_backends_defaults():
     for name in ("torch_mlp", "tensorflow_mlp"):
         for task in ("binary", "regression"):
             assert BACKENDS[name].params[task] == set(get_backend(name).defaults), name
+
+
+def test_loading_skops_in_a_task_process_logs_no_deprecation_storm():
+    """With Airflow's modules loaded (as in a task process), the first skops import must
+    not warn once per scipy ufunc and Airflow shim (it did ~1,100 times, through the task log)."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('always'); import airflow.utils.timezone, scipy.special\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            "    warnings.simplefilter('always')\n"
+            "    from mlpipe.backends.sklearn import _skops; _skops()\n"
+            "print(len(seen))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0"
