@@ -111,10 +111,14 @@ def _scores_with_fallback(ctx: Context, version: str, frame: pd.DataFrame, day: 
 
 def _score_with(ctx: Context, version: str, frame: pd.DataFrame):
     """Scores of ``version``, refused if its artifact no longer has the hash the ledger recorded."""
+    import time
+
     from mlpipe import ledger, registry
 
-    uri = registry.version_uri(ctx.spec.registered_model, version)
-    return registry.predict(registry.load_model(uri, ledger.recorded_hash(ctx.store, version)), frame)
+    uri, started = registry.version_uri(ctx.spec.registered_model, version), time.perf_counter()
+    model = registry.load_model(uri, ledger.recorded_hash(ctx.store, version))
+    log.info("v%s loaded in %.2fs", version, time.perf_counter() - started)  # bench/backfill.py reads this
+    return registry.predict(model, frame)
 
 
 def _shadow_scores(name: str, champion: str, frame: pd.DataFrame, day: dt.date) -> tuple[np.ndarray | None, str | None]:
