@@ -5,7 +5,8 @@ and the MLflow UI), driven by headless Chromium (Debian's `chromium` and
 Logs in, opens the train DAG and its trigger form (every Param with its description),
 has a bad date refused, triggers a run with a valid window and waits for it, opens the
 run's grid and a task's log; then opens the registered model in the MLflow UI (the
-champion alias, the version's description). Last, a SIGTERM to `make up` stops every
+champion alias, the version's description) and the report index (and from it a day's
+Data Docs page). Last, a SIGTERM to `make up` stops every
 process it started. Screenshots of each step go to ``test-artifacts/ui/``
 (MLPIPE_UI_SCREENSHOTS overrides).
 
@@ -264,6 +265,21 @@ def test_the_mlflow_ui_shows_the_champion_and_the_version_description(up, browse
     wait_for(browser, lambda b: "This version is the champion" in page_text(b), what="the version description")
     assert "Holdout roc_auc" in page_text(browser)
     shot(browser, "09-mlflow-version")
+
+
+def test_the_report_index_links_the_days_and_the_train_run(up, browser):
+    from selenium.webdriver.common.by import By
+
+    index = Path(up["env"]["MLPIPE_DATA_ROOT"]) / "flights" / "reports" / "index.html"
+    browser.get(index.as_uri())
+    text = page_text(browser)
+    assert "Train runs" in text and "promote" in text and str(DAYS[-1]) in text
+    shot(browser, "10-report-index")
+    links = {a.text for a in browser.find_elements(By.TAG_NAME, "a")}
+    assert {"passed", "Data Docs", "report", "entry"} <= links
+    browser.find_element(By.LINK_TEXT, "Data Docs").click()  # the newest day's Data Docs page, from a file
+    wait_for(browser, lambda b: "data_docs" in b.current_url and "Expectation" in page_text(b), what="Data Docs")
+    shot(browser, "11-data-docs-day")
 
 
 def _with_token(token: str) -> list[int]:
