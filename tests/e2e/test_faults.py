@@ -73,7 +73,7 @@ def test_two_train_runs_at_once_move_the_champion_once(cluster, alerts):
     runs = [_train(cluster, FIRST_END, at, variants=["logreg"]) for at in ("00:00:00", "00:00:01")]
     assert cluster.wait_runs("train", 2) == ["success", "success"]
     (a_start, a_end), (b_start, b_end) = cluster.query(
-        "SELECT start_date, end_date FROM dag_run WHERE dag_id = 'train' ORDER BY start_date")
+        "SELECT start_date, end_date FROM dag_run WHERE dag_id = 'train' AND run_type = 'manual' ORDER BY start_date")
     assert b_start < a_end, "the two runs did not overlap"
     first, second = _entries(cluster)
     assert {first.run_id, second.run_id} == set(runs)

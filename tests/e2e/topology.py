@@ -95,10 +95,13 @@ class Cluster:
             return cur.fetchall()
 
     def wait_runs(self, dag_id: str, count: int, timeout: float = 600) -> list[str]:
-        """The states of the DAG's runs once there are ``count`` and all have finished."""
+        """The states of the DAG's runs once there are ``count`` and all have finished.
+        Scheduled runs do not count: unpausing train starts its latest weekly run (the
+        bundled data ended in 2013, so it skips), which no test asked for."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            states = [s for (s,) in self.query("SELECT state FROM dag_run WHERE dag_id = %s", dag_id)]
+            states = [s for (s,) in self.query("SELECT state FROM dag_run WHERE dag_id = %s AND "
+                                               "run_type <> 'scheduled'", dag_id)]
             if len(states) >= count and all(s in ("success", "failed") for s in states):
                 return states
             time.sleep(3)
