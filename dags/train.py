@@ -56,6 +56,25 @@ SCHEDULE = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timez
                                assets=[Asset(RETRAIN_URI)])
 
 
+def _training_tasks(families: dict, selected: list) -> list:
+    """One mapped training task per backend family, over that family's selected jobs.
+
+    Each also waits for every select, so all variants become ready in the same scheduler
+    pass; the scheduler then starts them by PlannedOrder's weights: plan's order, slowest
+    first across all backends, so the stage ends with short tasks."""
+    mapped = []
+    for (family, name), picked in zip(families.items(), selected, strict=True):
+        op = operator_named(name, family)
+        mapped.append(op.partial(task_id=f"train_{family}", map_index_template="{{ variant }}", doc_md=(
+                                 f"Fit one {family} variant per mapped task (named by the variant), log it to "
+                                 "MLflow with its holdout metrics and register a version."),
+                                 weight_rule=PlannedOrder.path, execution_timeout=timeout("train"),
+                                 **op.placement()).expand(job=picked))
+    for training in mapped:
+        training.set_upstream([s.operator for s in selected])
+    return mapped
+
+
 # No end_date: a DAG's end_date also stops manual runs (Airflow creates no task instance
 # after it), so a run triggered from the UI today would "succeed" doing nothing. Scheduled
 # runs past the spec's schedule end are skipped by plan instead.
@@ -103,19 +122,7 @@ def train():
     jobs = plan()
     families = training_families()  # {family: operator}, from the backend table
     selected = [select.override(task_id=f"select_{family}")(jobs, family) for family in families]
-    # Each training task also waits for every select, so all variants become ready in the
-    # same scheduler pass; the scheduler then starts them by PlannedOrder's weights: plan's
-    # order, slowest first across all backends, so the stage ends with short tasks.
-    mapped = []
-    for (family, name), picked in zip(families.items(), selected, strict=True):
-        op = operator_named(name, family)
-        mapped.append(op.partial(task_id=f"train_{family}", map_index_template="{{ variant }}", doc_md=(
-                                 f"Fit one {family} variant per mapped task (named by the variant), log it to "
-                                 "MLflow with its holdout metrics and register a version."),
-                                 weight_rule=PlannedOrder.path, execution_timeout=timeout("train"),
-                                 **op.placement()).expand(job=picked))
-    for training in mapped:
-        training.set_upstream([s.operator for s in selected])
+    mapped = _training_tasks(families, selected)
     candidates = collect([training.output for training in mapped])
     evaluate(candidates, ensemble(candidates, jobs), jobs)
 

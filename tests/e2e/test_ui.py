@@ -255,7 +255,8 @@ def test_a_run_triggered_from_the_form_succeeds_and_its_log_opens(up, browser):
 def test_the_mlflow_ui_shows_the_champion_and_the_version_description(up, browser):
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=up["env"]["MLFLOW_TRACKING_URI"])
+    uri = up["env"]["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the test process's default registry
     champion = client.get_model_version_by_alias("flights", "champion")
     browser.get(f"{up['mlflow']}/#/models/flights")
     wait_for(browser, lambda b: "champion" in page_text(b) and f"Version {champion.version}" in page_text(b),
