@@ -108,12 +108,11 @@ def _publish(ctx: Context, entry: LedgerEntry, report: str, evaluation_run: str 
     promoted version's provenance, and the registered model's description."""
     from mlpipe import model_card, registry
 
-    name, registered = entry.model, [n for n, c in entry.candidates.items() if c.get("version")]
-    for variant, found in entry.candidates.items():
-        if variant in registered:
-            registry.describe_version(name, found["version"],
-                                      model_card.version_description(entry, variant, report, evaluation_run),
-                                      model_card.version_tags(entry, variant, report, evaluation_run))
+    name, registered = entry.model, {n: c for n, c in entry.candidates.items() if c.get("version")}
+    for variant, found in registered.items():
+        registry.describe_version(name, found["version"],
+                                  model_card.version_description(entry, variant, report, evaluation_run),
+                                  model_card.version_tags(entry, variant, report, evaluation_run))
     if entry.moved:
         registry.tag_version(name, entry.champion_after, {"mlpipe.promoted_by": entry.run_id or "",
                                                           "mlpipe.reason": entry.reason[:5000]})

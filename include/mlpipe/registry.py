@@ -151,10 +151,8 @@ def log_evaluation(experiment_id: str, tags: dict[str, str], metrics: dict[str, 
 
 
 def describe_version(registered_model: str, version: str, description: str, tags: dict[str, str]) -> None:
-    client = MlflowClient()
-    client.update_model_version(registered_model, str(version), description=description)
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_model, str(version), key, value)
+    MlflowClient().update_model_version(registered_model, str(version), description=description)
+    tag_version(registered_model, version, tags)
 
 
 def describe_model(registered_model: str, description: str) -> None:

@@ -38,13 +38,6 @@ def _spec(work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def alerts(serve_webhook):
-    """A webhook on 127.0.0.1 collecting the alerts the cluster sends."""
-    with serve_webhook() as hook:
-        yield hook
-
-
-@pytest.fixture(scope="module")
 def cluster(tmp_path_factory, alerts, cluster_script):
     work = tmp_path_factory.mktemp("cluster")
     with running(work, "mlpipe_e2e", 13, _spec(work), alerts["url"], cluster_script.group_alive) as handle:

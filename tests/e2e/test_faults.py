@@ -35,12 +35,6 @@ SLOW = "hgb_slow"  # the variant whose training process is killed: a fit of seve
 
 
 @pytest.fixture(scope="module")
-def alerts(serve_webhook):
-    with serve_webhook() as hook:
-        yield hook
-
-
-@pytest.fixture(scope="module")
 def cluster(tmp_path_factory, alerts, cluster_script):
     work = tmp_path_factory.mktemp("faults")
     variants = {"logreg": {}, SLOW: {"like": "hgb_small", "max_iter": 600, "learning_rate": 0.03,
