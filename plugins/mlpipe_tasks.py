@@ -9,7 +9,10 @@ backend table, ``mlpipe.records``) load while a DAG file is parsed; ``mlpipe.ste
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import resource
+import time
 from functools import lru_cache
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -19,6 +22,7 @@ from mlpipe.records import Candidate, Job, to_xcom
 DEFAULT_ARGS = {"owner": "mlpipe", "retries": 2, "retry_delay": dt.timedelta(seconds=30)}
 FEATURES_URI = "mlpipe://features"
 RETRAIN_URI = "mlpipe://retrain-request"  # the monitor DAG asks the train DAG for a run
+log = logging.getLogger(__name__)
 
 
 @lru_cache
@@ -144,12 +148,14 @@ def run_step(step: str, **kwargs):
     Bad input (spec, source, data-quality, training-setup or registry requests) fails the task at
     once: retrying cannot fix the data. Anything else may be transient and retries.
     """
+    started = time.perf_counter()
     from mlpipe_alerts import alert_for, validation_alert
 
     from mlpipe.context import Context
     from mlpipe.errors import RegistryError, SourceError, SpecError, TrainingError, ValidationFailed
     from mlpipe.steps import STEPS
 
+    imported = time.perf_counter()
     try:
         result = to_xcom(STEPS[step](Context.load(), **kwargs))
     except ValidationFailed as exc:
@@ -158,4 +164,7 @@ def run_step(step: str, **kwargs):
     except (SpecError, SourceError, TrainingError, RegistryError) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     alert_for(step, result)
+    # bench/ reads this line: the step's imports and run, and the task process's peak RSS
+    log.info("mlpipe step %s: imports %.2fs, run %.2fs, peak RSS %.0f MB", step, imported - started,
+             time.perf_counter() - imported, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return result

@@ -104,6 +104,9 @@ def progress(label: str, states: dict[str, int], running: int, elapsed: float) -
     return f"  [{elapsed:6.0f}s] {label}: {done}/{total} runs done{failed}, {running} tasks running{left}"
 
 
+STAGE_TIMES: dict[str, float] = {}  # label -> seconds, printed at the end
+
+
 def phase(label: str, dag_id: str, runs, create) -> dict[str, int]:
     """Create runs with the scheduler stopped, then run a scheduler until all are done,
     showing progress: one updating line on a terminal, a line per change otherwise."""
@@ -124,7 +127,8 @@ def phase(label: str, dag_id: str, runs, create) -> dict[str, int]:
             time.sleep(1 if tty else 3)
     finally:
         scheduler.stop()
-    print(("\n" if tty else "") + f"  {label} finished in {time.time() - t0:.0f}s: {states}", flush=True)
+    STAGE_TIMES[label] = time.time() - t0
+    print(("\n" if tty else "") + f"  {label} finished in {STAGE_TIMES[label]:.0f}s: {states}", flush=True)
     return states
 
 
@@ -210,6 +214,7 @@ def finish(ctx, t0: float) -> int:
     from mlpipe.report_index import reports_dir
 
     print(f"every report, per day and per train run: {reports_dir(ctx.store) / 'index.html'}")
+    print("stage times: " + ", ".join(f"{label} {seconds:.0f}s" for label, seconds in STAGE_TIMES.items()))
     print(f"demo wall time: {time.time() - t0:.0f}s")
     return 0
 

@@ -6,8 +6,10 @@ Every model is logged as one pyfunc wrapping a :class:`~mlpipe.model.ModelBundle
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -247,15 +249,46 @@ def version_uri(registered_model: str, version: str) -> str:
     return f"models:/{registered_model}/{version}"
 
 
+MODEL_CACHE = "model_cache"
+
+
 def load_model(uri: str, sha256: str | None = None):
     """The pyfunc at ``uri``; with ``sha256``, refuse it unless its bundle has that hash."""
-    model = mlflow.pyfunc.load_model(uri)
+    model = mlflow.pyfunc.load_model(local_copy(uri))
     if sha256 is not None:
         found = bundle_hash(model.unwrap_python_model().bundle_dir)
         if found != sha256:
             raise RegistryError(f"{uri}: the model's artifact changed since it was registered (sha256 {found[:12]}... "
                                 f"but the ledger recorded {sha256[:12]}...): refusing to use it")
     return model
+
+
+def local_copy(uri: str) -> str:
+    """A registered version (``models:/name/N``) as a local directory under the data
+    root's ``model_cache/``, downloaded once: a version's artifacts never change, so a
+    score backfill fetches its model once rather than once a day (over HTTP from the
+    tracking server in the distributed mode). The key holds the tracking URI and the
+    version's run id, so a re-created model's version N is another entry. Other URIs
+    are returned as they are."""
+    from mlpipe.settings import get_settings
+
+    match = re.fullmatch(r"models:/([^/@]+)/(\d+)", uri)
+    if not match:
+        return uri
+    name, version = match.groups()
+    run_id = MlflowClient().get_model_version(name, version).run_id
+    server = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:12]
+    target = get_settings().data_root / MODEL_CACHE / server / name / f"{version}-{run_id}"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=f"{tmp}/model")
+            try:  # whole or not at all; a concurrent download that got there first wins
+                os.rename(f"{tmp}/model", target)
+            except OSError:
+                if not target.exists():
+                    raise
+    return str(target)
 
 
 def _as_model_input(frame: pd.DataFrame) -> pd.DataFrame:

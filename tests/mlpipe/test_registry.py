@@ -124,3 +124,24 @@ def test_a_new_attempt_retires_an_unfinished_earlier_one_and_its_version(mlflow_
     assert {str(v.version) for v in client.search_model_versions("name = 'toy'")} == {other_version}
     assert killed_version != other_version
     assert client.get_run(other_run).info.status == "RUNNING"
+
+
+def test_a_version_is_downloaded_once_and_loads_from_the_cache(mlflow_store, spec, model_frame, monkeypatch,
+                                                               tmp_path):
+    monkeypatch.setenv("MLPIPE_DATA_ROOT", str(tmp_path / "data"))
+    bundle, info = _log(spec, model_frame)
+    uri = registry.version_uri("toy", "1")
+    downloads = []
+    real = mlflow.artifacts.download_artifacts
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **kw: downloads.append(kw) or real(**kw))
+
+    first = registry.predict(registry.load_model(uri), model_frame)
+    again = registry.predict(registry.load_model(uri), model_frame)
+
+    cached = registry.local_copy(uri)
+    assert len(downloads) == 1 and cached.startswith(str(tmp_path / "data" / registry.MODEL_CACHE))
+    assert cached.endswith(f"/toy/1-{info.run_id}")
+    np.testing.assert_allclose(first, bundle.score(model_frame), rtol=1e-12)
+    np.testing.assert_allclose(again, first)
+    assert not [p for p in (tmp_path / "data" / registry.MODEL_CACHE).rglob(".download-*")]  # no partial copy left
+    assert registry.local_copy(info.model_uri) == info.model_uri  # only registered versions are cached

@@ -24,13 +24,16 @@ class BackendEntry:
     by the DAGs, and a spec naming it is refused). ``requirements``: distributions pinned
     into each logged model's pip requirements (those not installed are left out).
     ``params``: the hyperparameters a variant may set, per target task (``binary``,
-    ``regression``), checked by the spec; None accepts any (checked only at fit time)."""
+    ``regression``), checked by the spec; None accepts any (checked only at fit time).
+    ``modules``: what loading or training its models imports, which the executors
+    preload before they fork task processes (plugins/mlpipe_preload.py)."""
 
     target: str
     family: str
     operator: str | None
     requirements: tuple[str, ...] = ()
     params: dict[str, frozenset[str]] | None = None
+    modules: tuple[str, ...] = ()
 
     def unknown_params(self, task: str, names: set[str]) -> list[str]:
         return [] if self.params is None else sorted(names - self.params[task])
@@ -53,16 +56,17 @@ _LINEAR = {"binary": frozenset({"C", "class_weight", "dual", "fit_intercept", "i
 _MLP = ("batch_size", "dropout", "hidden", "lr", "max_embedding_dim", "max_epochs", "patience",
         "validation_fraction")
 _SKLEARN = ("scikit-learn", "skops", "threadpoolctl")
+_SKLEARN_MODULES = ("skops.io", "sklearn.ensemble", "sklearn.linear_model", "threadpoolctl")
 
 BACKENDS: dict[str, BackendEntry] = {
     "sklearn_hgb": BackendEntry("mlpipe.backends.sklearn:GradientBoosting", "sklearn", "SklearnTrainOperator",
-                                _SKLEARN, _HGB),
+                                _SKLEARN, _HGB, _SKLEARN_MODULES),
     "sklearn_linear": BackendEntry("mlpipe.backends.sklearn:Linear", "sklearn", "SklearnTrainOperator", _SKLEARN,
-                                   _LINEAR),
+                                   _LINEAR, _SKLEARN_MODULES),
     "torch_mlp": BackendEntry("mlpipe.backends.torch_mlp:TabularMLP", "torch", "TorchTrainOperator", ("torch",),
-                              _both(*_MLP, "weight_decay", "device")),
+                              _both(*_MLP, "weight_decay", "device"), ("torch",)),
     "tensorflow_mlp": BackendEntry("mlpipe.backends.keras_mlp:KerasMLP", "tensorflow", "TensorFlowTrainOperator",
-                                   ("tensorflow-cpu", "tensorflow", "keras"), _both(*_MLP)),
+                                   ("tensorflow-cpu", "tensorflow", "keras"), _both(*_MLP), ("tensorflow",)),
 }
 
 

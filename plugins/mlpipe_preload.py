@@ -1,0 +1,59 @@
+"""What the executors import once, before they fork task processes.
+
+Every task process is forked (LocalExecutor: from a worker of the scheduler's executor;
+Celery: from a prefork child of ``airflow celery worker``), so modules imported before
+the fork are already loaded in every task. Preloaded: the data stack (pandas, pyarrow,
+Great Expectations, Evidently), MLflow, and what the spec's backends import to load or
+train a model (``modules`` in the backend table: skops and scikit-learn, torch,
+TensorFlow). A score task then spends its time scoring, not importing (bench/backfill.py).
+
+None of them starts a thread or touches a GPU on import (checked in
+tests/plugins/test_mlpipe_preload.py), which is what makes the fork safe.
+``MLPIPE_PRELOAD`` (comma-separated modules) replaces the list; empty disables it.
+Preloaded libraries are those of the moment the scheduler or worker started: restart it
+after upgrading them. The project's own modules are never preloaded, so an edit to
+include/mlpipe takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import warnings
+
+DATA_STACK = ("pandas", "pyarrow.parquet", "great_expectations", "pydantic", "yaml", "evidently", "mlflow.pyfunc")
+
+
+def modules() -> list[str]:
+    """MLPIPE_PRELOAD's modules, else the data stack and the spec's backends' modules."""
+    configured = os.environ.get("MLPIPE_PRELOAD")
+    if configured is not None:
+        return [m.strip() for m in configured.split(",") if m.strip()]
+    from mlpipe.backends import backend_entry
+    from mlpipe.settings import get_settings
+    from mlpipe.spec import load_spec
+
+    try:
+        backends = {v.backend for v in load_spec(get_settings().spec_path).variants}
+    except Exception:  # noqa: BLE001 - a bad spec fails its tasks with the spec error, not the scheduler
+        backends = set()
+    found = [m for name in sorted(backends) for m in backend_entry(name).modules]
+    return list(dict.fromkeys([*DATA_STACK, *found]))
+
+
+def preload(log: logging.Logger | None = None) -> list[str]:
+    """Import :func:`modules`; returns those imported. A module that fails is logged and skipped."""
+    log = log or logging.getLogger(__name__)
+    loaded = []
+    for name in modules():
+        try:
+            # skops looks every scipy ufunc up across sys.modules on import, and each of
+            # Airflow's deprecated-attribute shims it meets warns: silence that, here only
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importlib.import_module(name)
+            loaded.append(name)
+        except Exception as exc:  # noqa: BLE001 - a missing optional module must not stop the scheduler
+            log.warning("preload of %s failed: %s", name, exc)
+    return loaded
