@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
-import os
-import re
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+IMPORTS, RUN = r"mlpipe step \w+: imports ([0-9.]+)s", r"mlpipe step \w+: imports [0-9.]+s, run ([0-9.]+)s"
 TRIVIAL = '''
 import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable, dag, task
@@ -67,31 +66,6 @@ trivial_score()
 '''
 
 
-def _demo():
-    loaded = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(module)
-    return module
-
-
-def _setup(home: Path) -> None:
-    dags = home / "dags"
-    dags.mkdir(parents=True)
-    for path in (ROOT / "dags").glob("*.py"):
-        (dags / path.name).symlink_to(path)
-    (dags / "trivial.py").write_text(TRIVIAL)
-    os.environ.update({
-        "AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": os.environ.get("AIRFLOW__CORE__EXECUTOR", "mlpipe_executor.PreloadingLocalExecutor"),
-        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
-        "MLPIPE_DATA_ROOT": str(home / "data"), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "MLPIPE_ARTIFACTS": str(home / "artifacts"), "GX_ANALYTICS_ENABLED": "false",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(ROOT / "plugins"), os.environ.get("PYTHONPATH")]))})
-    sys.path.insert(0, str(ROOT / "plugins"))
-
-
 def _backfill(demo, dag_id: str, start: dt.date, end: dt.date) -> float:
     # the champion trained on these days: score them with it (point in time would refuse), flagged
     conf = {"allow_current_champion": True} if dag_id == "score" else None
@@ -104,23 +78,6 @@ def _backfill(demo, dag_id: str, start: dt.date, end: dt.date) -> float:
     return time.time() - t0
 
 
-def _task_stats(dag_id: str) -> dict[str, float]:
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        rows = session.execute(select(TaskInstance.start_date, TaskInstance.end_date, TaskInstance.queued_dttm)
-                               .where(TaskInstance.dag_id == dag_id, TaskInstance.state == "success")).all()
-    return {"task_s": statistics.median((e - s).total_seconds() for s, e, _ in rows),
-            "overhead_s": statistics.median((s - q).total_seconds() for s, _, q in rows if q)}
-
-
-def _model_loads() -> list[float]:
-    logs = Path(os.environ["AIRFLOW_HOME"]) / "logs" / "dag_id=score"
-    return [float(m) for log in logs.rglob("*.log") for m in re.findall(r"loaded in ([0-9.]+)s", log.read_text())]
-
-
 def _train(demo, start: dt.date, end: dt.date) -> None:
     conf = {"window_start": str(start), "window_end": str(end + dt.timedelta(days=1)),
             "holdout_days": max(2, (end - start).days // 5)}
@@ -131,52 +88,65 @@ def _train(demo, start: dt.date, end: dt.date) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--days", type=int, default=30, help="days ingested (and scored unless --score-days)")
+    parser.add_argument("--score-days", type=int, help="the last N of those days are scored (default: all)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--start", default="2013-03-01")
     parser.add_argument("--port", type=int, default=18793)
     args = parser.parse_args()
     start = dt.date.fromisoformat(args.start)
     end = start + dt.timedelta(days=args.days - 1)
-    _setup(Path(tempfile.mkdtemp(prefix="mlpipe-bench-backfill-")))
-    demo = _demo()
-    os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{args.port}/execution/"
-    demo.airflow("db", "migrate")
-    demo.airflow("dags", "reserialize")
-    for dag_id in ("ingest", "train", "score", "trivial_ingest", "trivial_score"):
-        demo.airflow("dags", "unpause", dag_id)
-    demo.airflow("pools", "set", "gpu", "2", "GPU training slots")
-    api = demo.Service("api-server", "api-server", "--port", str(args.port))
-    times: dict[str, list[float]] = {k: [] for k in ("ingest", "trivial_ingest", "score", "trivial_score")}
+    windows = {"ingest": (start, end), "score": (end - dt.timedelta(days=(args.score_days or args.days) - 1), end)}
+    windows |= {f"trivial_{k}": v for k, v in windows.items()}
+    harness.setup("mlpipe-bench-backfill-", extra_dags=TRIVIAL)
+    demo = harness.demo()
+    api = harness.start_airflow(demo, args.port, ["ingest", "train", "score", "trivial_ingest", "trivial_score"])
+    times: dict[str, list[float]] = {k: [] for k in windows}
     try:
-        demo.wait_http(f"http://localhost:{args.port}/api/v2/version")
-        times["ingest"].append(_backfill(demo, "ingest", start, end))  # also the data the champion trains on
+        times["ingest"].append(_backfill(demo, "ingest", *windows["ingest"]))  # also the data the champion trains on
         _train(demo, start, end)
         for i in range(args.runs):
             pairs = [("trivial_ingest", "ingest"), ("trivial_score", "score")]
             for first, second in pairs if i % 2 == 0 else [(b, a) for a, b in pairs]:
                 for dag_id in (first, second):
                     if not (dag_id == "ingest" and i == 0):  # the setup ingest is run 0
-                        times[dag_id].append(_backfill(demo, dag_id, start, end))
+                        times[dag_id].append(_backfill(demo, dag_id, *windows[dag_id]))
     finally:
         api.stop()
-    _report(times, args.days)
+    _report(times, windows)
     return 0
 
 
-def _report(times: dict[str, list[float]], days: int) -> None:
+def _report(times: dict[str, list[float]], windows: dict) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\n{days} days, medians of {len(times['score'])} runs each:")
+    print(f"\nmedians of {len(times['score'])} runs each:")
     for real, trivial, target in (("ingest", "trivial_ingest", 2.0), ("score", "trivial_score", 3.0)):
         ratio = med[real] / med[trivial]
-        print(f"  {real:<7} {med[real]:7.1f}s   trivial {med[trivial]:6.1f}s   ratio {ratio:4.2f}x "
+        days = (windows[real][1] - windows[real][0]).days + 1
+        print(f"  {real:<7} {days:3d} days {med[real]:7.1f}s   trivial {med[trivial]:6.1f}s   ratio {ratio:4.2f}x "
               f"(target <= {target}x) {'met' if ratio <= target else 'MISSED'}")
-    for dag_id in ("ingest", "trivial_ingest", "score", "trivial_score"):
-        stats = _task_stats(dag_id)
-        print(f"  {dag_id:<15} per task: {stats['task_s']:5.2f}s running, {stats['overhead_s']:5.2f}s queued->start")
-    loads = _model_loads()
-    if loads:
-        print(f"  score model load: median {statistics.median(loads):.2f}s over {len(loads)} loads")
+    print("  per task (medians): queued->start | running = runner overhead + imports + model load + work")
+    for dag_id in windows:
+        _split(dag_id)
+
+
+def _split(dag_id: str) -> None:
+    """One line per task id: scheduling, then the running time split by the task's own log
+    lines (run_step's imports and run, scoring's model load)."""
+    rows = harness.task_rows(dag_id)
+    imports_of, run_of = harness.log_figures(dag_id, IMPORTS), harness.log_figures(dag_id, RUN)
+    loads = harness.log_figures(dag_id, r"loaded in ([0-9.]+)s")
+    for task in sorted({r["task"] for r in rows}):
+        mine = [r for r in rows if r["task"] == task]
+        queued = harness.median((r["start"] - r["queued"]).total_seconds() for r in mine if r["queued"])
+        running = harness.median(r["seconds"] for r in mine)
+        imports, run = harness.median(imports_of.get(task, [])), harness.median(run_of.get(task, []))
+        load = harness.median(loads.get(task, [])) if loads.get(task) else 0.0
+        if run == run:  # a real task: run_step logged its split
+            print(f"  {dag_id + '.' + task:<30} {queued:5.2f}s | {running:5.2f}s = {running - imports - run:5.2f} + "
+                  f"{imports:4.2f} + {load:4.2f} + {run - load:5.2f}")
+        else:
+            print(f"  {dag_id + '.' + task:<30} {queued:5.2f}s | {running:5.2f}s (a no-op)")
 
 
 if __name__ == "__main__":

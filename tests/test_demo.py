@@ -24,3 +24,25 @@ def test_progress_has_no_estimate_before_the_first_run_or_after_the_last():
     demo = _demo()
     assert demo.progress("train", {"queued": 1}, 0, 3.0).endswith("0/1 runs done, 0 tasks running")
     assert demo.progress("train", {"success": 1}, 0, 90.0).endswith("1/1 runs done, 0 tasks running")
+
+
+def test_each_phase_records_its_time_for_the_closing_summary(monkeypatch, capsys):
+    demo = _demo()
+    states = iter([{"queued": 2}, {"success": 1, "running": 1}, {"success": 2}])
+
+    class NoScheduler:
+        def __init__(self, *args):
+            pass
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(demo, "Service", NoScheduler)
+    monkeypatch.setattr(demo, "run_states", lambda dag_id, runs: next(states))
+    monkeypatch.setattr(demo, "running_tasks", lambda dag_id: 0)
+    monkeypatch.setattr(demo.time, "sleep", lambda seconds: None)
+
+    assert demo.phase("score", "score", ("2013-01-01", "2013-01-02"), lambda: None) == {"success": 2}
+
+    assert list(demo.STAGE_TIMES) == ["score"] and demo.STAGE_TIMES["score"] >= 0
+    assert "score finished in" in capsys.readouterr().out

@@ -240,9 +240,7 @@ def _guardrail(ctx: Context, day: dt.date, train_in_flight: bool) -> str | None:
 
 
 def _labelled_rows(ctx: Context, start: dt.date, end: dt.date) -> int:
-    target = ctx.spec.target.name
-    frame, _ = ctx.store.read_range("features", start, end, columns=[target])
-    return int(frame[target].notna().sum())
+    return ctx.store.count_values("features", start, end, ctx.spec.target.name)
 
 
 def _log(summary: dict) -> None:

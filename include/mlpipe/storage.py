@@ -101,6 +101,24 @@ class Store:
             return pd.DataFrame(columns=[*(columns or []), *([date_column] if date_column else [])]), []
         return pd.concat(frames, ignore_index=True), days
 
+    def count_values(self, layer: str, start: dt.date, end: dt.date, column: str) -> int:
+        """Non-null values of ``column`` in the existing partitions in ``[start, end)``,
+        from the Parquet footers' statistics (no data read; a file without them is read)."""
+        import pyarrow.parquet as pq
+
+        total = 0
+        for day in self.days(layer, start, end):
+            meta = pq.read_metadata(self.path(layer, day))
+            index = meta.schema.to_arrow_schema().get_field_index(column)
+            if index < 0:  # a partition without the column has no values of it
+                continue
+            stats = [meta.row_group(g).column(index).statistics for g in range(meta.num_row_groups)]
+            if all(s is not None and s.has_null_count for s in stats):
+                total += meta.num_rows - sum(s.null_count for s in stats)
+            else:
+                total += int(self.read(layer, day, [column])[column].notna().sum())
+        return total
+
     def write_report(self, kind: str, key: dt.date | str, payload: dict) -> Path:
         """Write a JSON report (validation per day, decisions per train run) atomically."""
         path = self.report_path(kind, key)

@@ -112,3 +112,14 @@ def test_write_report_atomic_json(store):
     store.write_report("validation", D1, {"ok": False})
     assert json.loads(path.read_text()) == {"ok": False}
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_count_values_reads_footers_and_matches_the_data(store, monkeypatch):
+    days = [dt.date(2013, 1, d) for d in (1, 2, 5)]
+    for i, day in enumerate(days):
+        store.write("features", day, pd.DataFrame({"late": [1.0, None, 0.0][: i + 1] + [None] * i, "x": range(2 * i + 1)}))
+    expected = sum(int(store.read("features", d)["late"].notna().sum()) for d in days[:2])
+
+    monkeypatch.setattr(Store, "read", lambda *a, **k: pytest.fail("read data, not footers"))
+    assert store.count_values("features", dt.date(2013, 1, 1), dt.date(2013, 1, 3), "late") == expected
+    assert store.count_values("features", dt.date(2013, 1, 1), dt.date(2013, 1, 9), "nope") == 0

@@ -86,10 +86,11 @@ def _run_gx(frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> Any:
         .add_batch_definition_whole_dataframe("whole")
         .get_batch(batch_parameters={"dataframe": frame})
     )
-    suite = gx.ExpectationSuite(name=suite_name)
-    for i, rule in enumerate(rules):
-        kwargs = dict(rule.kwargs, **({"column": rule.column} if rule.column else {}))
-        suite.add_expectation(getattr(gx.expectations, rule.expectation)(**kwargs, meta={"rule": i}))
+    # built whole: add_expectation compares each new expectation with every earlier one (O(n^2),
+    # 0.4 s of a day's validation), and every rule is distinct by its meta anyway
+    suite = gx.ExpectationSuite(name=suite_name, expectations=[
+        getattr(gx.expectations, rule.expectation)(**rule.kwargs, **({"column": rule.column} if rule.column else {}),
+                                                   meta={"rule": i}) for i, rule in enumerate(rules)])
     return batch.validate(suite, result_format=RESULT_FORMAT)
 
 
