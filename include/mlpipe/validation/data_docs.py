@@ -6,7 +6,7 @@ GX renders everything (``SiteBuilder``); this module only configures it. The sit
 validation results the index is built from.
 A day's result key is the day itself (run name and run time), so re-validating a day
 replaces its result and its page (same path) instead of adding one. Each update renders
-only that day's page and the suite's (``resource_identifiers``) and the index, which lists
+only that day's page, the suite's when it changed (``resource_identifiers``) and the index, which lists
 the latest :data:`INDEX_DAYS` days, so an update costs no more after years of days than after a month.
 Updates hold a file lock: parallel ingest tasks share the site.
 """
@@ -60,12 +60,32 @@ def publish(result: Any, docs: DataDocs) -> str | None:
         context = _context(docs.site)
         context.suites.add(suite)  # the day's page links to the suite's
         context.validation_results_store.set(key, result)
-        context.build_data_docs(site_names=[SITE], resource_identifiers=[key, key.expectation_suite_identifier])
+        context.build_data_docs(site_names=[SITE], resource_identifiers=[key, *_suite_if_changed(docs.site, suite, key)])
         url = context.get_docs_sites_urls(resource_identifier=key, site_name=SITE)[0]["site_url"]
     if url is None:
         log.warning("no Data Docs page for %s: Great Expectations could not render it (its error is logged)", day)
         return None
     return urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+
+
+def _suite_if_changed(site: Path, suite: Any, key: Any) -> list:
+    """The suite's identifier when its page must be rendered (new or changed suite), else
+    nothing: the suite is the same every day, and its page costs a quarter of an update."""
+    import hashlib
+    import json
+
+    # the rules as configured: without GX's per-run ids and the batch each result came from
+    rules = [{**e, "id": None, "kwargs": {k: v for k, v in e.get("kwargs", {}).items() if k != "batch_id"}}
+             for e in suite.to_json_dict()["expectations"]]
+    digest = hashlib.sha256(json.dumps(rules, sort_keys=True, default=str).encode())
+    stamp = site / "expectations" / f".{suite.name}.sha256"
+    page = site / "expectations" / f"{suite.name.replace('.', '/')}.html"  # GX's layout: dots become folders
+    if page.exists() and stamp.exists() \
+            and stamp.read_text() == digest.hexdigest():
+        return []
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest.hexdigest())  # under the site's lock; rendered just after
+    return [key.expectation_suite_identifier]
 
 
 def _context(site: Path):

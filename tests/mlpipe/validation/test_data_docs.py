@@ -163,3 +163,16 @@ def test_a_page_gx_cannot_render_leaves_the_validation_to_go_on(check, store, da
     summary = check(days[2])
     assert summary["data_docs"] is None and json.loads(Path(summary["report"]).read_text())["data_docs"] is None
     assert "no Data Docs page for 2024-01-03" in caplog.text
+
+
+def test_the_suite_page_is_rendered_again_only_when_the_suite_changes(check, spec, store, cache_dir, days, monkeypatch):
+    rendered = []
+    real = data_docs._suite_if_changed
+    monkeypatch.setattr(data_docs, "_suite_if_changed", lambda *a: rendered.append(real(*a)) or rendered[-1])
+    check(days[0])
+    check(days[1])
+    changed = spec.model_copy(update={"validation": spec.validation.model_copy(update={"max_rows": 123456})})
+    _check(changed, store, read_day(spec, days[2], cache_dir), days[2])
+
+    assert [bool(r) for r in rendered] == [True, False, True]
+    assert len(list((store.report_dir("data_docs") / "expectations").rglob("*.html"))) == 1
