@@ -12,6 +12,8 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__EXECUTOR ?= mlpipe_executor.PreloadingLocalExecutor
 export AIRFLOW__CORE__PARALLELISM ?= 4
+# the scheduler's nap when a loop found nothing to do (default 1 s): each hop of a task chain waits for it
+export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME ?= 0.2
 export MLPIPE_DATA_ROOT ?= $(CURDIR)/data
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow/mlflow.db
 export MLPIPE_ARTIFACTS ?= $(CURDIR)/mlflow/artifacts

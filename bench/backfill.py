@@ -1,18 +1,21 @@
 """Ingest and score backfills against trivial DAGs of the same shape, in one invocation.
 
-    .venv/bin/python bench/backfill.py [--days 30] [--runs 3]
+    .venv/bin/python bench/backfill.py [--days 30] [--score-days N] [--runs 3]
+    .venv/bin/python bench/backfill.py --start 2013-01-01 --days 365 --score-days 92   # the targets' sizes
 
 One Airflow (the preloading LocalExecutor ``make demo`` uses, SQLite, an api-server, a
 scheduler per backfill) runs, alternating, ``--runs`` times each:
 - the real ``ingest`` backfill over ``--days`` days and ``trivial_ingest`` (3 no-op tasks,
   the same schedule and max_active_runs) over the same days;
-- the real ``score`` backfill over the same days, with a champion trained once beforehand
-  on them (not timed; Param ``allow_current_champion``), and ``trivial_score`` (1 no-op task).
+- the real ``score`` backfill over the last ``--score-days`` of those days (default all),
+  with a champion trained once beforehand on them (not timed; Param
+  ``allow_current_champion``), and ``trivial_score`` (1 no-op task).
 Repeats reprocess the completed runs (``--reprocess-behavior completed``).
 
 Prints the medians of each backfill's wall time and the real / trivial ratios (targets:
-ingest <= 2x, score <= 3x), and per task kind the median task duration and scheduling
-overhead (start minus queued), and for score the median model load (from the task logs).
+ingest <= 2x, score <= 3x), and per task id the medians of: queued to start, and the
+running time split into runner overhead (the task process around the step), imports and
+run (``run_step``'s log line), model load (scoring's log line) and the rest of the work.
 """
 
 from __future__ import annotations

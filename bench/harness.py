@@ -39,6 +39,8 @@ def setup(prefix: str, extra_dags: str | None = None, env: dict[str, str] | None
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": os.environ.get("AIRFLOW__CORE__EXECUTOR", "mlpipe_executor.PreloadingLocalExecutor"),
         "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "4"),
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": os.environ.get(
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.2"),  # as the Makefile
         "MLPIPE_DATA_ROOT": str(home / "data"), "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
         "MLPIPE_ARTIFACTS": str(home / "artifacts"), "GX_ANALYTICS_ENABLED": "false",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "PYTHONPATH": os.pathsep.join(

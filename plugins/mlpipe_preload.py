@@ -22,7 +22,8 @@ import logging
 import os
 import warnings
 
-DATA_STACK = ("pandas", "pyarrow.parquet", "great_expectations", "pydantic", "yaml", "evidently", "mlflow.pyfunc")
+DATA_STACK = ("pandas", "pyarrow.parquet", "great_expectations", "pydantic", "yaml", "evidently", "mlflow.pyfunc",
+              "airflow.sdk.definitions.decorators")  # the last: what parsing a DAG file in a task imports
 
 
 def modules() -> list[str]:
