@@ -71,13 +71,14 @@ def task_rows(dag_id: str, run_id: str | None = None) -> list[dict]:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    query = select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.start_date, TaskInstance.end_date,
-                   TaskInstance.queued_dttm).where(TaskInstance.dag_id == dag_id, TaskInstance.state == "success")
+    query = select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.rendered_map_index,
+                   TaskInstance.start_date, TaskInstance.end_date, TaskInstance.queued_dttm).where(
+        TaskInstance.dag_id == dag_id, TaskInstance.state == "success")
     if run_id:
         query = query.where(TaskInstance.run_id == run_id)
     with create_session() as session:
-        return [{"task": t, "map_index": m, "start": s, "end": e, "queued": q,
-                 "seconds": (e - s).total_seconds()} for t, m, s, e, q in session.execute(query).all()]
+        return [{"task": t, "map_index": m, "name": n, "start": s, "end": e, "queued": q,
+                 "seconds": (e - s).total_seconds()} for t, m, n, s, e, q in session.execute(query).all()]
 
 
 def log_figures(dag_id: str, pattern: str, by_map_index: bool = False) -> dict[str, list[float]]:
