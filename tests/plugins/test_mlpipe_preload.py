@@ -49,6 +49,8 @@ import mlpipe_preload
 loaded = mlpipe_preload.preload()
 assert {{"torch", "tensorflow", "skops.io", "mlflow.pyfunc"}} <= set(loaded), loaded
 assert threading.active_count() == 1, threading.enumerate()
+import gc
+assert gc.get_freeze_count() > 100_000  # a child's collections never walk the preloaded objects
 pid = os.fork()
 if pid == 0:
     import numpy as np, tensorflow as tf, torch
