@@ -23,8 +23,12 @@ import logging
 import os
 import warnings
 
-DATA_STACK = ("pandas", "pyarrow.parquet", "great_expectations", "pydantic", "yaml", "evidently", "mlflow.pyfunc",
-              "airflow.sdk.definitions.decorators")  # the last: what parsing a DAG file in a task imports
+# What most tasks import: the data stack, MLflow's client and SQLite store (and GitPython, which
+# it calls on each new run), Evidently and the plotly it renders with, and what parsing a DAG
+# file in a task imports
+DATA_STACK = ("pandas", "pyarrow.parquet", "great_expectations", "pydantic", "yaml", "evidently",
+              "plotly.graph_objects", "mlflow.pyfunc", "mlflow.tracking.fluent",
+              "mlflow.store.tracking.sqlalchemy_store", "git", "airflow.sdk.definitions.decorators")
 
 
 def modules() -> list[str]:
