@@ -25,12 +25,20 @@ RETRAIN_URI = "mlpipe://retrain-request"  # the monitor DAG asks the train DAG f
 log = logging.getLogger(__name__)
 
 
-@lru_cache
 def _spec():
+    """The spec MLPIPE_SPEC names now: a process that changes it (or edits the file) gets the
+    new one, whoever imported this module first."""
     from mlpipe.settings import get_settings
+
+    path = get_settings().spec_path
+    return _load_spec(str(path), os.stat(path).st_mtime_ns if os.path.exists(path) else 0)
+
+
+@lru_cache
+def _load_spec(path: str, mtime_ns: int):
     from mlpipe.spec import load_spec
 
-    return load_spec(get_settings().spec_path)
+    return load_spec(path)
 
 
 def training_families() -> dict[str, str]:
@@ -81,7 +89,6 @@ def training_slots() -> int:
     return max(1, len(os.sched_getaffinity(0)) // get_settings().task_cpus)
 
 
-@lru_cache
 def schedule_dates(extra_days: int = 0) -> dict:
     """``start_date`` / ``end_date`` DAG kwargs from the spec's ``schedule`` section."""
     sched = _spec().schedule

@@ -54,20 +54,14 @@ def test_unknown_step_names_are_an_error():
 
 
 def test_schedule_dates_follow_the_spec():
-    mlpipe_tasks.schedule_dates.cache_clear()
     dates = mlpipe_tasks.schedule_dates(extra_days=8)
     assert dates["start_date"] == dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc)
     assert dates["end_date"] == dt.datetime(2014, 1, 8, 23, 59, tzinfo=dt.timezone.utc)
 
 
 def test_gpu_queue_and_pool_come_from_the_spec(monkeypatch, tmp_path):
-    import mlpipe_operators
     import yaml
     from mlpipe_operators import SklearnTrainOperator, TensorFlowTrainOperator, TorchTrainOperator
-
-    # Airflow's plugin loading may have re-imported mlpipe_tasks: clear the cache the
-    # operators actually use.
-    spec_cache = mlpipe_operators.spec_execution.__globals__["_spec"]
 
     root = Path(__file__).resolve().parents[2]
     spec = yaml.safe_load((root / "include/pipelines/flights.yaml").read_text())
@@ -76,15 +70,11 @@ def test_gpu_queue_and_pool_come_from_the_spec(monkeypatch, tmp_path):
     monkeypatch.setenv("MLPIPE_SPEC", str(tmp_path / "spec.yaml"))
     monkeypatch.delenv("MLPIPE_GPU_QUEUE", raising=False)
     monkeypatch.delenv("MLPIPE_GPU_POOL", raising=False)
-    spec_cache.cache_clear()
-    try:
-        assert TorchTrainOperator.placement() == {"queue": "gpu_h100", "pool": "h100"}
-        assert TensorFlowTrainOperator(task_id="t", job={}).pool == "h100"
-        assert SklearnTrainOperator.placement() == {}
-        monkeypatch.setenv("MLPIPE_GPU_QUEUE", "from_env")
-        assert TorchTrainOperator.placement()["queue"] == "from_env"
-    finally:
-        spec_cache.cache_clear()
+    assert TorchTrainOperator.placement() == {"queue": "gpu_h100", "pool": "h100"}
+    assert TensorFlowTrainOperator(task_id="t", job={}).pool == "h100"
+    assert SklearnTrainOperator.placement() == {}
+    monkeypatch.setenv("MLPIPE_GPU_QUEUE", "from_env")
+    assert TorchTrainOperator.placement()["queue"] == "from_env"
 
 
 def test_training_slots_default_to_cores_per_task_and_can_be_configured(monkeypatch, tmp_path):
@@ -93,22 +83,17 @@ def test_training_slots_default_to_cores_per_task_and_can_be_configured(monkeypa
     monkeypatch.delenv("MLPIPE_TRAINING_SLOTS", raising=False)
     monkeypatch.setattr(mlpipe_tasks.os, "sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.setenv("MLPIPE_TASK_CPUS", "2")
-    mlpipe_tasks._spec.cache_clear()
-    try:
-        assert mlpipe_tasks.training_slots() == 4  # 8 cores, 2 threads per task
-        monkeypatch.setenv("MLPIPE_TASK_CPUS", "16")
-        assert mlpipe_tasks.training_slots() == 1  # never zero
+    assert mlpipe_tasks.training_slots() == 4  # 8 cores, 2 threads per task
+    monkeypatch.setenv("MLPIPE_TASK_CPUS", "16")
+    assert mlpipe_tasks.training_slots() == 1  # never zero
 
-        spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "include/pipelines/flights.yaml").read_text())
-        spec["execution"]["training_slots"] = 3
-        (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-        monkeypatch.setenv("MLPIPE_SPEC", str(tmp_path / "spec.yaml"))
-        mlpipe_tasks._spec.cache_clear()
-        assert mlpipe_tasks.training_slots() == 3
-        monkeypatch.setenv("MLPIPE_TRAINING_SLOTS", "5")
-        assert mlpipe_tasks.training_slots() == 5
-    finally:
-        mlpipe_tasks._spec.cache_clear()
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "include/pipelines/flights.yaml").read_text())
+    spec["execution"]["training_slots"] = 3
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("MLPIPE_SPEC", str(tmp_path / "spec.yaml"))
+    assert mlpipe_tasks.training_slots() == 3  # the spec named now, not the first one loaded
+    monkeypatch.setenv("MLPIPE_TRAINING_SLOTS", "5")
+    assert mlpipe_tasks.training_slots() == 5
 
 
 def test_a_retrain_request_is_read_from_the_triggering_asset_event_and_tags_the_run():
