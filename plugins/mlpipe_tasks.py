@@ -31,7 +31,11 @@ def _spec():
     from mlpipe.settings import get_settings
 
     path = get_settings().spec_path
-    return _load_spec(str(path), os.stat(path).st_mtime_ns if os.path.exists(path) else 0)
+    try:
+        mtime_ns = os.stat(path).st_mtime_ns
+    except OSError:  # load_spec names the unreadable file
+        mtime_ns = 0
+    return _load_spec(str(path), mtime_ns)
 
 
 @lru_cache
