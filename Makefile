@@ -47,7 +47,7 @@ demo: install
 	$(BIN)/python scripts/demo.py --from $(FROM) --to $(TO) --holdout-days $(HOLDOUT)
 
 test: install lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

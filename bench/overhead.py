@@ -122,7 +122,7 @@ def main() -> int:
     harness.setup("mlpipe-bench-overhead-")
     from mlpipe_preload import modules
 
-    from mlpipe_tasks import training_slots
+    from mlpipe_dagkit import training_slots
 
     # the script gets the DAG's slots and the executor's preloads (it imports no Airflow)
     script_conf = {**_conf(start, args.days), "slots": training_slots(), "preload": modules()}

@@ -59,7 +59,7 @@ def main() -> int:
 
     from mlpipe import registry
     from mlpipe.context import Context
-    from mlpipe_tasks import training_slots
+    from mlpipe_dagkit import training_slots
 
     ctx = Context.load()
     registry.connect(ctx.settings, ctx.spec.name)

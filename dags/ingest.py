@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
 
-from mlpipe_tasks import FEATURES_URI, run_step, schedule_dates, task_defaults
+from mlpipe_dagkit import FEATURES_URI, schedule_dates, task_defaults
+from mlpipe_tasks import run_step
 
 
 @dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), **schedule_dates(), catchup=False,

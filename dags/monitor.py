@@ -18,7 +18,8 @@ import os
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-from mlpipe_tasks import RETRAIN_URI, is_backfill, run_step, schedule_dates, task_defaults
+from mlpipe_dagkit import RETRAIN_URI, is_backfill, schedule_dates, task_defaults
+from mlpipe_tasks import run_step
 
 POKE_SECONDS = int(os.environ.get("MLPIPE_MONITOR_POKE_SECONDS", "300"))
 PARAMS = {"day": Param(None, type=["null", "string"], format="date",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from mlpipe_tasks import run_step, run_tags, schedule_dates, task_defaults
+from mlpipe_dagkit import run_tags, schedule_dates, task_defaults
+from mlpipe_tasks import run_step
 
 PARAMS = {
     "version": Param("previous", type="string", pattern=r"^(previous|v?[0-9]+)$",

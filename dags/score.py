@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from mlpipe_tasks import is_backfill, run_step, schedule_dates, task_defaults
+from mlpipe_dagkit import is_backfill, schedule_dates, task_defaults
+from mlpipe_tasks import run_step
 
 PARAMS = {"allow_current_champion": Param(False, type="boolean",
                                           description="Backfill: score days before any eligible model with the "

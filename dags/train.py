@@ -11,27 +11,25 @@ record what they would have promoted and move nothing, unless `promote_in_backfi
 from __future__ import annotations
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, dag, task
-from mlpipe_operators import operator_named
 from mlpipe_priority import PlannedOrder
 
 from mlpipe.records import Job
-from mlpipe_tasks import (
+from mlpipe_dagkit import (
     RETRAIN_URI,
-    first_job,
     is_backfill,
-    run_step,
+    max_active_train_runs,
     run_tags,
     schedule_dates,
     skip_past_schedule_end,
-    spec_execution,
     task_defaults,
     timeout,
-    trained,
     training_families,
     training_slots,
     variant_names,
     with_retrain_request,
 )
+from mlpipe_operators import operator_named
+from mlpipe_tasks import first_job, run_step, trained
 
 PARAMS = {
     "window_start": Param(None, type=["null", "string"], format="date",
@@ -49,7 +47,7 @@ PARAMS = {
 
 
 # max_active_tasks: only the training tasks run side by side, one per free core (see
-# mlpipe_tasks.training_slots); the rest of the DAG is a chain.
+# mlpipe_dagkit.training_slots); the rest of the DAG is a chain.
 # Weekly, or when the monitor DAG asks for a retrain (its asset event carries the reason
 # and the window end: the day after the last monitored day).
 SCHEDULE = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),
@@ -79,7 +77,7 @@ def _training_tasks(families: dict, selected: list) -> list:
 # after it), so a run triggered from the UI today would "succeed" doing nothing. Scheduled
 # runs past the spec's schedule end are skipped by plan instead.
 @dag(schedule=SCHEDULE, start_date=schedule_dates()["start_date"], catchup=False,
-     max_active_runs=spec_execution()["max_active_train_runs"], max_active_tasks=training_slots(),
+     max_active_runs=max_active_train_runs(), max_active_tasks=training_slots(),
      default_args=task_defaults("evaluate"), params=PARAMS,
      tags=["mlpipe", "train"], doc_md=__doc__)
 def train():

@@ -3,11 +3,15 @@ validation failure, a promotion or rollback, and a fallback model.
 
 Each alert is one JSON object (``kind``, ``pipeline``, ``time`` and the kind's fields),
 always written to the task log, and sent
-- to a webhook: the Airflow connection ``mlpipe_alerts`` (``MLPIPE_ALERT_CONN``), its
-  extra ``url``, or its host if that is a URL, else ``http(s)://host:port/schema``;
-- by e-mail through the SMTP provider when the connection ``mlpipe_smtp`` exists (extra
-  ``to``: the recipients; its host, port, login and password: the server).
+- to a webhook through the HTTP provider's ``HttpHook`` when the Airflow connection
+  ``mlpipe_alerts`` (``MLPIPE_ALERT_CONN``) exists: its host is the webhook URL (or host,
+  port and ``schema`` http/https), its login/password basic auth, its extra the request
+  headers (e.g. ``Authorization``) and HttpHook's options (``timeout``, ``verify``, ...);
+- by e-mail through the SMTP provider's hook when the connection ``mlpipe_smtp`` exists
+  (extra ``to``: the recipients; its host, port, login and password: the server).
 An alert that cannot be delivered is logged and never fails the task.
+
+This module imports no other module of ours: the pipeline's name comes from the caller.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import datetime as dt
 import json
 import logging
 import os
-import urllib.request
 
 from airflow.sdk import BaseNotifier
 
 log = logging.getLogger(__name__)
 SMTP_CONN = "mlpipe_smtp"
+TIMEOUT_S = 10  # a slow webhook must not hold a task
 
 
 def _connection(conn_id: str):
@@ -33,36 +37,28 @@ def _connection(conn_id: str):
         return None
 
 
-def webhook_url(conn) -> str | None:
-    if conn is None:
-        return None
-    extra = conn.extra_dejson or {}
-    if extra.get("url"):
-        return extra["url"]
-    if conn.host and conn.host.startswith(("http://", "https://")):
-        return conn.host
-    scheme = "https" if conn.conn_type == "https" else "http"
-    port = f":{conn.port}" if conn.port else ""
-    return f"{scheme}://{conn.host}{port}/{conn.schema or ''}" if conn.host else None
-
-
-def send(kind: str, payload: dict, pipeline: str | None = None) -> dict:
+def send(kind: str, payload: dict, pipeline: str) -> dict:
     """Deliver one alert; returns the message (what the log, webhook and e-mail got)."""
-    message = {"kind": kind, "pipeline": pipeline or _pipeline(), "time": dt.datetime.now(dt.timezone.utc).isoformat(),
-               **payload}
-    body = json.dumps(message, default=str)
-    log.warning("mlpipe alert: %s", body)
-    url = webhook_url(_connection(os.environ.get("MLPIPE_ALERT_CONN", "mlpipe_alerts")))
-    if url:
-        request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
-        try:
-            urllib.request.urlopen(request, timeout=10).close()
-        except OSError as exc:
-            log.error("alert %s not delivered to %s: %s", kind, url, exc)
+    message = {"kind": kind, "pipeline": pipeline, "time": dt.datetime.now(dt.timezone.utc).isoformat(), **payload}
+    log.warning("mlpipe alert: %s", json.dumps(message, default=str))
+    webhook = os.environ.get("MLPIPE_ALERT_CONN", "mlpipe_alerts")
+    if _connection(webhook) is not None:
+        _post(webhook, kind, message)
     smtp = _connection(SMTP_CONN)
     if smtp is not None:
         _email(smtp, kind, message)
     return message
+
+
+def _post(conn_id: str, kind: str, message: dict) -> None:
+    from airflow.providers.http.hooks.http import HttpHook
+
+    try:
+        HttpHook(method="POST", http_conn_id=conn_id).run(
+            data=json.dumps(message, default=str), headers={"Content-Type": "application/json"},
+            extra_options={"timeout": TIMEOUT_S})
+    except Exception as exc:  # noqa: BLE001 - an alert must never fail the task
+        log.error("alert %s not delivered through connection %s: %s", kind, conn_id, exc)
 
 
 def _email(conn, kind: str, message: dict) -> None:
@@ -80,24 +76,24 @@ def _email(conn, kind: str, message: dict) -> None:
         log.error("alert %s not e-mailed: %s", kind, exc)
 
 
-def _pipeline() -> str:
-    from mlpipe_tasks import spec_name
-
-    return spec_name()
-
-
 class FailureNotifier(BaseNotifier):
-    """``on_failure_callback`` of every task: a ``task_failure`` alert."""
+    """``on_failure_callback`` of every task of a pipeline: a ``task_failure`` alert."""
+
+    template_fields = ("pipeline",)
+
+    def __init__(self, *, pipeline: str):
+        super().__init__()
+        self.pipeline = pipeline
 
     def notify(self, context) -> None:
         ti, error = context["ti"], context.get("exception")
         send("task_failure", {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id,
                               "map_index": ti.map_index, "try_number": ti.try_number,
                               "log_url": getattr(ti, "log_url", None),
-                              "error": str(error).strip().splitlines()[0] if error else None})
+                              "error": str(error).strip().splitlines()[0] if error else None}, self.pipeline)
 
 
-def validation_alert(exc, day) -> dict:
+def validation_alert(exc, day, pipeline: str) -> dict:
     """A ``validation_failed`` alert: each failed rule's column, rule and rows, the report
     and the day's Data Docs page."""
     rules = [{"column": f.get("column") or ", ".join(f.get("kwargs", {}).get("column_list") or []) or None,
@@ -105,17 +101,17 @@ def validation_alert(exc, day) -> dict:
               "kwargs": f.get("kwargs")} for f in exc.failures]
     return send("validation_failed", {"day": str(day) if day else None, "failures": rules, "report": exc.report,
                                       "data_docs": exc.data_docs,
-                                      "message": str(exc).splitlines()[0]})
+                                      "message": str(exc).splitlines()[0]}, pipeline)
 
 
-def alert_for(step: str, result) -> dict | None:
+def alert_for(step: str, result, pipeline: str) -> dict | None:
     """The alert a step's result calls for: a promotion, a rollback, a fallback model."""
     if step in ("evaluate_and_promote", "rollback") and isinstance(result, dict) and result.get("moved") \
             and not result.get("replayed"):  # a retry returning the recorded decision alerted the first time
         kind = "promotion" if step == "evaluate_and_promote" else "rollback"
         return send(kind, {"model": result.get("model"), "from_version": result.get("champion_before"),
                            "to_version": result.get("champion_after"), "reason": result.get("reason"),
-                           "run_id": result.get("run_id"), "mode": result.get("mode")})
+                           "run_id": result.get("run_id"), "mode": result.get("mode")}, pipeline)
     if step == "score_day" and isinstance(result, dict) and result.get("fallback"):
-        return send("fallback", {"day": result.get("day"), **result["fallback"]})
+        return send("fallback", {"day": result.get("day"), **result["fallback"]}, pipeline)
     return None

@@ -3,21 +3,23 @@ backend's operator). Thin: keyword-only arguments, declared template fields, not
 done in ``__init__``; ``execute`` delegates to ``mlpipe.training.train_variant`` through
 ``run_step``.
 
-Torch and TensorFlow operators default to the ``gpu`` queue and pool. Override per task
-(``queue=``/``pool=``), or for all of them with MLPIPE_GPU_QUEUE / MLPIPE_GPU_POOL, or in
-the spec's ``execution`` section. Each task sizes its thread pools to ``cpus`` (default
+Torch and TensorFlow operators run on the spec's GPU queue and pool (``gpu`` by default;
+MLPIPE_GPU_QUEUE / MLPIPE_GPU_POOL override the spec): the train DAG passes
+``placement()`` to ``partial()`` when it builds the DAG, so nothing reads the spec in
+``__init__``. A DAG that builds one of them itself passes ``**Op.placement()`` or its own
+``queue=``/``pool=``. Each task sizes its thread pools to ``cpus`` (default
 MLPIPE_TASK_CPUS, else 1), so parallel variants do not oversubscribe the machine.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from airflow.sdk import BaseOperator
 
 from mlpipe.records import Job
-from mlpipe_tasks import run_step, spec_execution
+from mlpipe_dagkit import gpu_placement
+from mlpipe_tasks import run_step
 
 
 class TrainVariantOperator(BaseOperator):
@@ -54,13 +56,7 @@ class GpuTrainOperator(TrainVariantOperator):
 
     @classmethod
     def placement(cls) -> dict:
-        execution = spec_execution()
-        return {"queue": os.environ.get("MLPIPE_GPU_QUEUE") or execution["gpu_queue"],
-                "pool": os.environ.get("MLPIPE_GPU_POOL") or execution["gpu_pool"]}
-
-    def __init__(self, *, queue: str | None = None, pool: str | None = None, **kwargs):
-        default = self.placement()
-        super().__init__(queue=queue or default["queue"], pool=pool or default["pool"], **kwargs)
+        return gpu_placement()
 
 
 class TorchTrainOperator(GpuTrainOperator):

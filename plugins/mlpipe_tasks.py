@@ -1,145 +1,24 @@
-"""Glue between Airflow tasks and ``mlpipe.steps``: shared defaults, the spec's schedule
-dates, the training families, records in and out of XCom, and error mapping.
+"""The step runner: ``run_step`` calls an entry point of ``mlpipe.steps.STEPS`` with a
+freshly loaded context, turns records into XCom dicts (``first_job`` and ``trained`` read
+them back), maps errors that retrying cannot fix to an immediate failure, and sends the
+alert a step's result calls for.
 
-Only Airflow, PyYAML, pydantic (through ``mlpipe.spec``) and the standard library (the
-backend table, ``mlpipe.records``) load while a DAG file is parsed; ``mlpipe.steps``
-(pandas and friends) is imported inside ``run_step`` at run time.
+User DAGs may import ``run_step`` from here. ``mlpipe.steps`` (pandas and friends) is
+imported inside ``run_step``, at run time, never while a DAG file is parsed.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import os
 import resource
 import time
-from functools import lru_cache
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException
 
 from mlpipe.records import Candidate, Job, to_xcom
+from mlpipe_alerts import alert_for, validation_alert
 
-DEFAULT_ARGS = {"owner": "mlpipe", "retries": 2, "retry_delay": dt.timedelta(seconds=30)}
-FEATURES_URI = "mlpipe://features"
-RETRAIN_URI = "mlpipe://retrain-request"  # the monitor DAG asks the train DAG for a run
 log = logging.getLogger(__name__)
-
-
-def _spec():
-    """The spec MLPIPE_SPEC names now: a process that changes it (or edits the file) gets the
-    new one, whoever imported this module first."""
-    from mlpipe.settings import get_settings
-
-    path = get_settings().spec_path
-    try:
-        mtime_ns = os.stat(path).st_mtime_ns
-    except OSError:  # load_spec names the unreadable file
-        mtime_ns = 0
-    return _load_spec(str(path), mtime_ns)
-
-
-@lru_cache
-def _load_spec(path: str, mtime_ns: int):
-    from mlpipe.spec import load_spec
-
-    return load_spec(path)
-
-
-def training_families() -> dict[str, str]:
-    """``{family: operator class name}`` for the spec's variants, in backend-table order:
-    one mapped training task per family. The spec check has refused backends without one."""
-    from mlpipe.backends import BACKENDS
-
-    used = {v.backend for v in _spec().variants}
-    return {e.family: e.operator for name, e in BACKENDS.items() if name in used}
-
-
-def spec_name() -> str:
-    return _spec().name
-
-
-def timeout(kind: str) -> dt.timedelta:
-    """The spec's ``execution.timeouts.<kind>`` (minutes) as an ``execution_timeout``."""
-    return dt.timedelta(minutes=getattr(_spec().execution.timeouts, kind))
-
-
-def task_defaults(kind: str) -> dict:
-    """A DAG's ``default_args``: retries, the ``kind``'s timeout, the failure alert."""
-    from mlpipe_alerts import FailureNotifier
-
-    return {**DEFAULT_ARGS, "execution_timeout": timeout(kind), "on_failure_callback": [FailureNotifier()]}
-
-
-def variant_names() -> list[str]:
-    """The spec's variant names (the train DAG's `variants` Param offers them)."""
-    return [v.name for v in _spec().variants]
-
-
-def spec_execution() -> dict:
-    """The spec's ``execution`` section (GPU queue and pool names)."""
-    return _spec().execution.model_dump()
-
-
-def training_slots() -> int:
-    """How many training tasks of one train run may run at once: MLPIPE_TRAINING_SLOTS,
-    else the spec's ``execution.training_slots``, else this host's cores divided by
-    MLPIPE_TASK_CPUS. More tasks than cores would time-slice them, and a task time-sliced
-    with others burns 10-30% more CPU for the same fit (measured in bench/)."""
-    from mlpipe.settings import get_settings
-
-    configured = os.environ.get("MLPIPE_TRAINING_SLOTS") or _spec().execution.training_slots
-    if configured:
-        return max(1, int(configured))
-    return max(1, len(os.sched_getaffinity(0)) // get_settings().task_cpus)
-
-
-def schedule_dates(extra_days: int = 0) -> dict:
-    """``start_date`` / ``end_date`` DAG kwargs from the spec's ``schedule`` section."""
-    sched = _spec().schedule
-    utc = dt.timezone.utc
-    end = sched.end and dt.datetime.combine(sched.end + dt.timedelta(days=extra_days), dt.time(23, 59), utc)
-    return {"start_date": dt.datetime.combine(sched.start, dt.time(), utc), "end_date": end}
-
-
-def skip_past_schedule_end(dag_run, when: dt.datetime, extra_days: int = 0) -> None:
-    """A scheduled run after the spec's ``schedule.end`` (+ ``extra_days``; a dataset that
-    ends) has nothing new to work on: skip it. Manual and asset-triggered runs always run,
-    whatever their logical date."""
-    end = _spec().schedule.end
-    if end and _run_type(dag_run) == "scheduled" and when.date() > end + dt.timedelta(days=extra_days):
-        raise AirflowSkipException(f"scheduled run for {when.date()} is past the spec's schedule end {end}")
-
-
-def _run_type(dag_run) -> str:
-    return str(getattr(dag_run.run_type, "value", dag_run.run_type))
-
-
-def is_backfill(dag_run) -> bool:
-    return _run_type(dag_run) == "backfill"
-
-
-def run_tags(dag_run, job: Job | None = None) -> dict[str, str]:
-    """MLflow / ledger tags naming the Airflow run (and the retrain request that started it)."""
-    tags = {"airflow.dag_id": dag_run.dag_id, "airflow.run_id": dag_run.run_id, "airflow.run_type": _run_type(dag_run)}
-    return {**tags, "mlpipe.trigger": job.trigger} if job and job.trigger else tags
-
-
-def retrain_request(triggering_asset_events) -> dict | None:
-    """The latest retrain request (the monitor DAG's asset event extra) that started this run."""
-    names = {RETRAIN_URI, RETRAIN_URI + "/"}  # Airflow normalises the URI with a trailing slash
-    events = [e for asset, found in (triggering_asset_events or {}).items()
-              if {getattr(asset, "name", None), getattr(asset, "uri", None)} & names for e in found]
-    return dict(events[-1].extra) if events else None
-
-
-def with_retrain_request(params, triggering_asset_events) -> dict:
-    """``plan``'s arguments: the run's Params, and when a retrain request started the run,
-    its reason as ``trigger`` and (unless a Param sets one) its window end: the day after
-    the monitored day, not today."""
-    request = retrain_request(triggering_asset_events)
-    if not request:
-        return {**params}
-    return {**params, "window_end": params.get("window_end") or request["window_end"], "trigger": request["reason"]}
 
 
 def first_job(jobs: list[dict]) -> Job:
@@ -160,21 +39,20 @@ def run_step(step: str, **kwargs):
     once: retrying cannot fix the data. Anything else may be transient and retries.
     """
     started = time.perf_counter()
-    from mlpipe_alerts import alert_for, validation_alert
-
     from mlpipe.context import Context
     from mlpipe.errors import RegistryError, SourceError, SpecError, TrainingError, ValidationFailed
     from mlpipe.steps import STEPS
 
     imported = time.perf_counter()
     try:
-        result = to_xcom(STEPS[step](Context.load(), **kwargs))
+        ctx = Context.load()
+        result = to_xcom(STEPS[step](ctx, **kwargs))
     except ValidationFailed as exc:
-        validation_alert(exc, kwargs.get("day"))
+        validation_alert(exc, kwargs.get("day"), ctx.spec.name)
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     except (SpecError, SourceError, TrainingError, RegistryError) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-    alert_for(step, result)
+    alert_for(step, result, ctx.spec.name)
     # bench/ reads this line: the step's imports and run, and the task process's peak RSS
     log.info("mlpipe step %s: imports %.2fs, run %.2fs, peak RSS %.0f MB", step, imported - started,
              time.perf_counter() - imported, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -84,13 +84,13 @@ def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
     from airflow.serialization.serialized_objects import DagSerialization
     from mlpipe_priority import PlannedOrder
 
-    import mlpipe_tasks
+    import mlpipe_dagkit
 
     restored = DagSerialization.from_dict(DagSerialization.to_dict(train))
     for family in ("sklearn", "torch", "tensorflow"):
         rule = type(restored.get_task(f"train_{family}").weight_rule)  # the plugin manager's copy of the class
         assert f"{rule.__module__}.{rule.__qualname__}" == PlannedOrder.path
-    assert train.max_active_tasks == mlpipe_tasks.training_slots()  # one training task per core
+    assert train.max_active_tasks == mlpipe_dagkit.training_slots()  # one training task per core
     trained = {"train_sklearn", "train_torch", "train_tensorflow"}
     # a failed variant does not stop the evaluation (collect runs when all are done); a failed plan does
     assert train.get_task("collect").upstream_task_ids == trained
@@ -104,7 +104,7 @@ def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
     assert params.get_param("dry_run").schema["type"] == "boolean"
     assert params["promote_in_backfill"] is False  # backfills never move the champion by default
     assert params.get_param("window_start").schema["format"] == "date"
-    names = [v.name for v in mlpipe_tasks._spec().variants]
+    names = [v.name for v in mlpipe_dagkit.spec().variants]
     variants = params.get_param("variants").schema
     assert variants["examples"] == names and variants["items"]["enum"] == names  # a pick list, validated
     for name in params:
@@ -169,7 +169,6 @@ def test_train_runs_on_its_cron_or_a_retrain_request(dagbag):
 
 def test_every_backend_names_an_operator_the_plugins_define(dagbag):  # dagbag: plugins on sys.path
     import mlpipe_operators
-
     from mlpipe.backends import BACKENDS
 
     for name, entry in BACKENDS.items():
