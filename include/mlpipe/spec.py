@@ -44,16 +44,27 @@ class _Model(BaseModel):
 
 
 class JoinSpec(_Model):
-    keys: list[str] = Field(min_length=1)
-    how: Literal["left", "inner"] = "left"
+    """How a source after the first joins the rows read so far (many-to-one, checked: a key
+    that is not unique in this source fails the day)."""
+
+    keys: list[str] = Field(
+        min_length=1, description="Columns this source is joined on; many-to-one: they must be unique in this source")
+    how: Literal["left", "inner"] = Field(
+        "left", description="left: keep every primary row; inner: keep only rows with a match")
 
 
 class SourceSpec(_Model):
-    path: str = Field(description="File path, or pkg://<package>/<path inside it>")
-    format: Literal["csv", "parquet"] | None = None
-    columns: list[str] | None = None
-    rename: dict[str, str] = {}
-    join: JoinSpec | None = None
+    """One named source file (CSV or Parquet): one file, or one per day with ``{date}`` in the
+    path. The first source is the primary: it decides the rows; the others join it."""
+
+    path: str = Field(
+        description="File path, or ``pkg://<package>/<path inside it>``; ``{date}`` in it: one file per day")
+    format: Literal["csv", "parquet"] | None = Field(
+        None, description="File format (default: from the extension, ``.parquet`` or ``.pq``, else csv)")
+    columns: list[str] | None = Field(None, description="Columns to keep, each required in the file (default: all)")
+    rename: dict[str, str] = Field({}, description="Old -> new column names, applied after reading")
+    join: JoinSpec | None = Field(
+        None, description="How this source joins the rows read so far: required after the first source, refused on it")
 
     @property
     def file_format(self) -> str:
@@ -63,8 +74,10 @@ class SourceSpec(_Model):
 
 
 class PartitionSpec(_Model):
-    column: str
-    timezone: str = "UTC"
+    """The timestamp column and time zone whose local date defines a row's partition day."""
+
+    column: str = Field(description="Timestamp column whose local date is a row's partition day")
+    timezone: str = Field("UTC", description="IANA time zone the partition day is taken in")
 
     @field_validator("timezone")
     @classmethod
@@ -79,10 +92,15 @@ class PartitionSpec(_Model):
 
 
 class TargetSpec(_Model):
-    name: str
-    expression: str
-    task: TaskType
-    when_null: Literal["drop", "positive", "negative"] = "drop"
+    """The label: an expression over source columns, its type, and what a null input means."""
+
+    name: str = Field(description="Name of the label column (never a feature)")
+    expression: str = Field(
+        description="Python expression over source columns giving the label, e.g. ``arr_delay > 15``")
+    task: TaskType = Field(
+        description="Target type: decides the metrics, the model outputs and the hyperparameters a backend takes")
+    when_null: Literal["drop", "positive", "negative"] = Field(
+        "drop", description="Label of a row with a null target input: drop the row, positive or negative (binary only)")
 
     @field_validator("expression")
     @classmethod
@@ -110,17 +128,25 @@ class HistorySpec(_Model):
     """A point-in-time aggregate of the target over earlier partitions only, per group
     (``group_by`` columns) or over all rows (``group_by: []``, e.g. one row a day data)."""
 
-    name: str
-    group_by: list[str] = []
-    window_days: int = Field(ge=1, le=366)
-    stat: Literal["target_mean", "count"] = "target_mean"
+    name: str = Field(description="Feature name of the aggregate")
+    group_by: list[str] = Field(
+        [], description="Columns the aggregate is computed per; empty: one value over all rows of the window")
+    window_days: int = Field(
+        ge=1, le=366, description="Days before the partition day the aggregate reads (never the day itself)")
+    stat: Literal["target_mean", "count"] = Field(
+        "target_mean", description="target_mean: the group's mean label in the window; count: its rows (0 when none)")
 
 
 class FeaturesSpec(_Model):
-    numeric: list[str] = []
-    categorical: list[str] = []
-    calendar: list[Literal[CALENDAR]] = []  # type: ignore[valid-type]
-    history: list[HistorySpec] = []
+    """The model's inputs: source columns, calendar fields of the partition day, and
+    point-in-time historical aggregates."""
+
+    numeric: list[str] = Field([], description="Numeric source columns used as features (as float)")
+    categorical: list[str] = Field(
+        [], description="Categorical source columns used as features (as text; each backend encodes them)")
+    calendar: list[Literal[CALENDAR]] = Field(  # type: ignore[valid-type]
+        [], description="Calendar fields of the partition day used as features")
+    history: list[HistorySpec] = Field([], description="Point-in-time aggregates of the target over earlier partitions")
 
     @property
     def derived_numeric(self) -> list[str]:
@@ -132,26 +158,38 @@ class FeaturesSpec(_Model):
 
 
 class ColumnRule(_Model):
-    type: Literal["int", "float", "number", "string"]
-    max_null_fraction: float = Field(0.0, ge=0.0, le=1.0)
-    min: float | None = None
-    max: float | None = None
-    categories: list[str] | None = None
-    severity: Literal["error", "warn"] = Field("error", description="warn: report a failure, do not block")
+    """One column's validation rules (Great Expectations), checked on every day's rows."""
+
+    type: Literal["int", "float", "number", "string"] = Field(
+        description="Expected type; CSV text is converted to it per day (int: Int64, float and number: float64)")
+    max_null_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Largest share of the day's rows that may be null")
+    min: float | None = Field(None, description="Smallest allowed value (none: no bound)")
+    max: float | None = Field(None, description="Largest allowed value (none: no bound)")
+    categories: list[str] | None = Field(None, description="The only allowed values (none: any)")
+    severity: Literal["error", "warn"] = Field(
+        "error", description="error: a failure fails the day's validation; warn: report a failure, do not block")
 
 
 class ValidationSpec(_Model):
-    min_rows: int = Field(1, ge=0)
-    max_rows: int | None = None
-    columns: dict[str, ColumnRule] = {}
+    """What every day's rows must satisfy before they are written to ``validated/``."""
+
+    min_rows: int = Field(1, ge=0, description="Fewest rows a day may have")
+    max_rows: int | None = Field(None, description="Most rows a day may have (none: no bound)")
+    columns: dict[str, ColumnRule] = Field(
+        {}, description="Rules per column; ``row_id`` must also be unique in every day")
 
 
 class TrainingSpec(_Model):
+    """The training window ending at the run's logical date, its holdout, and the rows each
+    split needs."""
+
     lookback_days: int = Field(ge=2, description="Training window: days before the logical date")
     holdout_days: int = Field(ge=1, description="Most recent days of the window held out")
     min_rows: int = Field(100, ge=1, description="Labelled rows each split (training, holdout) needs")
     min_class_rows: int = Field(5, ge=1, description="Binary targets: rows of each class each split needs")
-    seed: int = 0
+    seed: int = Field(
+        0, description="Seed of every backend (``random_state``), the Optuna sampler and the reference sample")
 
     @model_validator(mode="after")
     def _holdout_inside_window(self) -> TrainingSpec:
@@ -164,11 +202,12 @@ class ParamSpace(_Model):
     """One hyperparameter's search range: ``int`` / ``float`` between ``low`` and ``high``
     (``log`` for a log scale), or ``categorical`` over ``choices``."""
 
-    type: Literal["int", "float", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: list[Any] | None = None
+    type: Literal["int", "float", "categorical"] = Field(
+        description="Kind of range: int or float between low and high, or categorical")
+    low: float | None = Field(None, description="Lower bound (int and float; below high)")
+    high: float | None = Field(None, description="Upper bound (int and float)")
+    log: bool = Field(False, description="Sample on a log scale (needs low > 0)")
+    choices: list[Any] | None = Field(None, description="Values to pick from (categorical; required there)")
 
     @model_validator(mode="after")
     def _complete(self) -> ParamSpace:
@@ -186,23 +225,32 @@ class SearchSpec(_Model):
     """Optuna search for one variant: ``trials`` TPE trials over ``space``, each fitted on
     the training split minus its last ``validation_days`` and scored on those days."""
 
-    trials: int = Field(ge=1, le=500)
-    validation_days: int = Field(7, ge=1)
-    space: dict[str, ParamSpace] = Field(min_length=1)
+    trials: int = Field(ge=1, le=500, description="Number of Optuna trials (seeded TPE sampler)")
+    validation_days: int = Field(
+        7, ge=1, description="Last days of the training split each trial is scored on; the holdout is never seen")
+    space: dict[str, ParamSpace] = Field(
+        min_length=1, description="Range per hyperparameter; names must be the backend's hyperparameters")
 
 
 class VariantSpec(_Model):
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    backend: str
-    params: dict[str, Any] = {}
-    search: SearchSpec | None = None
+    """One model variant: a backend, its hyperparameters and an optional search. Every
+    variant is trained as its own mapped task and gated as a candidate."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9_]+$", description="Unique variant name; ``ensemble`` and ``champion`` are reserved")
+    backend: str = Field(description="Key of ``mlpipe.backends.BACKENDS``, e.g. ``sklearn_hgb`` (docs/backends.md)")
+    params: dict[str, Any] = Field(
+        {}, description="Hyperparameters the backend takes for the target's task (docs/backends.md); the rest keep "
+                        "their defaults")
+    search: SearchSpec | None = Field(
+        None, description="Optional Optuna search; the best trial's values override the same names in params")
 
 
 class BootstrapSpec(_Model):
     """Paired bootstrap of each candidate's gain over the champion on the holdout."""
-    resamples: int = Field(1000, ge=100)
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    seed: int = 0
+    resamples: int = Field(1000, ge=100, description="Number of paired bootstrap resamples of the holdout rows")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals")
+    seed: int = Field(0, description="Seed of the resampling")
 
 
 class GateSpec(_Model):
@@ -210,27 +258,33 @@ class GateSpec(_Model):
     above ``min_improvement``. ``unscorable_champion`` says what happens when the champion
     cannot score the holdout (e.g. the features changed): ``replace`` treats it as absent,
     ``keep`` refuses to promote until someone rolls back or retires it."""
-    metric: str = "roc_auc"
-    floors: dict[str, float] = {}
-    min_improvement: float = Field(0.0, ge=0.0)
-    bootstrap: BootstrapSpec = BootstrapSpec()
-    unscorable_champion: Literal["replace", "keep"] = "replace"
+    metric: str = Field(
+        "roc_auc", description="Primary metric: one of the target type's metrics with a bootstrap (table below)")
+    floors: dict[str, float] = Field(
+        {}, description="Metric -> the worst value a candidate may have (any metric of the target type)")
+    min_improvement: float = Field(0.0, ge=0.0, description="Margin the lower bound of the gain's interval must exceed")
+    bootstrap: BootstrapSpec = Field(BootstrapSpec(), description="The paired bootstrap behind the intervals")
+    unscorable_champion: Literal["replace", "keep"] = Field(
+        "replace", description="Champion cannot score the holdout: replace: treat it as absent; keep: promote nothing")
 
 
 class EnsembleSpec(_Model):
     """A soft-voting ensemble of the ``top_k`` trained variants, gated like any other
     candidate. ``metric`` weighting: weights proportional to each member's gate metric
     (to its inverse when lower is better)."""
-    top_k: int = Field(3, ge=2)
-    weighting: Literal["equal", "metric"] = "metric"
+    top_k: int = Field(
+        3, ge=2, description="Number of trained variants, best by the gate metric, voted into the ensemble")
+    weighting: Literal["equal", "metric"] = Field(
+        "metric", description="Members' voting weights: by gate metric, or equal")
 
 
 class ScheduleSpec(_Model):
     """Dates the source holds data for: the DAGs' start_date and, for a finished
     historical dataset, end_date (no scheduled runs after it; backfills still work)."""
 
-    start: dt.date
-    end: dt.date | None = None
+    start: dt.date = Field(description="First day of data: the DAGs' start_date")
+    end: dt.date | None = Field(
+        None, description="Last day of a finished dataset: no scheduled runs after it (none: a live source)")
 
     @model_validator(mode="after")
     def _ordered(self) -> ScheduleSpec:
@@ -243,12 +297,12 @@ class TimeoutSpec(_Model):
     """Minutes a task may run (Airflow's ``execution_timeout``) per kind of task; a task
     that runs out fails and is retried like any other failure."""
 
-    ingest: int = Field(30, ge=1)
-    train: int = Field(120, ge=1)
-    evaluate: int = Field(60, ge=1)
-    score: int = Field(30, ge=1)
-    monitor: int = Field(30, ge=1)
-    rollback: int = Field(10, ge=1)
+    ingest: int = Field(30, ge=1, description="Each task of the ingest DAG")
+    train: int = Field(120, ge=1, description="Each training task (one variant)")
+    evaluate: int = Field(60, ge=1, description="Every other task of the train DAG (plan, ensemble, evaluate)")
+    score: int = Field(30, ge=1, description="Each task of the score DAG")
+    monitor: int = Field(30, ge=1, description="Each task of the monitor DAG")
+    rollback: int = Field(10, ge=1, description="The rollback task")
 
 
 class ExecutionSpec(_Model):
@@ -258,11 +312,16 @@ class ExecutionSpec(_Model):
     be in flight at once (promotion stays safe with more: commits are serialised and
     re-decided against a champion that moved meanwhile), and task timeouts."""
 
-    gpu_queue: str = "gpu"
-    gpu_pool: str = "gpu"
-    training_slots: int | None = Field(None, ge=1)
-    max_active_train_runs: int = Field(1, ge=1)
-    timeouts: TimeoutSpec = TimeoutSpec()
+    gpu_queue: str = Field(
+        "gpu", description="Queue of the torch and TensorFlow training tasks (``MLPIPE_GPU_QUEUE`` overrides)")
+    gpu_pool: str = Field(
+        "gpu", description="Pool of the torch and TensorFlow training tasks (``MLPIPE_GPU_POOL`` overrides)")
+    training_slots: int | None = Field(
+        None, ge=1, description="Training tasks of one train run at once (``MLPIPE_TRAINING_SLOTS`` overrides; "
+                             "none: cores / ``MLPIPE_TASK_CPUS``)")
+    max_active_train_runs: int = Field(
+        1, ge=1, description="Train runs in flight at once; more is safe, commits are serialised")
+    timeouts: TimeoutSpec = Field(TimeoutSpec(), description="Minutes per kind of task")
 
 
 class RetrainSpec(_Model):
@@ -270,9 +329,11 @@ class RetrainSpec(_Model):
     monitored days, or degradation. Guardrails: none within ``cooldown_days`` (data
     days) after the last train's window, none with fewer than ``min_new_labelled_rows``
     labelled rows since then, none while a train run is in flight or from a backfill."""
-    drift_days: int = Field(3, ge=1)
-    cooldown_days: int = Field(7, ge=0)
-    min_new_labelled_rows: int = Field(1000, ge=0)
+    drift_days: int = Field(3, ge=1, description="Consecutive monitored days with dataset drift that ask for a retrain")
+    cooldown_days: int = Field(
+        7, ge=0, description="Data days after the last train's window in which no retrain is asked for")
+    min_new_labelled_rows: int = Field(
+        1000, ge=0, description="Labelled rows since the last train's window a retrain needs")
 
 
 class MonitoringSpec(_Model):
@@ -283,39 +344,54 @@ class MonitoringSpec(_Model):
     ``drift_share``: the share of drifted columns that is dataset drift. Live quality is
     measured over the ``quality_days`` labelled days ending ``label_delay_days`` before the
     monitored day; ``tolerance``: how far it may fall below the version's holdout figure."""
-    columns: list[str] | None = None
-    exclude: list[str] = []
-    num_method: str | None = None
-    cat_method: str | None = None
-    num_threshold: float | None = Field(None, gt=0)
-    cat_threshold: float | None = Field(None, gt=0)
-    drift_share: float = Field(0.5, gt=0, le=1)
-    window_days: int = Field(1, ge=1, le=90)
-    label_delay_days: int = Field(1, ge=0)
-    quality_days: int = Field(7, ge=1, le=90)
-    tolerance: float = Field(0.02, ge=0)
-    reference_rows: int = Field(5000, ge=100)
-    retrain: RetrainSpec = RetrainSpec()
+    columns: list[str] | None = Field(None, description="Monitored features (none: every feature except calendar ones)")
+    exclude: list[str] = Field([], description="Features never monitored")
+    num_method: str | None = Field(
+        None, description="Evidently stattest for numeric columns (none: Evidently's choice)")
+    cat_method: str | None = Field(
+        None, description="Evidently stattest for categorical columns (none: Evidently's choice)")
+    num_threshold: float | None = Field(
+        None, gt=0, description="Threshold of the numeric stattest (none: Evidently's default)")
+    cat_threshold: float | None = Field(
+        None, gt=0, description="Threshold of the categorical stattest (none: Evidently's default)")
+    drift_share: float = Field(0.5, gt=0, le=1, description="Share of drifted monitored columns that is dataset drift")
+    window_days: int = Field(
+        1, ge=1, le=90, description="Scored days, ending with the monitored day, compared with the reference")
+    label_delay_days: int = Field(1, ge=0, description="Days after a day before its labels are known")
+    quality_days: int = Field(7, ge=1, le=90, description="Labelled days live quality is measured over")
+    tolerance: float = Field(
+        0.02, ge=0, description="How far live quality may fall below the version's holdout figure before it is "
+                                "degradation")
+    reference_rows: int = Field(
+        5000, ge=100, description="Training rows (seeded sample) each candidate logs as its monitoring reference")
+    retrain: RetrainSpec = Field(RetrainSpec(), description="When monitoring asks for a retrain")
 
 
 class PipelineSpec(_Model):
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    description: str = ""
-    model_name: str | None = None
-    sources: dict[str, SourceSpec] = Field(min_length=1)
-    row_id: list[str] = Field(min_length=1)
-    partition: PartitionSpec
-    schedule: ScheduleSpec
-    target: TargetSpec
-    features: FeaturesSpec
-    exclude: list[str] = []
-    validation: ValidationSpec = ValidationSpec()
-    training: TrainingSpec
-    variants: list[VariantSpec] = Field(min_length=1)
-    gate: GateSpec = GateSpec()
-    ensemble: EnsembleSpec | None = None
-    execution: ExecutionSpec = ExecutionSpec()
-    monitoring: MonitoringSpec = MonitoringSpec()
+    """One pipeline: everything from its sources to its monitoring."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$", description="Pipeline name: its data folder and MLflow experiment")
+    description: str = Field("", description="What the pipeline predicts, for readers of the spec")
+    model_name: str | None = Field(None, description="Registered model name in MLflow (default: ``name``)")
+    sources: dict[str, SourceSpec] = Field(
+        min_length=1, description="Named sources; the first is the primary, the others join it")
+    row_id: list[str] = Field(
+        min_length=1, description="Columns that identify a row: kept in every partition, never features")
+    partition: PartitionSpec = Field(description="How a row's partition day is found")
+    schedule: ScheduleSpec = Field(description="Dates the source holds data for")
+    target: TargetSpec = Field(description="What is predicted")
+    features: FeaturesSpec = Field(description="Model inputs")
+    exclude: list[str] = Field(
+        [], description="Leakage: columns that must never be features (the target's inputs are excluded automatically)")
+    validation: ValidationSpec = Field(
+        ValidationSpec(), description="Rules every day's rows must pass before they are used")
+    training: TrainingSpec = Field(description="Training window and its holdout")
+    variants: list[VariantSpec] = Field(
+        min_length=1, description="Model variants trained in parallel, each a candidate")
+    gate: GateSpec = Field(GateSpec(), description="Promotion rules")
+    ensemble: EnsembleSpec | None = Field(None, description="Optional soft-voting ensemble of the best variants")
+    execution: ExecutionSpec = Field(ExecutionSpec(), description="Queues, pools, parallelism and timeouts")
+    monitoring: MonitoringSpec = Field(MonitoringSpec(), description="Drift, live quality and retraining")
 
     @property
     def registered_model(self) -> str:
