@@ -1,0 +1,105 @@
+"""Live quality (monitoring.live_quality): the champion's metric on the labelled scored
+days against its holdout figure, and the degradation decision that asks for a retrain.
+
+Unit tests, in-process: real Parquet partitions in a temporary store; the registry's
+holdout figure of a version is the one stand-in (``registry.version_metrics``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from mlpipe import monitoring, registry
+
+DAY = dt.date(2024, 3, 10)
+DAYS = [DAY - dt.timedelta(days=i) for i in (2, 1, 0)]
+# per day: positives score 0.9 and 0.4, negatives 0.5 and 0.1: 3 of 4 pairs ranked right, roc_auc 0.75
+SCORES, LABELS = [0.9, 0.4, 0.5, 0.1], [1.0, 1.0, 0.0, 0.0]
+LIVE_AUC = 0.75
+
+
+def _ctx(spec, store, tolerance: float = 0.05):
+    retrain = spec.monitoring.retrain.model_copy(update={"min_new_labelled_rows": 0})
+    mon = spec.monitoring.model_copy(update={"tolerance": tolerance, "quality_days": len(DAYS), "retrain": retrain})
+    return SimpleNamespace(spec=spec.model_copy(update={"monitoring": mon}), store=store)
+
+
+def _scored(ctx, days=DAYS, scores=SCORES, labels=LABELS, version: str = "3") -> None:
+    """Each day: the predictions of ``version`` and the features with the labels."""
+    target = ctx.spec.target.name
+    for n, day in enumerate(days):
+        ids = [n * 100 + i for i in range(len(scores))]
+        ctx.store.write("predictions", day, pd.DataFrame({
+            "event_id": ids, "score": scores, "model_version": version, "challenger_score": None}))
+        ctx.store.write("features", day, pd.DataFrame({"event_id": ids, target: labels}))
+
+
+@pytest.fixture
+def holdout(monkeypatch):
+    """``holdout(figures)``: the holdout metrics the registry reports for any version."""
+    asked = []
+
+    def set_figures(figures: dict[str, float]):
+        monkeypatch.setattr(registry, "version_metrics", lambda model, version: asked.append(version) or figures)
+        return asked
+
+    return set_figures
+
+
+def test_live_metric_worse_than_holdout_by_more_than_the_tolerance_is_degraded(spec, store, holdout):
+    ctx = _ctx(spec, store, tolerance=0.05)
+    _scored(ctx)
+    asked = holdout({"roc_auc": 0.85})  # live 0.75: 0.10 below
+    quality = monitoring.live_quality(ctx, DAY)
+    assert quality["live"] == pytest.approx(LIVE_AUC) and quality["holdout"] == 0.85
+    assert quality["degraded"] is True
+    assert quality["days"] == [str(d) for d in DAYS] and quality["rows"] == 12 and asked == ["3"]
+
+
+def test_live_metric_within_the_tolerance_is_not_degraded(spec, store, holdout):
+    ctx = _ctx(spec, store, tolerance=0.05)
+    _scored(ctx)
+    holdout({"roc_auc": 0.78})  # live 0.75: 0.03 below
+    assert monitoring.live_quality(ctx, DAY)["degraded"] is False
+    holdout({"roc_auc": 0.70})  # live better than holdout
+    assert monitoring.live_quality(ctx, DAY)["degraded"] is False
+
+
+def test_a_lower_is_better_metric_degrades_when_live_is_higher(regression_spec, store, holdout):
+    ctx = _ctx(regression_spec, store, tolerance=0.5)
+    # errors of 1 and 3 on each day: rmse sqrt(5) = 2.236
+    _scored(ctx, scores=[11.0, 13.0], labels=[10.0, 10.0])
+    assert ctx.spec.gate.metric == "rmse"
+    holdout({"rmse": 1.5})  # live 0.74 above
+    quality = monitoring.live_quality(ctx, DAY)
+    assert quality["live"] == pytest.approx(5 ** 0.5) and quality["degraded"] is True
+    holdout({"rmse": 2.0})  # live 0.24 above, within 0.5
+    assert monitoring.live_quality(ctx, DAY)["degraded"] is False
+
+
+def test_only_the_days_main_model_counts_and_unlabelled_days_say_nothing(spec, store, holdout):
+    ctx = _ctx(spec, store, tolerance=0.05)
+    holdout({"roc_auc": 0.78})
+    assert monitoring.live_quality(ctx, DAY) is None  # nothing scored yet
+    _scored(ctx, days=DAYS[:2])
+    # a third day scored by a fallback version, every row wrong: left out of the version-3 figure
+    _scored(ctx, days=DAYS[2:], scores=[0.1, 0.1, 0.9, 0.9], version="2")
+    ctx.store.write("predictions", DAYS[2], ctx.store.read("predictions", DAYS[2]).assign(event_id=[900, 901, 902, 903]))
+    ctx.store.write("features", DAYS[2], ctx.store.read("features", DAYS[2]).assign(event_id=[900, 901, 902, 903]))
+    quality = monitoring.live_quality(ctx, DAY)
+    assert quality["model_version"] == "3" and quality["rows"] == 8 and quality["live"] == pytest.approx(LIVE_AUC)
+    assert quality["degraded"] is False
+
+
+def test_a_degraded_window_asks_for_a_retrain_without_drift(spec, store, holdout):
+    ctx = _ctx(spec, store, tolerance=0.05)
+    _scored(ctx)
+    holdout({"roc_auc": 0.85})
+    summary = {"dataset_drift": False, "drifted_columns": [], "quality": monitoring.live_quality(ctx, DAY)}
+    decision = monitoring.retrain_decision(ctx, DAY, summary, backfill=False, train_in_flight=False)
+    assert decision["action"] == "trigger"
+    assert decision["reason"].startswith("live roc_auc 0.7500 below holdout 0.8500 by more than 0.05 over 3 labelled")
