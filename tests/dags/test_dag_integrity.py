@@ -81,15 +81,17 @@ def test_train_maps_variants_per_backend_and_has_typed_params(dagbag):
         assert task.upstream_task_ids == {"select_sklearn", "select_torch", "select_tensorflow"}
     # scheduled slowest first across backends; a strategy in partial() must survive the
     # scheduler's round trip (Airflow 3.3 stores a strategy object there as its repr)
+    from airflow import plugins_manager
     from airflow.serialization.serialized_objects import DagSerialization
-    from mlpipe_priority import PlannedOrder
 
     import mlpipe_dagkit
 
     restored = DagSerialization.from_dict(DagSerialization.to_dict(train))
+    registered = set(plugins_manager.get_priority_weight_strategy_plugins().values())
     for family in ("sklearn", "torch", "tensorflow"):
-        rule = type(restored.get_task(f"train_{family}").weight_rule)  # the plugin manager's copy of the class
-        assert f"{rule.__module__}.{rule.__qualname__}" == PlannedOrder.path
+        rule = type(restored.get_task(f"train_{family}").weight_rule)
+        # the scheduler's copy weighs with the strategy the plugin registered (not a default rule)
+        assert rule in registered and rule.__name__ == "PlannedOrder", rule
     assert train.max_active_tasks == mlpipe_dagkit.training_slots()  # one training task per core
     trained = {"train_sklearn", "train_torch", "train_tensorflow"}
     # a failed variant does not stop the evaluation (collect runs when all are done); a failed plan does
