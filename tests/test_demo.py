@@ -26,9 +26,12 @@ def test_progress_has_no_estimate_before_the_first_run_or_after_the_last():
     assert demo.progress("train", {"success": 1}, 0, 90.0).endswith("1/1 runs done, 0 tasks running")
 
 
-def test_each_phase_records_its_time_for_the_closing_summary(monkeypatch, capsys):
+def test_a_phase_records_the_time_from_creating_its_runs_until_all_are_done(monkeypatch, capsys):
+    """In-process, with a stand-in scheduler and a fake clock: creating the runs takes 5 s,
+    then the runs finish after two 3 s polls, so the phase took 11 s."""
     demo = _demo()
     states = iter([{"queued": 2}, {"success": 1, "running": 1}, {"success": 2}])
+    clock = [1000.0]
 
     class NoScheduler:
         def __init__(self, *args):
@@ -37,12 +40,19 @@ def test_each_phase_records_its_time_for_the_closing_summary(monkeypatch, capsys
         def stop(self):
             pass
 
+    def create():
+        clock[0] += 5
+
     monkeypatch.setattr(demo, "Service", NoScheduler)
     monkeypatch.setattr(demo, "run_states", lambda dag_id, runs: next(states))
     monkeypatch.setattr(demo, "running_tasks", lambda dag_id: 0)
-    monkeypatch.setattr(demo.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(demo.time, "time", lambda: clock[0])
+    monkeypatch.setattr(demo.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    monkeypatch.setattr(demo.sys.stdout, "isatty", lambda: False)
 
-    assert demo.phase("score", "score", ("2013-01-01", "2013-01-02"), lambda: None) == {"success": 2}
+    assert demo.phase("score", "score", ("2013-01-01", "2013-01-02"), create) == {"success": 2}
 
-    assert list(demo.STAGE_TIMES) == ["score"] and demo.STAGE_TIMES["score"] >= 0
-    assert "score finished in" in capsys.readouterr().out
+    assert demo.STAGE_TIMES == {"score": 11.0}
+    out = capsys.readouterr().out
+    assert "[     5s] score: 0/2 runs done" in out and "[     8s] score: 1/2 runs done" in out
+    assert "score finished in 11s: {'success': 2}" in out
