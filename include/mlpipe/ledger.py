@@ -1,8 +1,9 @@
 """The promotion ledger: every train decision and rollback, in order, append-only.
 
-Each entry is one JSON file ``<data root>/<pipeline>/ledger/<seq>.json``, created with a
-hard link so an existing entry can never be replaced, and never rewritten. Decisions
-that may move an alias run under :func:`locked`, one at a time per pipeline.
+Each entry is one JSON file ``<data root>/<pipeline>/ledger/<seq>.json``, created
+exclusively (``atomic_write(..., exclusive=True)``) so an existing entry can never be
+replaced, and never rewritten. Decisions that may move an alias run under :func:`locked`,
+one at a time per pipeline.
 
 Read it with ``python -m mlpipe.ledger`` (``--json`` for the raw entries).
 """
@@ -13,14 +14,12 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mlpipe.records import LedgerEntry
-from mlpipe.storage import Store
+from mlpipe.storage import Store, atomic_write
 
 LOCK_TIMEOUT_S = 3600
 
@@ -52,37 +51,22 @@ def entry_path(store: Store, seq: int) -> Path:
 
 def append(store: Store, entry: LedgerEntry) -> LedgerEntry:
     """Store ``entry`` with the next sequence number and the time; return it as stored."""
-    folder = ledger_dir(store)
-    folder.mkdir(parents=True, exist_ok=True)
-    seq = max((int(p.stem) for p in folder.glob("[0-9]*.json")), default=0) + 1
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".entry.", suffix=".tmp")
-    try:
-        while True:
-            stored = dataclasses.replace(entry, seq=seq,
-                                         time=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC), "w") as fh:
-                json.dump(stored.to_dict(), fh, indent=2, default=str)
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, folder / f"{seq:06d}.json")  # fails if the entry exists: never overwritten
-                return stored
-            except FileExistsError:
-                seq += 1
-    finally:
-        os.close(fd)
-        Path(tmp).unlink(missing_ok=True)
+    seq = max((int(p.stem) for p in ledger_dir(store).glob("[0-9]*.json")), default=0) + 1
+    while True:
+        stored = dataclasses.replace(entry, seq=seq,
+                                     time=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        try:
+            atomic_write(entry_path(store, seq), json.dumps(stored.to_dict(), indent=2, default=str), exclusive=True)
+            return stored
+        except FileExistsError:  # another writer took this number: never overwritten, take the next
+            seq += 1
 
 
 def write_pending(store: Store, entry: LedgerEntry, moves: list[tuple[str, str | None, str | None]]) -> None:
     """Record a commit's intent before it moves any alias: the entry it will append and
     its moves ``(alias, new, old)``. A commit cut short (its process killed, the tracking
     server gone while undoing) leaves it behind for the next commit to complete."""
-    folder = ledger_dir(store)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".pending.tmp"
-    tmp.write_text(json.dumps({"entry": entry.to_dict(), "moves": moves}, default=str))
-    os.replace(tmp, folder / "pending.json")
+    atomic_write(ledger_dir(store) / "pending.json", json.dumps({"entry": entry.to_dict(), "moves": moves}, default=str))
 
 
 def pending(store: Store) -> tuple[LedgerEntry, list[tuple[str, str | None, str | None]]] | None:

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlpipe.errors import RegistryError  # noqa: E402
 from mlpipe.records import Candidate  # noqa: E402
 from mlpipe.settings import Settings  # noqa: E402
+from mlpipe.storage import atomic_write_dir  # noqa: E402
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -279,15 +280,13 @@ def local_copy(uri: str) -> str:
     run_id = MlflowClient().get_model_version(name, version).run_id
     server = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:12]
     target = get_settings().data_root / MODEL_CACHE / server / name / f"{version}-{run_id}"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as tmp:
-            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=f"{tmp}/model")
-            try:  # whole or not at all; a concurrent download that got there first wins
-                os.rename(f"{tmp}/model", target)
-            except OSError:
-                if not target.exists():
-                    raise
+
+    def download(scratch: Path) -> Path:
+        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(scratch / "model"))
+        return scratch / "model"
+
+    if not target.exists():  # whole or not at all; a concurrent download that got there first wins
+        atomic_write_dir(target, download)
     return str(target)
 
 
@@ -325,21 +324,17 @@ def reference_of(registered_model: str, version: str, into: Path) -> tuple[pd.Da
     for a version trained before references were logged."""
     from mlflow.artifacts import download_artifacts
 
-    if not (into / "scores.parquet").exists():
+    def download(scratch: Path) -> Path | None:
         run_id = MlflowClient().get_model_version(registered_model, str(version)).run_id
-        into.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=into.parent) as tmp:
-            try:
-                got = Path(download_artifacts(run_id=run_id, artifact_path=REFERENCE_DIR, dst_path=tmp))
-            except (MlflowException, OSError):
-                return None
-            if not (got / "scores.parquet").exists():
-                return None
-            try:
-                got.rename(into)  # atomic: a parallel monitor task may have put it there first
-            except OSError:
-                if not (into / "scores.parquet").exists():
-                    raise
+        try:
+            got = Path(download_artifacts(run_id=run_id, artifact_path=REFERENCE_DIR, dst_path=str(scratch)))
+        except (MlflowException, OSError):
+            return None
+        return got if (got / "scores.parquet").exists() else None
+
+    # a parallel monitor task may put it there first
+    if not (into / "scores.parquet").exists() and not atomic_write_dir(into, download):
+        return None
     return pd.read_parquet(into / "features.parquet"), pd.read_parquet(into / "scores.parquet")
 
 

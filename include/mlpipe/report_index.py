@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from mlpipe.storage import Store
+from mlpipe.storage import Store, atomic_write
 
 SECTIONS = ("day", "train")
 DAY_COLUMNS = ("validation", "data_docs", "predictions", "drift")
@@ -41,20 +41,14 @@ def record(store: Store, section: str, key: str, links: dict[str, str | None], *
         row = index[section].setdefault(str(key), {})
         row.update({k: _relative(v, folder) for k, v in links.items() if v})
         row.update({k: str(v) for k, v in facts.items() if v is not None})
-        _replace(path, json.dumps(index, indent=1, sort_keys=True))
+        atomic_write(path, json.dumps(index, indent=1, sort_keys=True))
         page = folder / "index.html"
-        _replace(page, render(store.pipeline, index))
+        atomic_write(page, render(store.pipeline, index))
     return page
 
 
 def _relative(target: str, folder: Path) -> str:
     return os.path.relpath(Path(target).resolve(), folder.resolve())
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _cell(row: dict, column: str) -> str:

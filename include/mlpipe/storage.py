@@ -2,7 +2,8 @@
 
 Each partition is one file, written to a temporary name in the same folder and renamed
 into place, so a reader sees the old partition or the new one, never half of either,
-and a rerun replaces instead of duplicating.
+and a rerun replaces instead of duplicating. :func:`atomic_write` and
+:func:`atomic_write_dir` are the package's one way to write a file or a directory whole.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,17 +49,8 @@ class Store:
 
     def write(self, layer: str, day: dt.date, frame: pd.DataFrame) -> Path:
         """Atomically write one partition and return its path."""
-        target = self.path(layer, day)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            frame.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return atomic_write(self.path(layer, day),
+                            lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd"))
 
     def remove(self, layer: str, day: dt.date) -> bool:
         """Delete a partition if it exists; whether it did."""
@@ -121,12 +114,51 @@ class Store:
 
     def write_report(self, kind: str, key: dt.date | str, payload: dict) -> Path:
         """Write a JSON report (validation per day, decisions per train run) atomically."""
-        path = self.report_path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(payload, indent=2, default=str))
-        os.replace(tmp, path)
-        return path
+        return atomic_write(self.report_path(kind, key), json.dumps(payload, indent=2, default=str))
+
+
+def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], object], exclusive: bool = False) -> Path:
+    """Write ``path`` whole or not at all and return it: ``data`` (text, bytes, or a
+    function writing the file it is given) goes to a temporary file in the same folder,
+    flushed to disk, then renamed over ``path``. ``exclusive``: an existing ``path`` is
+    never replaced (FileExistsError) -- the ledger's entries. Readers never see half a
+    file; a failed write leaves the old one and no temporary file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if callable(data):
+                data(Path(tmp))  # through its own handle; the fsync below covers the file, whoever wrote it
+            else:
+                fh.write(data.encode() if isinstance(data, str) else data)
+                fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            os.link(tmp, path)  # unlike a rename, fails if the name exists
+        else:
+            os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_dir(path: Path, build: Callable[[Path], Path | None]) -> bool:
+    """Create the directory ``path`` whole or not at all: ``build(scratch)`` builds it
+    under a scratch folder next to ``path`` and returns it (None: nothing to create),
+    then it is renamed into place. A ``path`` that a concurrent writer created first is
+    kept. Whether ``path`` is there afterwards (False when ``build`` built nothing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
+        built = build(Path(scratch))
+        if built is None:
+            return False
+        try:
+            os.rename(built, path)
+        except OSError:
+            if not path.exists():
+                raise
+    return True
 
 
 def file_hash(path: str | Path) -> str:

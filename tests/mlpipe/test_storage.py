@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mlpipe.errors import PartitionMissing
-from mlpipe.storage import LAYERS, Store, file_hash
+from mlpipe.storage import LAYERS, Store, atomic_write, atomic_write_dir, file_hash
 
 D1, D2, D3, D4 = (dt.date(2024, 1, d) for d in (1, 2, 3, 4))
 
@@ -123,3 +123,42 @@ def test_count_values_reads_footers_and_matches_the_data(store, monkeypatch):
     monkeypatch.setattr(Store, "read", lambda *a, **k: pytest.fail("read data, not footers"))
     assert store.count_values("features", dt.date(2013, 1, 1), dt.date(2013, 1, 3), "late") == expected
     assert store.count_values("features", dt.date(2013, 1, 1), dt.date(2013, 1, 9), "nope") == 0
+
+
+def test_atomic_write_replaces_whole_or_keeps_the_old_file(tmp_path):
+    path = tmp_path / "sub" / "a.txt"
+    assert atomic_write(path, "one") == path and path.read_text() == "one"
+    atomic_write(path, b"two")
+    assert path.read_bytes() == b"two"
+    atomic_write(path, lambda tmp: tmp.write_text("three"))  # a writer given the temporary path
+    assert path.read_text() == "three"
+
+    def half_then_fail(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "three" and [p.name for p in path.parent.iterdir()] == ["a.txt"]
+
+
+def test_exclusive_atomic_write_never_replaces(tmp_path):
+    path = atomic_write(tmp_path / "entry.json", "first", exclusive=True)
+    with pytest.raises(FileExistsError):
+        atomic_write(path, "second", exclusive=True)
+    assert path.read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["entry.json"]
+
+
+def test_atomic_write_dir_keeps_the_first_and_skips_nothing_built(tmp_path):
+    def build(text):
+        def into(scratch):
+            (scratch / "d").mkdir()
+            (scratch / "d" / "f").write_text(text)
+            return scratch / "d"
+        return into
+
+    target = tmp_path / "cache" / "v1"
+    assert atomic_write_dir(target, build("first")) and (target / "f").read_text() == "first"
+    assert atomic_write_dir(target, build("second")) and (target / "f").read_text() == "first"  # a concurrent loser
+    assert not atomic_write_dir(tmp_path / "cache" / "v2", lambda scratch: None)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["v1"]

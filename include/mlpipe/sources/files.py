@@ -16,8 +16,6 @@ import datetime as dt
 import fcntl
 import hashlib
 import importlib.util
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +23,7 @@ import pyarrow.parquet as pq
 
 from mlpipe.errors import SourceError
 from mlpipe.spec import PartitionSpec, SourceSpec
+from mlpipe.storage import atomic_write
 
 PARTITION_COL = "__partition_date"
 CACHE_FORMAT = "text-cells-v2"  # part of each cache file's key: a change of format rebuilds the caches
@@ -82,20 +81,13 @@ def _cached(source: SourceSpec, path: Path, partition: PartitionSpec | None, cac
 
 
 def _build_cache(source: SourceSpec, path: Path, partition: PartitionSpec | None, cached: Path) -> None:
-    cache_dir = cached.parent
     frame = read_file(path, source.file_format)
     if partition is not None:
         if partition.column not in frame.columns:
             raise SourceError(f"{path}: partition column {partition.column!r} not found")
         frame[PARTITION_COL] = partition_dates(frame[partition.column], partition).astype("string")
         frame = frame.sort_values(PARTITION_COL, kind="stable")
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False, row_group_size=20_000)
-        os.replace(tmp, cached)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(cached, lambda tmp: frame.to_parquet(tmp, index=False, row_group_size=20_000))
 
 
 def read_source(
