@@ -2,17 +2,19 @@
 then commits: moves the ``champion`` / ``challenger`` aliases (compare-and-set) and
 appends the ledger entry. ``rollback`` re-points ``champion`` by hand.
 
-Only the commit holds the pipeline's ledger lock. It first checks that the aliases are
-where they were when the champion was scored; if another run moved them meanwhile, the
-new champion is scored and the decision taken again, so two train runs cannot both move
-``champion`` and each compares against the champion it actually replaces. A commit
-records its intent first; if it fails part-way the moves are undone, and if they cannot
-be (the tracking server is down) the next commit completes it from the intent.
+Only the commit (and the rollback) holds the pipeline's ledger lock. It first checks that
+the aliases are where they were when the champion was scored; if another run moved them
+meanwhile, the new champion is scored and the decision taken again, so two train runs
+cannot both move ``champion`` and each compares against the champion it actually
+replaces. Commit and rollback run one alias transaction (:func:`_transact`): record the
+intent, move, append; if it fails part-way the moves are undone, and if they cannot be
+(the tracking server is down) the next commit completes it from the intent.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +35,7 @@ class Aliases:
 
 @dataclass
 class Moves:
-    """Alias moves made by one commit, in order, so they can be undone."""
+    """Alias moves made by one commit or rollback, in order, so they can be undone."""
 
     champion: str | None
     challenger: str | None
@@ -158,22 +160,31 @@ def _recorded(ctx: Context, run_tags: dict[str, str]) -> LedgerEntry | None:
 def commit(ctx: Context, decision: Decision, seen: Aliases, candidates: list[Candidate], may_move: bool,
            draft: LedgerEntry) -> LedgerEntry:
     """Move the aliases as ``decision`` says (when ``may_move``) and append the ledger
-    entry completed from ``draft`` (what the run knew before deciding).
-
-    The entry and its moves are written as the ledger's pending intent first: if the
-    moves fail they are undone, and if even that fails (the tracking server is gone) the
-    next commit completes them from the intent (:func:`recover`), so aliases never stay
-    moved without the entry that explains them.
-    The caller holds the ledger lock and has checked the aliases are still ``seen``."""
+    entry completed from ``draft`` (what the run knew before deciding), in one alias
+    transaction (:func:`_transact`). The caller holds the ledger lock and has checked
+    the aliases are still ``seen``."""
     by_name = {c.variant: c for c in candidates}
-    moves = Moves(seen.champion, seen.challenger)
     planned = _planned(decision, by_name, seen) if may_move else []
-    ledger.write_pending(ctx.store, _entry(ctx, draft, decision, by_name, seen, planned), planned)
+    return _transact(ctx, _entry(ctx, draft, decision, by_name, seen, planned), planned,
+                     Moves(seen.champion, seen.challenger),
+                     lambda moves: _entry(ctx, draft, decision, by_name, seen, moves.done, moves.note))
+
+
+def _transact(ctx: Context, intent: LedgerEntry, planned: list[tuple[str, str | None, str | None]], moves: Moves,
+              explain: Callable[[Moves], LedgerEntry], strict: bool = False) -> LedgerEntry:
+    """The alias transaction of commit and rollback: record the intent (``intent`` and
+    its ``planned`` moves), make the moves, append the entry ``explain`` builds from the
+    moves made, return it as stored. On any failure the moves made are undone; if even
+    that fails the intent stays for the next commit to complete (:func:`recover`), so
+    aliases never stay moved without the entry that explains them. ``strict``: a
+    champion moved meanwhile fails it (a rollback) rather than being noted (a commit).
+    The caller holds the ledger lock."""
+    ledger.write_pending(ctx.store, intent, planned)
     try:
-        _move_aliases(draft.model, planned, moves)
-        entry = ledger.append(ctx.store, _entry(ctx, draft, decision, by_name, seen, moves.done, moves.note))
+        _move_aliases(intent.model, planned, moves, strict)
+        entry = ledger.append(ctx.store, explain(moves))
     except BaseException:  # nothing half-done: alias moves without their ledger entry are undone
-        if _undo(draft.model, moves.done):
+        if _undo(intent.model, moves.done):
             ledger.clear_pending(ctx.store)
         raise
     ledger.clear_pending(ctx.store)
@@ -217,10 +228,11 @@ def _planned(decision: Decision, by_name: dict[str, Candidate], seen: Aliases) -
     return planned
 
 
-def _move_aliases(name: str, planned: list[tuple[str, str | None, str | None]], moves: Moves) -> None:
+def _move_aliases(name: str, planned: list[tuple[str, str | None, str | None]], moves: Moves,
+                  strict: bool = False) -> None:
     """Make the planned moves, recording each in ``moves``; a champion moved outside the
-    lock (by hand) is recorded, not fought, and the challenger then follows the champion
-    actually in place."""
+    lock (by hand) is recorded, not fought (``strict``: it fails), and the challenger
+    then follows the champion actually in place."""
     from mlpipe import registry
 
     for alias, new, old in planned:
@@ -229,7 +241,7 @@ def _move_aliases(name: str, planned: list[tuple[str, str | None, str | None]], 
         try:
             registry.move_alias(name, alias, new, old)
         except registry.AliasMoved as exc:
-            if alias != registry.CHAMPION:
+            if strict or alias != registry.CHAMPION:
                 raise
             moves.note = f"; not promoted: {exc}"
             moves.champion = _aliases(name).champion
@@ -328,20 +340,12 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
             raise RegistryError(f"model {name} has no version {target!r}")
         if target == before:
             raise RegistryError(f"version {target} of {name} is already the champion")
-        move = [(registry.CHAMPION, target, before)]
-        entry = LedgerEntry(kind="rollback", pipeline=ctx.spec.name, model=name, mode="live", decision="rollback",
-                            reason=reason or f"rollback to {version}", dag_id=run_tags.get("airflow.dag_id"),
-                            run_id=run_tags.get("airflow.run_id"), requested=version, moved=True,
-                            champion_before=before, champion_after=target, spec_hash=spec_hash(ctx.spec))
-        ledger.write_pending(ctx.store, entry, move)
-        try:
-            registry.move_alias(name, registry.CHAMPION, target, before)
-            entry = ledger.append(ctx.store, entry)
-        except BaseException:
-            if _undo(name, move):
-                ledger.clear_pending(ctx.store)
-            raise
-        ledger.clear_pending(ctx.store)
+        intent = LedgerEntry(kind="rollback", pipeline=ctx.spec.name, model=name, mode="live", decision="rollback",
+                             reason=reason or f"rollback to {version}", dag_id=run_tags.get("airflow.dag_id"),
+                             run_id=run_tags.get("airflow.run_id"), requested=version, moved=True,
+                             champion_before=before, champion_after=target, spec_hash=spec_hash(ctx.spec))
+        entry = _transact(ctx, intent, [(registry.CHAMPION, target, before)], Moves(before, None),
+                          lambda _: intent, strict=True)
     registry.tag_version(name, target, {"mlpipe.rolled_back_by": run_tags.get("airflow.run_id") or "",
                                         "mlpipe.ledger_seq": str(entry.seq), "mlpipe.reason": reason})
     from mlpipe import model_card

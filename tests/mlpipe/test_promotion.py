@@ -272,6 +272,38 @@ def test_a_commit_whose_undo_worked_leaves_no_intent(ctx, monkeypatch):
     assert champion(ctx) is None and ledger.pending(ctx.store) is None
 
 
+def test_a_rollback_runs_the_same_transaction_undone_or_completed(ctx, monkeypatch):
+    """A rollback whose entry cannot be written is undone and leaves no intent; one whose
+    undo fails too (the tracking server gone) is completed by the next commit."""
+    promoted = evaluate(ctx, train(ctx))
+    noise = register_noise_model(ctx)
+    real_append, real_move = ledger.append, registry.move_alias
+    monkeypatch.setattr(ledger, "append", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        rollback(ctx, version=noise["version"], reason="", run_tags={})
+    assert champion(ctx) == promoted["champion_after"] and ledger.pending(ctx.store) is None
+
+    calls = []
+
+    def gone_after_the_move(*args):
+        calls.append(args)
+        if len(calls) > 1:
+            raise ConnectionError("tracking server unreachable")
+        real_move(*args)
+
+    monkeypatch.setattr(registry, "move_alias", gone_after_the_move)
+    with pytest.raises(OSError):
+        rollback(ctx, version=noise["version"], reason="drill", run_tags={"airflow.run_id": "rb"})
+    assert champion(ctx) == noise["version"] and ledger.pending(ctx.store) is not None
+    monkeypatch.setattr(ledger, "append", real_append)
+    monkeypatch.setattr(registry, "move_alias", real_move)
+
+    evaluate(ctx, train(ctx))
+    back = next(e for e in stored_entries(ctx) if e["kind"] == "rollback")
+    assert back["run_id"] == "rb" and back["champion_after"] == noise["version"]
+    assert "completed after an interrupted commit" in back["reason"] and ledger.pending(ctx.store) is None
+
+
 def _evaluate_in_process(ctx, candidates, barrier, run_id):
     registry.connect(ctx.settings, ctx.spec.name)
     barrier.wait()
