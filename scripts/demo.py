@@ -208,12 +208,12 @@ def finish(ctx, t0: float) -> int:
     print(ledger.format_entries(ledger.entries(ctx.store)))
     decision = latest_decision(ctx)
     if decision:
-        page = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{decision.seq:06d}.html"
-        print(f"evaluation report: {page} (also the evaluate run's report.html in MLflow)")
-    _monitoring(ctx)
-    from mlpipe.report_index import reports_dir
+        from mlpipe.promotion import evaluation_page
 
-    print(f"every report, per day and per train run: {reports_dir(ctx.store) / 'index.html'}")
+        print(f"evaluation report: {evaluation_page(ctx.store, decision.seq)} "
+              "(also the evaluate run's report.html in MLflow)")
+    _monitoring(ctx)
+    print(f"every report, per day and per train run: {ctx.store.report_dir() / 'index.html'}")
     print("stage times: " + ", ".join(f"{label} {seconds:.0f}s" for label, seconds in STAGE_TIMES.items()))
     print(f"demo wall time: {time.time() - t0:.0f}s")
     return 0

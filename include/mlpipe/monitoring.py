@@ -23,6 +23,7 @@ from mlpipe import report_index
 from mlpipe.context import Context
 from mlpipe.errors import MlpipeError
 from mlpipe.features import PARTITION_DATE
+from mlpipe.storage import atomic_write
 
 log = logging.getLogger(__name__)
 KIND = "drift"
@@ -40,9 +41,7 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
     quality = live_quality(ctx, day - dt.timedelta(days=spec.monitoring.label_delay_days))
     summary = {"day": str(day), "model_version": version, "rows": rows, **drift, "quality": quality}
     summary["decision"] = retrain_decision(ctx, day, summary, backfill, train_in_flight)
-    page = store.report_path(KIND, day).with_suffix(".html")
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(html)
+    page = atomic_write(store.report_path(KIND, day, ".html"), html)
     summary["report"] = str(page)
     store.write_report(KIND, day, summary)
     report_index.record(store, "day", str(day), {"drift": str(page)},
@@ -69,7 +68,7 @@ def _measure(ctx: Context, day: dt.date) -> tuple[dict, str, str, int]:
 
 
 def _reference_dir(ctx: Context, version: str):
-    return ctx.store.report_path("monitoring-reference", f"v{version}").with_suffix("")
+    return ctx.store.report_path("monitoring-reference", f"v{version}", "")
 
 
 def _current(ctx: Context, day: dt.date) -> tuple[pd.DataFrame, str]:

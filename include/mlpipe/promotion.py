@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from mlpipe.errors import RegistryError, TrainingError
 from mlpipe.evaluation import Decision, assess, score_champion, score_models
 from mlpipe.records import CHAMPION_KEY, MODES, Candidate, LedgerEntry, Window
 from mlpipe.spec import spec_hash
+from mlpipe.storage import Store, atomic_write
 
 
 @dataclass(frozen=True)
@@ -306,9 +308,7 @@ def _report(ctx: Context, entry: LedgerEntry, y: np.ndarray, scores: dict[str, n
     binary = ctx.spec.target.task == "binary" and len(np.unique(y)) == 2
     figures = charts(entry, {n: curves(y, s) for n, s in scores.items()} if binary else {})
     page = render(entry, figures)
-    path = ledger.ledger_dir(ctx.store).parent / "reports" / "evaluation" / f"{entry.seq:06d}.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page)
+    path = atomic_write(evaluation_page(ctx.store, entry.seq), page)
     metrics = {f"{n}.{k}": v for n, c in entry.candidates.items() for k, v in c["metrics"].items()}
     metrics.update({f"{CHAMPION_KEY}.{k}": v for k, v in (entry.champion_metrics or {}).items()})
     try:
@@ -320,6 +320,11 @@ def _report(ctx: Context, entry: LedgerEntry, y: np.ndarray, scores: dict[str, n
         for figure in figures.values():
             plt.close(figure)
     return path, run_id
+
+
+def evaluation_page(store: Store, seq: int) -> Path:
+    """The evaluation report of the train run recorded as ledger entry ``seq``."""
+    return store.report_path("evaluation", f"{seq:06d}", ".html")
 
 
 def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) -> LedgerEntry:

@@ -22,10 +22,6 @@ DAY_COLUMNS = ("validation", "data_docs", "predictions", "drift")
 TRAIN_COLUMNS = ("evaluation", "ledger")
 
 
-def reports_dir(store: Store) -> Path:
-    return Path(store.root) / store.pipeline / "reports"
-
-
 def record(store: Store, section: str, key: str, links: dict[str, str | None], **facts: str) -> Path:
     """Set ``links`` (column -> file path) and ``facts`` (column -> short text) of row
     ``key`` in ``section`` ("day" or "train"), keeping its other columns; returns the page."""
@@ -33,7 +29,7 @@ def record(store: Store, section: str, key: str, links: dict[str, str | None], *
 
     if section not in SECTIONS:
         raise ValueError(f"unknown index section {section!r}; expected one of {SECTIONS}")
-    folder = reports_dir(store)
+    folder = store.report_dir()
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(folder / ".index.lock", timeout=600):
         path = folder / "index.json"

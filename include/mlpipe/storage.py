@@ -37,12 +37,14 @@ class Store:
     def path(self, layer: str, day: dt.date) -> Path:
         return self.layer_dir(layer) / f"date={day.isoformat()}.parquet"
 
-    def report_dir(self, kind: str) -> Path:
+    def report_dir(self, kind: str = "") -> Path:
+        """``<root>/<pipeline>/reports/<kind>``; without ``kind``, the reports folder itself:
+        the one place report paths are made."""
         return Path(self.root) / self.pipeline / "reports" / kind
 
-    def report_path(self, kind: str, key: dt.date | str) -> Path:
+    def report_path(self, kind: str, key: dt.date | str, suffix: str = ".json") -> Path:
         name = key.isoformat() if isinstance(key, dt.date) else key
-        return self.report_dir(kind) / f"{name}.json"
+        return self.report_dir(kind) / f"{name}{suffix}"
 
     def exists(self, layer: str, day: dt.date) -> bool:
         return self.path(layer, day).exists()

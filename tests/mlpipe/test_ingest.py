@@ -35,7 +35,7 @@ def reports_index(store) -> dict[str, dict[str, tuple[str, Path]]]:
     """reports/index.html's day rows: {day: {column: (link text, resolved target)}}."""
     import re
 
-    page = store.report_dir("validation").parent / "index.html"
+    page = store.report_dir() / "index.html"
     rows = {}
     for day, cells in re.findall(r"<tr><th>(\d{4}-\d\d-\d\d)</th>(.*?)</tr>", page.read_text()):
         links = re.findall(r"<td>(?:<a href=\"([^\"]+)\">([^<]+)</a>)?</td>", cells)

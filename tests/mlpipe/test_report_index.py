@@ -18,7 +18,7 @@ def store(tmp_path) -> Store:
 
 
 def _report(store: Store, kind: str, name: str) -> Path:
-    path = report_index.reports_dir(store) / kind / name
+    path = store.report_dir() / kind / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("{}")
     return path
@@ -52,5 +52,5 @@ def _record_many(root: str, worker: int) -> None:
 def test_parallel_tasks_lose_no_row(store):
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         pool.starmap(_record_many, [(str(store.root), w) for w in range(4)])
-    text = (report_index.reports_dir(store) / "index.html").read_text()
+    text = (store.report_dir() / "index.html").read_text()
     assert len(re.findall(r"<tr><th>2013-", text)) == 60

@@ -22,6 +22,8 @@ def test_paths_follow_the_layout(store, tmp_path):
     assert store.path("raw", D1) == tmp_path / "data" / "toy" / "raw" / "date=2024-01-01.parquet"
     assert store.report_path("validation", D2) == tmp_path / "data" / "toy" / "reports" / "validation" / "2024-01-02.json"
     assert store.report_path("decisions", "run-1").name == "run-1.json"
+    assert store.report_path("drift", D1, ".html") == store.report_dir() / "drift" / "2024-01-01.html"
+    assert store.report_dir() == tmp_path / "data" / "toy" / "reports"  # index.html, one folder per kind
     assert set(LAYERS) == {"raw", "validated", "features", "predictions", "quarantine"}
     with pytest.raises(ValueError, match="unknown layer"):
         store.path("gold", D1)
