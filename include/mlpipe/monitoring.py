@@ -23,11 +23,11 @@ from mlpipe import report_index
 from mlpipe.context import Context
 from mlpipe.errors import MlpipeError
 from mlpipe.features import PARTITION_DATE
+from mlpipe.predictions import CHALLENGER_SCORE, MODEL_VERSION, SCORE, keys, with_labels
 from mlpipe.storage import atomic_write
 
 log = logging.getLogger(__name__)
 KIND = "drift"
-SCORE = "score"
 
 
 def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_flight: bool = False) -> dict:
@@ -78,11 +78,10 @@ def _current(ctx: Context, day: dt.date) -> tuple[pd.DataFrame, str]:
     predictions, days = ctx.store.read_range("predictions", start, end, date_column=PARTITION_DATE)
     if day not in days:
         raise MlpipeError(f"no predictions for {day} at {ctx.store.path('predictions', day)}: score the day first")
-    keys = [*spec.row_id, PARTITION_DATE]
     columns = list(dict.fromkeys([*spec.row_id, *spec.monitored_columns]))  # a row id column may be monitored
     features, _ = ctx.store.read_range("features", start, end, columns=columns, date_column=PARTITION_DATE)
-    joined = features.merge(predictions[[*keys, SCORE]], on=keys, how="inner", validate="one_to_one")
-    todays = predictions.loc[predictions[PARTITION_DATE] == day, "model_version"]
+    joined = features.merge(predictions[[*keys(spec), SCORE]], on=keys(spec), how="inner", validate="one_to_one")
+    todays = predictions.loc[predictions[PARTITION_DATE] == day, MODEL_VERSION]
     return joined[[*spec.monitored_columns, SCORE]], str(todays.mode().iloc[0])
 
 
@@ -142,27 +141,21 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     from mlpipe import registry
     from mlpipe.metrics import compute_metrics
 
-    spec, store, target = ctx.spec, ctx.store, ctx.spec.target.name
+    spec, target = ctx.spec, ctx.spec.target.name
     start, end = day - dt.timedelta(days=spec.monitoring.quality_days - 1), day + dt.timedelta(days=1)
-    predictions, days = store.read_range("predictions", start, end, date_column=PARTITION_DATE)
-    labels, _ = store.read_range("features", start, end, columns=[*spec.row_id, target], date_column=PARTITION_DATE)
-    if not days or labels.empty:
-        return None
-    keys = [*spec.row_id, PARTITION_DATE]
-    rows = predictions.merge(labels, on=keys, how="inner", validate="one_to_one")
-    rows = rows[rows[target].notna()]
+    rows, days = with_labels(ctx.store, spec, start, end)
     if rows.empty:
         return None
-    version, metric = str(rows["model_version"].mode().iloc[0]), spec.gate.metric
-    rows = rows[rows["model_version"].astype(str) == version]  # one model's rows
+    version, metric = str(rows[MODEL_VERSION].mode().iloc[0]), spec.gate.metric
+    rows = rows[rows[MODEL_VERSION].astype(str) == version]  # one model's rows
     live = compute_metrics(spec.target.task, rows[target].to_numpy(dtype="float64"), rows[SCORE].to_numpy())
     holdout = registry.version_metrics(spec.registered_model, version).get(metric)
     quality = {"day": str(day), "days": [str(d) for d in days], "model_version": version, "rows": len(rows),
                "metric": metric, "live": live.get(metric), "holdout": holdout, "metrics": live}
-    shadow = rows[rows["challenger_score"].notna()]
+    shadow = rows[rows[CHALLENGER_SCORE].notna()]
     if len(shadow):
         quality["challenger"] = compute_metrics(spec.target.task, shadow[target].to_numpy(dtype="float64"),
-                                                shadow["challenger_score"].to_numpy()).get(metric)
+                                                shadow[CHALLENGER_SCORE].to_numpy()).get(metric)
     if holdout is None or live.get(metric) is None:
         quality["degraded"] = False
         return quality

@@ -24,6 +24,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from mlpipe.errors import RegistryError  # noqa: E402
+from mlpipe.predictions import SCORE  # noqa: E402
 from mlpipe.records import Candidate  # noqa: E402
 from mlpipe.settings import Settings  # noqa: E402
 from mlpipe.storage import atomic_write_dir  # noqa: E402
@@ -31,7 +32,6 @@ from mlpipe.storage import atomic_write_dir  # noqa: E402
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # models-from-code: no pickled Python object
-OUTPUT_COLUMN = "score"
 
 
 class BundleModel(mlflow.pyfunc.PythonModel):
@@ -44,7 +44,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         self.bundle = load_bundle(self.bundle_dir)
 
     def predict(self, context, model_input, params=None):
-        return pd.DataFrame({OUTPUT_COLUMN: self.bundle.score(model_input)})
+        return pd.DataFrame({SCORE: self.bundle.score(model_input)})
 
 
 def connect(settings: Settings, experiment: str) -> str:
@@ -186,7 +186,7 @@ def log_bundle(bundle, example: pd.DataFrame, registered_model: str | None) -> t
     from mlflow.types import ColSpec, Schema
 
     features = _as_model_input(example[bundle.features])
-    inferred = infer_signature(features, pd.DataFrame({OUTPUT_COLUMN: bundle.score(features)}))
+    inferred = infer_signature(features, pd.DataFrame({SCORE: bundle.score(features)}))
     # Every input may be null at scoring time (the preprocessing imputes), so none is required.
     inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
     signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
@@ -300,7 +300,7 @@ def _as_model_input(frame: pd.DataFrame) -> pd.DataFrame:
 def predict(model, frame: pd.DataFrame) -> pd.Series:
     """Score a frame through the pyfunc, passing only the columns its signature names."""
     names = model.metadata.get_input_schema().input_names()
-    return model.predict(_as_model_input(frame[names]))[OUTPUT_COLUMN].to_numpy()
+    return model.predict(_as_model_input(frame[names]))[SCORE].to_numpy()
 
 
 def bundle_of(model):

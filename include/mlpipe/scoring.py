@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from mlpipe import features as feat
+from mlpipe import predictions
 from mlpipe.context import Context
 from mlpipe.errors import MlpipeError, RegistryError
 from mlpipe.ingest import written
@@ -39,17 +39,8 @@ def score_day(ctx: Context, day: dt.date, backfill: bool = False, allow_current_
         version, role = point_in_time_version(ctx, day, version, allow_current_champion)
     scores, version, fallback = _scores_with_fallback(ctx, version, frame, day)
     role = "fallback" if fallback else role
-    out = frame[spec.row_id].copy()
-    out[feat.PARTITION_DATE] = frame[feat.PARTITION_DATE]
-    out["score"] = scores
-    if spec.target.task == "binary":
-        out["predicted_label"] = (scores >= 0.5).astype("int8")
-    out["model_name"] = name
-    out["model_version"] = version
-    out["model_role"] = role
     shadow, shadow_version = _shadow_scores(name, version, frame, day)
-    out["challenger_score"] = pd.Series(shadow, index=out.index, dtype="float64")
-    out["challenger_version"] = pd.Series(shadow_version, index=out.index, dtype="string")
+    out = predictions.build(spec, frame, scores, version, role, shadow, shadow_version)
     result = {**written(ctx.store.write("predictions", day, out), len(out)), "day": str(day),
               "model_version": version, "model_role": role, "challenger_version": shadow_version, "fallback": fallback}
     _summarise(ctx, day, out, result)
@@ -60,11 +51,7 @@ def _summarise(ctx: Context, day: dt.date, out: pd.DataFrame, result: dict) -> N
     """The day's predictions summary (``reports/predictions/<day>.json``), linked from the report index."""
     from mlpipe import report_index
 
-    scores = out["score"]
-    summary = {**result, "score_mean": float(scores.mean()), "score_quantiles": {
-        str(q): float(scores.quantile(q)) for q in (0.05, 0.5, 0.95)},
-        **({"positive_rate": float(out["predicted_label"].mean())} if "predicted_label" in out else {})}
-    path = ctx.store.write_report("predictions", day, summary)
+    path = ctx.store.write_report("predictions", day, {**result, **predictions.summarise(out)})
     report_index.record(ctx.store, "day", str(day), {"predictions": str(path)},
                         predictions_status=f"v{result['model_version']} ({result['model_role']})")
 

@@ -12,7 +12,7 @@ import datetime as dt
 import json
 
 from mlpipe.context import Context
-from mlpipe.features import PARTITION_DATE
+from mlpipe.predictions import CHALLENGER_SCORE, CHALLENGER_VERSION, MODEL_VERSION, SCORE, with_labels
 
 
 def compare(ctx: Context, start: dt.date, end: dt.date) -> dict:
@@ -20,19 +20,16 @@ def compare(ctx: Context, start: dt.date, end: dt.date) -> dict:
     from mlpipe.metrics import compute_metrics
 
     spec, target = ctx.spec, ctx.spec.target.name
-    predictions, days = ctx.store.read_range("predictions", start, end, date_column=PARTITION_DATE)
+    joined, days = with_labels(ctx.store, spec, start, end)
     if not days:
         return {"days": [], "pairs": []}
-    labels, _ = ctx.store.read_range("features", start, end, columns=[*spec.row_id, target], date_column=PARTITION_DATE)
-    keys = [*spec.row_id, PARTITION_DATE]  # row ids are unique within a day
-    joined = predictions.merge(labels, on=keys, how="inner", validate="one_to_one")
-    joined = joined[joined[target].notna() & joined["challenger_score"].notna()]
+    joined = joined[joined[CHALLENGER_SCORE].notna()]
     pairs = []
-    for (champion, challenger), rows in joined.groupby(["model_version", "challenger_version"], sort=True):
+    for (champion, challenger), rows in joined.groupby([MODEL_VERSION, CHALLENGER_VERSION], sort=True):
         y = rows[target].to_numpy(dtype="float64")
         pairs.append({"champion": str(champion), "challenger": str(challenger), "rows": len(rows),
-                      "champion_metrics": compute_metrics(spec.target.task, y, rows["score"].to_numpy()),
-                      "challenger_metrics": compute_metrics(spec.target.task, y, rows["challenger_score"].to_numpy())})
+                      "champion_metrics": compute_metrics(spec.target.task, y, rows[SCORE].to_numpy()),
+                      "challenger_metrics": compute_metrics(spec.target.task, y, rows[CHALLENGER_SCORE].to_numpy())})
     return {"days": [str(d) for d in days], "pairs": pairs}
 
 

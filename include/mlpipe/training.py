@@ -13,6 +13,7 @@ import pandas as pd
 from mlpipe.backends import backend_entry
 from mlpipe.context import Context, load_split, resolve_window
 from mlpipe.errors import TrainingError
+from mlpipe.predictions import SCORE
 from mlpipe.records import ENSEMBLE, Candidate, Job, Window
 from mlpipe.spec import VariantSpec, spec_hash
 from mlpipe.storage import file_hash
@@ -103,7 +104,7 @@ def reference_sample(spec, train: pd.DataFrame, holdout_scores) -> tuple[pd.Data
     monitored columns (at most ``monitoring.reference_rows``) and the holdout scores."""
     rows = min(spec.monitoring.reference_rows, len(train))
     features = train[spec.monitored_columns].sample(n=rows, random_state=spec.training.seed).reset_index(drop=True)
-    return features, pd.DataFrame({"score": np.asarray(holdout_scores, dtype="float64")})
+    return features, pd.DataFrame({SCORE: np.asarray(holdout_scores, dtype="float64")})
 
 
 def _searched(ctx: Context, variant: VariantSpec, train: pd.DataFrame, threads: int) -> VariantSpec:
