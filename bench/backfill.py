@@ -104,7 +104,7 @@ def main() -> int:
     windows = {"ingest": (start, end), "score": (end - dt.timedelta(days=(args.score_days or args.days) - 1), end)}
     windows |= {f"trivial_{k}": v for k, v in windows.items()}
     harness.setup("mlpipe-bench-backfill-", extra_dags=TRIVIAL)
-    demo = harness.demo()
+    demo = harness.load_script("demo")
     api = harness.start_airflow(demo, args.port, ["ingest", "train", "score", "trivial_ingest", "trivial_score"])
     times: dict[str, list[float]] = {k: [] for k in windows}
     if args.trivial_ingest_only:

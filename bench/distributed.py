@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NAME = "mlpipe_bench"
@@ -90,8 +93,9 @@ class Local:
 
     def train(self, run_id: str, conf: dict, logical: str) -> dict:
         os.environ.update(self.env)
-        sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "include"), str(ROOT / "plugins")]
-        from demo import Service, airflow, phase, wait_http
+        sys.path[:0] = [str(ROOT / "include"), str(ROOT / "plugins")]
+        demo = harness.load_script("demo")
+        Service, airflow, phase, wait_http = demo.Service, demo.airflow, demo.phase, demo.wait_http
 
         if not self.ready:
             airflow("db", "migrate")

@@ -16,9 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def demo():
-    """scripts/demo.py as a module: Service, airflow, phase, wait_http, run_states."""
-    loaded = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
+def load_script(name: str):
+    """``scripts/<name>.py`` as a fresh module (the scripts are not a package): the one
+    loader of the benches and the tests (tests/conftest.py puts bench/ on sys.path)."""
+    loaded = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(loaded)
     loaded.loader.exec_module(module)
     return module

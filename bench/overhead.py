@@ -127,7 +127,7 @@ def main() -> int:
     # the script gets the DAG's slots and the executor's preloads (it imports no Airflow)
     script_conf = {**_conf(start, args.days), "slots": training_slots(), "preload": modules()}
     conf = _conf(start, args.days)
-    demo = harness.demo()
+    demo = harness.load_script("demo")
     api = harness.start_airflow(demo, args.port, ["ingest", "train"])
     walls: dict[str, list[float]] = {"dag": [], "script": []}
     stages: dict[str, dict[str, list[float]]] = {"dag": {}, "script": {}}

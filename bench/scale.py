@@ -76,7 +76,7 @@ def one_factor(factor: int, args) -> dict[str, dict[str, float]]:
     start = dt.date.fromisoformat(args.start)
     end = start + dt.timedelta(days=args.days - 1)
     os.environ["MLPIPE_SPEC"] = str(scaled_spec(home, scaled_source(home, start, args.days, factor), factor))
-    demo = harness.demo()
+    demo = harness.load_script("demo")
     api = harness.start_airflow(demo, args.port, ["ingest", "train"])
     try:
         states = demo.phase(f"x{factor} ingest", "ingest", (start, end), lambda: demo.airflow(

@@ -4,12 +4,16 @@ tests never touch a developer's ./data, ./mlflow or .airflow."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT / "bench"))  # appended: bench/'s module names never shadow an installed package
+from harness import load_script  # noqa: E402 - the one loader of scripts/*.py, shared with the benches
+
 _HOME = Path(tempfile.mkdtemp(prefix="mlpipe-tests-"))
 
 os.environ.update({
@@ -67,9 +71,4 @@ def serve_webhook():
 @pytest.fixture(scope="session")
 def cluster_script():
     """scripts/cluster.py loaded as a module."""
-    import importlib.util
-
-    loaded = importlib.util.spec_from_file_location("cluster", ROOT / "scripts" / "cluster.py")
-    module = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(module)
-    return module
+    return load_script("cluster")
