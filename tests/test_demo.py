@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from harness import load_script  # bench/harness.py, on sys.path through tests/conftest.py
 
 
 def _demo():
-    loaded = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(module)
-    return module
+    return load_script("demo")  # a fresh module each time: STAGE_TIMES starts empty
 
 
 def test_progress_counts_runs_done_failures_running_tasks_and_time_left():

@@ -257,16 +257,14 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
     The champion is first rolled back (in-process) to the one-split stump, so the
     backfill's candidates clearly beat it: the decision is `would-promote`, and still
     nothing is registered or moved."""
-    import importlib.util
     import socket
 
+    from harness import load_script
     from mlflow import MlflowClient
 
     from mlpipe import ledger, registry
 
-    spec_file = importlib.util.spec_from_file_location("demo", ROOT / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(spec_file)
-    spec_file.loader.exec_module(demo)
+    demo = load_script("demo")
     ctx, name = pipeline["ctx"], pipeline["ctx"].spec.registered_model
     stump = next(e.candidates[STUMP]["version"] for e in reversed(ledger.entries(ctx.store))
                  if e.kind == "train" and STUMP in (e.candidates or {}))
