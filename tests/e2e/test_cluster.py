@@ -1,12 +1,15 @@
 """End to end through the distributed topology as processes (scripts/cluster.py): a
 CeleryExecutor Airflow on Postgres and Redis, a `default` and a `gpu` Celery worker, and
-an MLflow tracking server. An ingest backfill is created while the scheduler runs, then
-one train run and one score run; the metadata DB says where each task ran and the MLflow
-server holds what they logged. Then days with an injected shift go through the monitor
-DAG: sustained drift asks for exactly one retrain, which the scheduler starts from the
-asset event; drift inside the cooldown and a backfill ask for none.
+an MLflow tracking server. Every test runs through the scheduler and the Celery workers
+of the session's shared cluster (tests/e2e/conftest.py), whose fixture created an ingest
+backfill while the scheduler ran. One train run and one score run follow; the metadata
+DB says where each task ran and the MLflow server holds what they logged. Then days with
+an injected shift go through the monitor DAG: sustained drift asks for exactly one
+retrain, which the scheduler starts from the asset event; drift inside the cooldown and a
+backfill ask for none.
 
-Tests in this module run in order and share one cluster.
+Tests in this module run in order. Each reads what other modules left on the shared
+cluster (champion, ledger, runs, alerts) and asserts on what its own runs changed.
 """
 
 from __future__ import annotations
@@ -18,30 +21,12 @@ import time
 from pathlib import Path
 
 import pytest
-from topology import ROOT, drops, running, small_spec
+from topology import BAD_DAY, DAYS, NEURAL, ROOT
 
 pytestmark = pytest.mark.e2e
 
-FIRST, LAST = dt.date(2013, 1, 1), dt.date(2013, 1, 8)
-BAD_DAY = dt.date(2013, 1, 9)
-NEURAL = {"mlp_torch_small", "mlp_tf"}
-
-
-def _spec(work: Path) -> Path:
-    days = [FIRST + dt.timedelta(days=i) for i in range((BAD_DAY - FIRST).days + 1)]
-    variants = {"hgb_small": {}, "logreg": {}, "mlp_torch_small": {"max_epochs": 3}, "mlp_tf": {"max_epochs": 3, "hidden": [32]}}
-    # columns stable from day to day (weather and late rates move daily); one drifted column is
-    # dataset drift, three such days in a row ask for a retrain
-    monitoring = {"columns": ["distance", "carrier", "origin"], "drift_share": 0.3, "label_delay_days": 1,
-                  "tolerance": 1.0, "retrain": {"drift_days": 3, "cooldown_days": 7, "min_new_labelled_rows": 0}}
-    return small_spec(work, drops(work, days, bad_days=(BAD_DAY,)), variants, monitoring=monitoring)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, alerts, cluster_script):
-    work = tmp_path_factory.mktemp("cluster")
-    with running(work, "mlpipe_e2e", 13, _spec(work), alerts["url"], cluster_script.group_alive) as handle:
-        yield handle
+FIRST, LAST = DAYS[0], dt.date(2013, 1, 8)
+TRAIN_RUN = "manual__cluster_2013-01-09"  # its own run id and logical date: test_faults trains on the same window
 
 
 def test_api_needs_a_login(cluster):
@@ -65,35 +50,50 @@ def sent(alerts, kind: str) -> list[dict]:
     return [a for a in alerts["received"] if a["kind"] == kind]
 
 
-def test_backfill_train_and_score_run_on_their_queues(cluster, alerts):
-    for dag_id in ("ingest", "train", "score"):
-        cluster.airflow("dags", "unpause", dag_id)
-    assert cluster.query("SELECT count(*) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'")[0][0] == 1
-    # created while the scheduler runs (Postgres allows it; SQLite does not)
-    cluster.airflow("backfill", "create", "--dag-id", "ingest", "--from-date", str(FIRST), "--to-date", str(BAD_DAY))
-    days = (BAD_DAY - FIRST).days + 1
-    assert sorted(cluster.wait_runs("ingest", days)) == ["failed"] + ["success"] * (days - 1)
-    (validation,) = sent(alerts, "validation_failed")  # the bad day, once
-    assert validation["day"] == str(BAD_DAY) and validation["report"].endswith(f"{BAD_DAY}.json")
+def test_the_ingest_backfill_fails_only_the_bad_day_and_alerts_once(cluster, alerts):
+    """Through the scheduler: the fixture's ingest backfill (created while it ran)."""
+    rows = cluster.query("SELECT ti.task_id, ti.state, dr.data_interval_start::date FROM task_instance ti JOIN dag_run dr "
+                         "ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id WHERE dr.dag_id = 'ingest' AND "
+                         "dr.run_id = ANY(%s)", cluster.ingest_runs)
+    assert {(t, state) for t, state, day in rows if day == BAD_DAY} == {
+        ("extract", "success"), ("validate", "failed"), ("build_features", "upstream_failed")}
+    assert {state for _, state, day in rows if day != BAD_DAY} == {"success"}
+    assert {day for *_, day in rows} == {*DAYS, BAD_DAY}
+    (validation,) = [a for a in sent(alerts, "validation_failed") if a["day"] == str(BAD_DAY)]  # once
+    assert validation["report"].endswith(f"{BAD_DAY}.json")
     assert {"column": "distance", "rule": "expect_column_values_to_be_between"}.items() <= \
         validation["failures"][0].items()
-    assert any(a["task_id"] == "validate" for a in sent(alerts, "task_failure"))
+    assert any(a["task_id"] == "validate" and a["dag_id"] == "ingest" for a in sent(alerts, "task_failure"))
 
+
+def test_train_and_score_run_on_their_queues(cluster, alerts):
+    """Through the scheduler: torch and TensorFlow training on the `gpu` worker, the rest on
+    the `default` one; an alert for the promotion this train run made, if it made one."""
+    from mlpipe.ledger import entries
+
+    mark, trains, scores = len(alerts["received"]), cluster.runs("train"), cluster.runs("score")
     end = LAST + dt.timedelta(days=1)
     conf = {"window_start": str(FIRST), "window_end": str(end), "holdout_days": 2}
-    cluster.airflow("dags", "trigger", "train", "--conf", json.dumps(conf), "--logical-date", f"{end}T00:00:00+00:00")
-    assert cluster.wait_runs("train", 1) == ["success"]
-    (promotion,) = sent(alerts, "promotion")  # the first champion
-    assert promotion["from_version"] is None and promotion["to_version"]
-    cluster.airflow("backfill", "create", "--dag-id", "score", "--from-date", str(LAST), "--to-date", str(LAST))
-    assert cluster.wait_runs("score", 1) == ["success"]
+    cluster.airflow("dags", "trigger", "train", "--conf", json.dumps(conf), "--run-id", TRAIN_RUN,
+                    "--logical-date", f"{end}T06:00:00+00:00")
+    assert cluster.wait_runs("train", 1, since=trains) == ["success"]
+    (entry,) = [e for e in entries(cluster.store()) if e.run_id == TRAIN_RUN]
+    promotions = [a for a in alerts["received"][mark:] if a["kind"] == "promotion"]
+    # the first champion on a fresh cluster; after test_faults, whatever its champion's holdout says
+    assert [(a["from_version"], a["to_version"]) for a in promotions] == \
+        ([(entry.champion_before, entry.champion_after)] if entry.moved else [])
+    assert entry.champion_before is not None or entry.moved
+    cluster.backfill("score", LAST, LAST)
+    assert cluster.wait_runs("score", 1, since=scores) == ["success"]
+    # run ids repeat across DAGs (backfill__<date>): a run is its DAG and its id
+    ours = [f"ingest {r}" for r in cluster.ingest_runs] + [f"train {TRAIN_RUN}"] + \
+        [f"score {r}" for r in set(cluster.runs("score")) - set(scores)]
 
     host = socket.gethostname()
     everything = cluster.query("SELECT ti.dag_id, ti.task_id, ti.map_index, ti.state, ti.queue, ti.hostname, "
-                       "ti.rendered_map_index, dr.data_interval_start::date FROM task_instance ti JOIN dag_run dr "
-                       "ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id")
-    bad = {(t, state) for d, t, _, state, *_, day in everything if d == "ingest" and day == BAD_DAY}
-    assert bad == {("extract", "success"), ("validate", "failed"), ("build_features", "upstream_failed")}
+                               "ti.rendered_map_index, dr.data_interval_start::date FROM task_instance ti JOIN dag_run "
+                               "dr ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id WHERE dr.dag_id || ' ' || dr.run_id = ANY(%s)",
+                               ours)
     tis = [row[:7] for row in everything if not (row[0] == "ingest" and row[7] == BAD_DAY)]
     assert tis and all(state == "success" for _, _, _, state, *_ in tis if state != "skipped")
     on_gpu = {(d, t, m) for d, t, m, _, queue, hostname, _ in tis if queue == "gpu" and hostname == f"{host}-gpu"}
@@ -134,8 +134,9 @@ def test_the_mlflow_server_holds_runs_versions_aliases_and_artifacts(cluster):
     assert not (ROOT / "mlflow" / "artifacts" / experiment.experiment_id).exists()
 
 
-DRIFTED = [dt.date(2013, 1, d) for d in (16, 17, 18, 19)]  # past the first train's cooldown; none scored on 15
-BACKFILLED = [dt.date(2013, 1, d) for d in (27, 28, 29)]
+# past the cooldown of every train on the shared cluster (test_faults' last window ends Jan 16)
+DRIFTED = [dt.date(2013, 1, d) for d in (21, 22, 23, 24)]  # nothing scored on Jan 20
+BACKFILLED = [dt.date(2013, 1, 30), dt.date(2013, 1, 31), dt.date(2013, 2, 1)]  # past the retrain's cooldown
 
 
 def _shifted_day(cluster, day: dt.date) -> None:
@@ -150,32 +151,37 @@ def _shifted_day(cluster, day: dt.date) -> None:
 
 
 def _monitor(cluster, day: dt.date) -> dict:
-    before = len(cluster.query("SELECT 1 FROM dag_run WHERE dag_id = 'monitor' AND run_type <> 'scheduled'"))
+    before = cluster.runs("monitor")
     cluster.airflow("dags", "trigger", "monitor", "--conf", json.dumps({"day": str(day)}))
-    assert cluster.wait_runs("monitor", before + 1) == ["success"] * (before + 1)
+    assert cluster.wait_runs("monitor", 1, since=before) == ["success"]
     return json.loads(cluster.store().report_path("drift", day).read_text())
 
 
+def _asset_triggered(cluster) -> int:
+    return cluster.query("SELECT count(*) FROM dag_run WHERE dag_id = 'train' AND run_type = 'asset_triggered'")[0][0]
+
+
 def test_sustained_drift_asks_for_one_retrain_and_the_cooldown_holds_the_next(cluster):
+    """Through the scheduler: monitor runs, and the train run the asset event starts."""
     for day in [*DRIFTED, *BACKFILLED]:
         _shifted_day(cluster, day)
     cluster.airflow("dags", "unpause", "monitor")
+    trains, requested = cluster.runs("train"), _asset_triggered(cluster)
     first, second = _monitor(cluster, DRIFTED[0]), _monitor(cluster, DRIFTED[1])
     assert first["drifted_columns"] == ["distance"] and first["decision"]["action"] == "none"
     assert second["decision"]["drift_streak"] == 2 and second["decision"]["action"] == "none"
     third = _monitor(cluster, DRIFTED[2])
     assert third["decision"]["action"] == "trigger", third["decision"]
-    runs = cluster.wait_runs("train", 2)  # the manual run of the first test, and the one the request started
-    assert runs == ["success", "success"]
-    assert cluster.query("SELECT count(*) FROM dag_run WHERE dag_id = 'train' AND run_type = 'asset_triggered'")[0][0] == 1
+    assert cluster.wait_runs("train", 1, since=trains) == ["success"]  # the one the request started
+    assert _asset_triggered(cluster) == requested + 1
     fourth = _monitor(cluster, DRIFTED[3])
     assert fourth["decision"]["action"] == "blocked" and "cooldown" in fourth["decision"]["reason"]
     time.sleep(10)  # a second request would have created a run by now
-    assert cluster.query("SELECT count(*) FROM dag_run WHERE dag_id = 'train' AND run_type <> 'scheduled'")[0][0] == 2
+    (retrain_run,) = set(cluster.runs("train")) - set(trains)
 
     from mlpipe.ledger import entries
 
-    retrain = entries(cluster.store())[-1]
+    (retrain,) = [e for e in entries(cluster.store()) if e.run_id == retrain_run]
     assert retrain.kind == "train" and retrain.trigger.startswith("dataset drift on 3 consecutive days (distance)")
     assert retrain.window.end == DRIFTED[2] + dt.timedelta(days=1)
     from mlflow.tracking import MlflowClient
@@ -187,14 +193,14 @@ def test_sustained_drift_asks_for_one_retrain_and_the_cooldown_holds_the_next(cl
 
 
 def test_a_monitor_backfill_over_drifted_days_records_would_trigger_and_starts_nothing(cluster):
-    before = len(cluster.query("SELECT 1 FROM dag_run WHERE dag_id = 'monitor' AND run_type <> 'scheduled'"))
-    cluster.airflow("backfill", "create", "--dag-id", "monitor", "--from-date", str(BACKFILLED[0]),
-            "--to-date", str(BACKFILLED[-1]))
-    assert set(cluster.wait_runs("monitor", before + len(BACKFILLED))) == {"success"}
+    """Through the scheduler: a monitor backfill."""
+    before, trains = cluster.runs("monitor"), cluster.runs("train")
+    cluster.backfill("monitor", BACKFILLED[0], BACKFILLED[-1])
+    assert cluster.wait_runs("monitor", len(BACKFILLED), since=before) == ["success"] * len(BACKFILLED)
     decisions = [json.loads(cluster.store().report_path("drift", d).read_text())["decision"] for d in BACKFILLED]
     assert [d["action"] for d in decisions] == ["none", "none", "would-trigger"]
     time.sleep(10)
-    assert cluster.query("SELECT count(*) FROM dag_run WHERE dag_id = 'train' AND run_type <> 'scheduled'")[0][0] == 2
+    assert cluster.runs("train") == trains
 
 
 def _token(base: str, user: str, password: str) -> str:
@@ -209,9 +215,13 @@ def test_a_viewer_cannot_trigger_train_and_an_operator_can(cluster):
     import urllib.error
     import urllib.request
 
+    """Through the api-server and the scheduler: the operator's run goes through."""
     base = f"http://localhost:{cluster.env['AIRFLOW__API__PORT']}"
     logins = json.loads((cluster.state / "logins.json").read_text())
-    body = json.dumps({"logical_date": None, "conf": {"dry_run": True}}).encode()
+    trains = cluster.runs("train")
+    conf = {"dry_run": True, "variants": ["logreg"], "window_start": str(FIRST),
+            "window_end": str(LAST + dt.timedelta(days=1)), "holdout_days": 2}
+    body = json.dumps({"logical_date": None, "conf": conf}).encode()
 
     def trigger(user: str):
         headers = {"Authorization": f"Bearer {_token(base, user, logins[user])}", "Content-Type": "application/json"}
@@ -226,3 +236,5 @@ def test_a_viewer_cannot_trigger_train_and_an_operator_can(cluster):
         timeout=30)
     assert json.loads(viewer_runs.read())["total_entries"] >= 2  # a viewer sees the runs
     assert trigger("operator").status == 200
+    # the dry run records a decision and moves nothing (and is over before another module's tests)
+    assert cluster.wait_runs("train", 1, since=trains) == ["success"]

@@ -1,19 +1,26 @@
 """Faults a production deployment meets, injected into the distributed topology
-(scripts/cluster.py: CeleryExecutor, Postgres, Redis, an MLflow tracking server):
+(scripts/cluster.py: CeleryExecutor, Postgres, Redis, an MLflow tracking server). Every
+test runs through the scheduler and the Celery workers of the session's shared cluster
+(tests/e2e/conftest.py):
 
 - two manual train runs at once move the champion once, and both ledger entries agree;
 - the process running a training task is killed with SIGKILL mid-fit, and the MLflow
   server is stopped while ``evaluate`` runs and started again: the run completes with one
-  ledger entry, the killed attempt leaves no model version, nothing is registered twice;
+  ledger entry, the killed attempt ends `KILLED` with no model version, nothing is
+  registered twice;
 - a score backfill uses, for each day, the champion the ledger had in place for it (point
-  in time), and fails with the documented message for a day before any eligible model.
+  in time), and fails with the documented message for a day before any eligible model;
+- a champion whose artifact changed since it was registered is refused at load: a score
+  run scores with the previous champion, marks the rows, and alerts.
 
 The dataset is scaled down to keep the module within minutes: the first champion is
 trained on days up to Jan 8 (holdout Jan 7-8) and the second through Jan 15 (holdout
 Jan 14-15); the backfill covers Jan 9-14 between them, like October between a
 January-September and a through-November champion.
 
-Tests in this module run in order and share one cluster.
+Tests in this module run in order. Other modules may have trained and promoted on the
+shared cluster before: each test reads the state it starts from (the champion, the
+ledger, runs and alerts so far) and asserts on what its own runs changed.
 """
 
 from __future__ import annotations
@@ -21,32 +28,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
-from topology import drops, running, small_spec
+from topology import DAYS, SLOW, STUMP
 
 pytestmark = pytest.mark.e2e
 
-DAYS = [dt.date(2013, 1, d) for d in range(1, 16)]
 FIRST_END, SECOND_END = dt.date(2013, 1, 9), dt.date(2013, 1, 16)  # window ends (exclusive)
-SLOW = "hgb_slow"  # the variant whose training process is killed: a fit of several seconds
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, alerts, cluster_script):
-    work = tmp_path_factory.mktemp("faults")
-    variants = {"logreg": {}, SLOW: {"like": "hgb_small", "max_iter": 600, "learning_rate": 0.03,
-                                     "max_leaf_nodes": 31, "early_stopping": False}}
-    spec = small_spec(work, drops(work, DAYS), variants, execution={"max_active_train_runs": 2})
-    with running(work, "mlpipe_faults", 12, spec, alerts["url"], cluster_script.group_alive) as handle:
-        handle.airflow("dags", "unpause", "ingest")
-        handle.backfill("ingest", DAYS[0], DAYS[-1])
-        assert handle.wait_runs("ingest", len(DAYS)) == ["success"] * len(DAYS)
-        for dag_id in ("train", "score"):
-            handle.airflow("dags", "unpause", dag_id)
-        yield handle
+PAIR = [f"manual__{FIRST_END}T00:00:0{s}" for s in (0, 1)]  # the two runs at once
+SECOND = f"manual__{SECOND_END}T00:00:00"  # the run whose fit is killed: the second champion
 
 
 def _train(cluster, end: dt.date, at: str, **conf) -> str:
@@ -63,21 +57,60 @@ def _entries(cluster):
     return [e for e in entries(cluster.store()) if e.kind == "train"]
 
 
+def _entry(cluster, run_id: str):
+    (entry,) = [e for e in _entries(cluster) if e.run_id == run_id]
+    return entry
+
+
+def _champion(cluster) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(cluster.mlflow().get_model_version_by_alias("flights", "champion").version)
+    except MlflowException:
+        return None
+
+
+def _weak_champion(cluster) -> str:
+    """Make a one-split stump the champion, whatever champion other modules left: a stump
+    version trained on the first window (by another module's train run, or trained here,
+    which promotes it on a fresh registry), rolled back to unless it is the champion."""
+    stumps = [e.candidates[STUMP]["version"] for e in _entries(cluster) if e.window and e.window.end == FIRST_END
+              and (e.candidates or {}).get(STUMP, {}).get("version")]
+    if not stumps:
+        before = cluster.runs("train")
+        stump = _train(cluster, FIRST_END, "00:00:02", variants=[STUMP])
+        assert cluster.wait_runs("train", 1, since=before) == ["success"]
+        stumps = [_entry(cluster, stump).candidates[STUMP]["version"]]
+    if _champion(cluster) != stumps[-1]:
+        cluster.airflow("dags", "unpause", "rollback")
+        rollbacks = cluster.runs("rollback")
+        cluster.airflow("dags", "trigger", "rollback", "--conf", json.dumps({"version": stumps[-1],
+                                                                              "reason": "test_faults: a weak champion"}))
+        assert cluster.wait_runs("rollback", 1, since=rollbacks) == ["success"]
+    assert _champion(cluster) == stumps[-1]
+    return stumps[-1]
+
+
 def test_two_train_runs_at_once_move_the_champion_once(cluster, alerts):
+    """Through the scheduler: two train runs in flight at once, against a champion both beat."""
+    stump = _weak_champion(cluster)
+    mark, before = len(alerts["received"]), cluster.runs("train")
     runs = [_train(cluster, FIRST_END, at, variants=["logreg"]) for at in ("00:00:00", "00:00:01")]
-    assert cluster.wait_runs("train", 2) == ["success", "success"]
+    assert runs == PAIR
+    assert cluster.wait_runs("train", 2, since=before) == ["success", "success"]
     (a_start, a_end), (b_start, b_end) = cluster.query(
-        "SELECT start_date, end_date FROM dag_run WHERE dag_id = 'train' AND run_type = 'manual' ORDER BY start_date")
+        "SELECT start_date, end_date FROM dag_run WHERE dag_id = 'train' AND run_id = ANY(%s) ORDER BY start_date", runs)
     assert b_start < a_end, "the two runs did not overlap"
-    first, second = _entries(cluster)
-    assert {first.run_id, second.run_id} == set(runs)
-    assert (first.moved, first.champion_before) == (True, None)
+    first, second = sorted((_entry(cluster, run) for run in runs), key=lambda e: e.seq)
+    assert (first.moved, first.champion_before) == (True, stump)
     # the second committed after the first and decided against the champion it moved
     assert (second.moved, second.champion_before, second.champion_after) == (False, first.champion_after,
                                                                              first.champion_after)
     assert second.champion_metrics is not None
-    assert str(cluster.mlflow().get_model_version_by_alias("flights", "champion").version) == first.champion_after
-    assert len([a for a in alerts["received"] if a["kind"] == "promotion"]) == 1
+    assert _champion(cluster) == first.champion_after
+    assert [(a["run_id"], a["to_version"]) for a in alerts["received"][mark:] if a["kind"] == "promotion"] == [
+        (first.run_id, first.champion_after)]
 
 
 def _running_try(cluster, run_id: str, variant: str, timeout: float = 300) -> int:
@@ -109,25 +142,31 @@ def _wait_state(cluster, run_id: str, task_id: str, state: str, timeout: float =
 
 
 def test_a_killed_fit_and_an_mlflow_outage_during_evaluate_leave_one_decision(cluster, alerts):
-    run_id = _train(cluster, SECOND_END, "00:00:00")
+    """Through the scheduler: SIGKILL to a Celery task's process, a tracking-server outage."""
+    client = cluster.mlflow()
+    mark, before, seen = len(alerts["received"]), cluster.runs("train"), len(_entries(cluster))
+    versions_before = len(client.search_model_versions("name = 'flights'"))
+    run_id = _train(cluster, SECOND_END, "00:00:00", variants=["logreg", SLOW])
+    assert run_id == SECOND
     os.kill(_running_try(cluster, run_id, SLOW), signal.SIGKILL)
     _wait_state(cluster, run_id, "evaluate", "running")
     cluster.service("stop", "mlflow")
-    time.sleep(20)
-    cluster.service("start", "mlflow")
-    assert cluster.wait_runs("train", 3) == ["success"] * 3
+    try:
+        time.sleep(20)
+    finally:
+        cluster.service("start", "mlflow")
+    assert cluster.wait_runs("train", 1, since=before) == ["success"]
 
     (tries,) = cluster.query("SELECT try_number FROM task_instance WHERE dag_id = 'train' AND run_id = %s AND "
                              "rendered_map_index = %s AND state = 'success'", run_id, SLOW)
     assert tries == (2,)  # the killed try failed and the retry succeeded
-    (entry,) = [e for e in _entries(cluster) if e.run_id == run_id]
-    assert len(_entries(cluster)) == 3
-    client = cluster.mlflow()
+    entry = _entry(cluster, run_id)
+    assert len(_entries(cluster)) == seen + 1
     experiment = client.get_experiment_by_name("flights").experiment_id
     attempts = {r.data.tags["airflow.try_number"]: r for r in client.search_runs(
         [experiment], f"tags.`airflow.run_id` = '{run_id}' and tags.`mlpipe.variant` = '{SLOW}'")}
     assert sorted(attempts) == ["1", "2"]
-    assert attempts["1"].info.status in ("KILLED", "FAILED")
+    assert attempts["1"].info.status == "KILLED"  # ended by the retry: a SIGKILLed process ends nothing
     assert attempts["1"].data.tags["mlpipe.superseded_by"] == attempts["2"].info.run_id
     assert entry.candidates[SLOW]["run_id"] == attempts["2"].info.run_id
     versions = client.search_model_versions("name = 'flights'")
@@ -136,20 +175,23 @@ def test_a_killed_fit_and_an_mlflow_outage_during_evaluate_leave_one_decision(cl
     assert len(by_run) == len(set(by_run)), "a run registered two versions"
     ours = {c["version"] for c in entry.candidates.values()}
     assert ours == {str(v.version) for v in versions if v.run_id in {c["run_id"] for c in entry.candidates.values()}}
-    assert len(versions) == 2 + len(ours)  # one per run of the first test, then this run's candidates
+    assert len(versions) == versions_before + len(ours)  # this run's candidates, the killed try's none
     # at most one alias move, and the ledger says which
     champion = str(client.get_model_version_by_alias("flights", "champion").version)
     assert champion == entry.champion_after
-    promotions = [a for a in alerts["received"] if a["kind"] == "promotion" and a.get("run_id") == run_id]
+    promotions = [a for a in alerts["received"][mark:] if a["kind"] == "promotion" and a.get("run_id") == run_id]
     assert len(promotions) == (1 if entry.moved else 0)
     assert entry.moved, f"the second champion is needed by the next test: {entry.reason}"
 
 
 def test_a_score_backfill_uses_each_days_champion_and_refuses_a_day_before_any(cluster, alerts):
-    first, second = [e for e in _entries(cluster) if e.moved]
+    """Through the scheduler: two score backfills."""
+    first = next(e for e in (_entry(cluster, run) for run in PAIR) if e.moved)
+    second = _entry(cluster, SECOND)
     days = [dt.date(2013, 1, d) for d in range(9, 15)]
+    mark, before = len(alerts["received"]), cluster.runs("score")
     cluster.backfill("score", days[0], days[-1])
-    assert cluster.wait_runs("score", len(days)) == ["success"] * len(days)
+    assert cluster.wait_runs("score", len(days), since=before) == ["success"] * len(days)
     store = cluster.store()
     used = {day: set(store.read("predictions", day)["model_version"]) for day in days}
     roles = {day: set(store.read("predictions", day)["model_role"]) for day in days}
@@ -158,7 +200,51 @@ def test_a_score_backfill_uses_each_days_champion_and_refuses_a_day_before_any(c
 
     early = dt.date(2013, 1, 5)  # before the first champion's holdout: every model saw it
     cluster.backfill("score", early, early)
-    assert sorted(cluster.wait_runs("score", len(days) + 1)) == ["failed"] + ["success"] * len(days)
-    failure = [a for a in alerts["received"] if a["kind"] == "task_failure" and a["dag_id"] == "score"]
+    assert cluster.wait_runs("score", len(days) + 1, since=before) == ["success"] * len(days) + ["failed"]
+    failure = [a for a in alerts["received"][mark:] if a["kind"] == "task_failure" and a["dag_id"] == "score"]
     assert failure and f"no model trained only on data before {early}" in failure[-1]["error"]
     assert not store.path("predictions", early).exists()
+
+
+TAMPER = "tampered-by-test_faults"  # a file added to a model's bundle: its hash no longer matches the ledger's
+
+
+def _bundles(cluster, version: str) -> list[Path]:
+    """The bundle directories of ``version``: in the tracking server's artifact store and
+    in the workers' model cache (a copy downloaded earlier)."""
+    client = cluster.mlflow()
+    run_id = client.get_model_version("flights", version).run_id
+    uri = client.get_model_version_download_uri("flights", version)  # mlflow-artifacts:[//host]/<path>
+    served = cluster.state / "mlflow-artifacts" / re.sub(r"^mlflow-artifacts:(//[^/]*)?/", "", uri)
+    cache = Path(cluster.env["MLPIPE_DATA_ROOT"]) / "model_cache"
+    return [*served.rglob("bundle"), *cache.glob(f"*/flights/{version}-{run_id}/**/bundle")]
+
+
+def test_a_champion_whose_artifact_changed_is_replaced_by_the_previous_one_and_alerts(cluster, alerts):
+    """Through the scheduler: a live score run whose champion fails its hash check at load."""
+    from mlpipe.ledger import previous_champion
+
+    store, champion = cluster.store(), _champion(cluster)
+    previous = previous_champion(store, champion)
+    assert champion == _entry(cluster, SECOND).champion_after and previous == _entry(cluster, SECOND).champion_before
+    day = dt.date(2013, 1, 15)
+    mark, before = len(alerts["received"]), cluster.runs("score")
+    bundles = _bundles(cluster, champion)
+    assert bundles, "no bundle directory of the champion found"
+    try:
+        for bundle in bundles:
+            (bundle / TAMPER).write_text("changed after registration")
+        # a live (manual) run whose data interval is the day
+        cluster.api("/api/v2/dags/score/dagRuns", {"logical_date": f"{day}T12:00:00Z",
+                                                    "data_interval_start": f"{day}T00:00:00Z",
+                                                    "data_interval_end": f"{day + dt.timedelta(days=1)}T00:00:00Z"})
+        assert cluster.wait_runs("score", 1, since=before) == ["success"]
+    finally:  # other modules score with this champion
+        for bundle in _bundles(cluster, champion):
+            (bundle / TAMPER).unlink(missing_ok=True)
+    rows = store.read("predictions", day)
+    assert set(rows["model_role"]) == {"fallback"} and set(rows["model_version"]) == {previous}
+    assert len(rows) == len(store.read("features", day))
+    (alert,) = [a for a in alerts["received"][mark:] if a["kind"] == "fallback"]
+    assert (alert["day"], alert["failed_version"], alert["version"]) == (str(day), champion, previous)
+    assert "artifact changed since it was registered" in alert["error"]

@@ -1,7 +1,12 @@
 """The distributed topology for end-to-end tests: ``running`` starts scripts/cluster.py
 (CeleryExecutor Airflow on Postgres and Redis, a `default` and a `gpu` worker, an MLflow
 tracking server) on its own databases and ports, and yields a ``Cluster`` to drive it;
-``drops`` and ``small_spec`` give it a live source of daily CSV files."""
+``drops`` and ``small_spec`` give it a live source of daily CSV files.
+
+``shared_spec`` is the one scenario of the session's shared cluster (the ``cluster``
+fixture of tests/e2e/conftest.py): the days it ingests, the bad day, the variants and
+the monitoring settings every module on that cluster relies on. A module that needs more
+extends it here, in one place, rather than starting a cluster of its own."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -64,6 +69,32 @@ def _variant(name: str, params: dict, base: dict) -> dict:
     return {"name": name, "backend": like["backend"], "params": {**like["params"], **params}}
 
 
+# The shared cluster's scenario. Ingested by the fixture: DAYS (all valid) and BAD_DAY (40
+# impossible distances: its validation fails). Days after BAD_DAY are free for a module to
+# write partitions into (test_cluster's drifted days).
+DAYS = [dt.date(2013, 1, d) for d in range(1, 16)]
+BAD_DAY = dt.date(2013, 1, 16)
+NEURAL = {"mlp_torch_small", "mlp_tf"}  # the variants trained on the `gpu` queue
+SLOW = "hgb_slow"  # a fit of several seconds (test_faults kills it)
+STUMP = "stump"  # one split: worse than every other variant (a champion any of them beats)
+VARIANTS = {"hgb_small": {}, "logreg": {}, "mlp_torch_small": {"max_epochs": 3},
+            "mlp_tf": {"max_epochs": 3, "hidden": [32]},
+            SLOW: {"like": "hgb_small", "max_iter": 600, "learning_rate": 0.03, "max_leaf_nodes": 31,
+                   "early_stopping": False},
+            STUMP: {"like": "hgb_small", "max_iter": 1, "max_leaf_nodes": 2}}
+# columns stable from day to day (weather and late rates move daily); one drifted column is
+# dataset drift, three such days in a row ask for a retrain
+MONITORING = {"columns": ["distance", "carrier", "origin"], "drift_share": 0.3, "label_delay_days": 1,
+              "tolerance": 1.0, "retrain": {"drift_days": 3, "cooldown_days": 7, "min_new_labelled_rows": 0}}
+
+
+def shared_spec(work: Path) -> Path:
+    """The spec of the shared cluster: daily drops of DAYS and BAD_DAY, every variant
+    above, two train runs at once allowed (test_faults runs two), MONITORING."""
+    folder = drops(work, [*DAYS, BAD_DAY], bad_days=(BAD_DAY,))
+    return small_spec(work, folder, VARIANTS, monitoring=MONITORING, execution={"max_active_train_runs": 2})
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -76,11 +107,25 @@ class Cluster:
     env: dict[str, str]
     state: Path
     pids: dict[str, int]
+    ingest_runs: list[str] = field(default_factory=list)  # the shared fixture's ingest backfill
 
     def airflow(self, *args: str) -> str:
         done = subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
+
+    def api(self, path: str, body: dict | None = None) -> dict:
+        """GET (or POST ``body`` to) an Airflow REST API path as the admin."""
+        import urllib.request
+
+        base = f"http://localhost:{self.env['AIRFLOW__API__PORT']}"
+        login = {"username": "admin", "password": (self.state / "admin-password").read_text().strip()}
+        token = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"{base}/auth/token", data=json.dumps(login).encode(), headers={"Content-Type": "application/json"}),
+            timeout=30).read())["access_token"]
+        request = urllib.request.Request(f"{base}{path}", data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(request, timeout=30).read())
 
     def service(self, command: str, service: str) -> None:
         """``start`` or ``stop`` one service through scripts/cluster.py."""
@@ -94,14 +139,20 @@ class Cluster:
             cur.execute(sql, params)
             return cur.fetchall()
 
-    def wait_runs(self, dag_id: str, count: int, timeout: float = 600) -> list[str]:
-        """The states of the DAG's runs once there are ``count`` and all have finished.
-        Scheduled runs do not count: unpausing train starts its latest weekly run (the
-        bundled data ended in 2013, so it skips), which no test asked for."""
+    def runs(self, dag_id: str) -> dict[str, str]:
+        """run_id -> state of the DAG's runs. Scheduled runs do not count: unpausing train
+        starts its latest weekly run (the bundled data ended in 2013, so it skips), which
+        no test asked for."""
+        return dict(self.query("SELECT run_id, state FROM dag_run WHERE dag_id = %s AND run_type <> 'scheduled' "
+                               "ORDER BY id", dag_id))
+
+    def wait_runs(self, dag_id: str, count: int, since: dict | set = frozenset(), timeout: float = 600) -> list[str]:
+        """The states of the DAG's runs not in ``since`` (run ids seen earlier: other
+        tests' runs on the shared cluster) once there are ``count`` and all have finished,
+        in creation order."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            states = [s for (s,) in self.query("SELECT state FROM dag_run WHERE dag_id = %s AND "
-                                               "run_type <> 'scheduled'", dag_id)]
+            states = [s for run_id, s in self.runs(dag_id).items() if run_id not in since]
             if len(states) >= count and all(s in ("success", "failed") for s in states):
                 return states
             time.sleep(3)
