@@ -119,6 +119,10 @@ class Store:
         return atomic_write(self.report_path(kind, key), json.dumps(payload, indent=2, default=str))
 
 
+_UMASK = os.umask(0o022)  # read once (umask can only be read by setting it), then restored
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], object], exclusive: bool = False) -> Path:
     """Write ``path`` whole or not at all and return it: ``data`` (text, bytes, or a
     function writing the file it is given) goes to a temporary file in the same folder,
@@ -129,6 +133,7 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], object],
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # the mode a plain open() gives, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             if callable(data):
                 data(Path(tmp))  # through its own handle; the fsync below covers the file, whoever wrote it

@@ -164,3 +164,12 @@ def test_atomic_write_dir_keeps_the_first_and_skips_nothing_built(tmp_path):
     assert atomic_write_dir(target, build("second")) and (target / "f").read_text() == "first"  # a concurrent loser
     assert not atomic_write_dir(tmp_path / "cache" / "v2", lambda scratch: None)
     assert sorted(p.name for p in target.parent.iterdir()) == ["v1"]
+
+
+def test_an_atomic_write_gets_the_mode_a_plain_write_gets(tmp_path):
+    """Reports are read by other processes (a web server, another user's api-server)."""
+    from mlpipe.storage import atomic_write
+
+    plain = tmp_path / "plain.html"
+    plain.write_text("x")
+    assert (atomic_write(tmp_path / "page.html", "x").stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
