@@ -26,9 +26,9 @@ RETRAIN_URI = "mlpipe://retrain-request"  # the monitor DAG asks the train DAG f
 def spec():
     """The spec MLPIPE_SPEC names now: a process that changes it (or edits the file) gets the
     new one, whoever imported this module first."""
-    from mlpipe.settings import get_settings
+    from mlpipe.pipelines import spec_file
 
-    path = get_settings().spec_path
+    path = spec_file()
     try:
         mtime_ns = os.stat(path).st_mtime_ns
     except OSError:  # load_spec names the unreadable file

@@ -37,11 +37,11 @@ def modules() -> list[str]:
     if configured is not None:
         return [m.strip() for m in configured.split(",") if m.strip()]
     from mlpipe.backends import backend_entry
-    from mlpipe.settings import get_settings
+    from mlpipe.pipelines import spec_file
     from mlpipe.spec import load_spec
 
     try:
-        backends = {v.backend for v in load_spec(get_settings().spec_path).variants}
+        backends = {v.backend for v in load_spec(spec_file()).variants}
     except Exception:  # noqa: BLE001 - a bad spec fails its tasks with the spec error, not the scheduler
         backends = set()
     found = [m for name in sorted(backends) for m in backend_entry(name).modules]

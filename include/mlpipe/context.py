@@ -24,10 +24,22 @@ class Context:
     store: Store
 
     @classmethod
-    def load(cls, settings: Settings | None = None) -> Context:
+    def load(cls, spec_path: str | Path | None = None, settings: Settings | None = None) -> Context:
+        """The context of the pipeline whose spec is ``spec_path`` (default: the only
+        configured one; see mlpipe.pipelines)."""
+        from mlpipe.pipelines import spec_file
+
         settings = settings or get_settings()
-        spec = load_spec(settings.spec_path)
+        spec = load_spec(spec_path or spec_file(settings=settings))
         return cls(settings, spec, Store(settings.data_root, spec.name))
+
+    @classmethod
+    def of(cls, pipeline: str | None, settings: Settings | None = None) -> Context:
+        """The context of the pipeline named ``pipeline`` (the CLIs' ``--pipeline``)."""
+        from mlpipe.pipelines import spec_file
+
+        settings = settings or get_settings()
+        return cls.load(spec_file(pipeline, settings), settings)
 
     @property
     def cache_dir(self) -> Path:

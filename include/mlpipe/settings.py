@@ -1,6 +1,7 @@
 """Where things live, from environment variables with project-relative defaults.
 
-MLPIPE_SPEC          pipeline spec file   (default include/pipelines/flights.yaml)
+MLPIPE_PIPELINES_DIR pipeline specs: every *.yaml in it is a pipeline (default include/pipelines)
+MLPIPE_SPEC          run just this one spec file, instead of the folder's (default: unset)
 MLPIPE_DATA_ROOT     partitioned data     (default ./data)
 MLFLOW_TRACKING_URI  MLflow store         (default sqlite:///./mlflow/mlflow.db)
 MLPIPE_ARTIFACTS     MLflow artifact root (default ./mlflow/artifacts; unused with an http(s)
@@ -19,7 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Settings:
-    spec_path: Path
+    pipelines_dir: Path
+    only_spec: Path | None
     data_root: Path
     tracking_uri: str
     artifact_root: Path
@@ -30,7 +32,8 @@ def get_settings() -> Settings:
     env = os.environ
     mlflow_dir = PROJECT_ROOT / "mlflow"
     return Settings(
-        spec_path=Path(env.get("MLPIPE_SPEC") or PROJECT_ROOT / "include" / "pipelines" / "flights.yaml"),
+        pipelines_dir=Path(env.get("MLPIPE_PIPELINES_DIR") or PROJECT_ROOT / "include" / "pipelines"),
+        only_spec=Path(env["MLPIPE_SPEC"]) if env.get("MLPIPE_SPEC") else None,
         data_root=Path(env.get("MLPIPE_DATA_ROOT") or PROJECT_ROOT / "data"),
         tracking_uri=env.get("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"),
         artifact_root=Path(env.get("MLPIPE_ARTIFACTS", mlflow_dir / "artifacts")),

@@ -367,10 +367,26 @@ class MonitoringSpec(_Model):
     retrain: RetrainSpec = Field(RetrainSpec(), description="When monitoring asks for a retrain")
 
 
+class DemoSpec(_Model):
+    """The window ``make demo`` runs the pipeline over: ingest ``start`` .. ``end``, train on
+    all but the last ``holdout_days``, then score and monitor those."""
+
+    start: dt.date = Field(description="First day ingested")
+    end: dt.date = Field(description="Last day ingested (inclusive)")
+    holdout_days: int = Field(ge=1, description="Last days held out, then scored and monitored")
+
+
+# Airflow permissions a spec's access_control may grant a role on the pipeline's DAGs
+ACCESS = {"read": ("DAGs", "can_read"), "edit": ("DAGs", "can_edit"), "delete": ("DAGs", "can_delete"),
+          "trigger": ("DAG Runs", "can_create")}
+
+
 class PipelineSpec(_Model):
     """One pipeline: everything from its sources to its monitoring."""
 
-    name: str = Field(pattern=r"^[a-z0-9_]+$", description="Pipeline name: its data folder and MLflow experiment")
+    name: str = Field(pattern=r"^[a-z0-9]+(_[a-z0-9]+)*$",
+                      description="Pipeline name: its DAG ids' prefix (``<name>__train``), data folder and MLflow "
+                                  "experiment; lower case, digits and single underscores")
     description: str = Field("", description="What the pipeline predicts, for readers of the spec")
     model_name: str | None = Field(None, description="Registered model name in MLflow (default: ``name``)")
     sources: dict[str, SourceSpec] = Field(
@@ -392,6 +408,10 @@ class PipelineSpec(_Model):
     ensemble: EnsembleSpec | None = Field(None, description="Optional soft-voting ensemble of the best variants")
     execution: ExecutionSpec = Field(ExecutionSpec(), description="Queues, pools, parallelism and timeouts")
     monitoring: MonitoringSpec = Field(MonitoringSpec(), description="Drift, live quality and retraining")
+    access_control: dict[str, list[Literal["read", "edit", "delete", "trigger"]]] = Field(
+        {}, description="Airflow roles and what they may do with this pipeline's DAGs (read, edit, delete, trigger); "
+                        "none: Airflow's defaults")
+    demo: DemoSpec | None = Field(None, description="The window ``make demo`` runs (none: the schedule's dates)")
 
     @property
     def registered_model(self) -> str:
