@@ -1,40 +1,9 @@
-"""Score one day's feature partition and write a predictions partition.
+"""Every pipeline's `<pipeline>__score` Airflow DAG, one per spec in the pipelines folder.
 
-A live (scheduled or manual) run scores with the model behind the `champion` alias at
-run time. A backfill run scores day D point in time: with the version the ledger's most
-recent promotion made champion among those trained on data that ended by D; if there is
-none it fails, unless the Param `allow_current_champion` is set (then the current
-champion scores and every row says `model_role: current_champion`). When the chosen
-model cannot be loaded or cannot score, the previous champion from the ledger scores
-instead (`model_role: fallback`, and an alert); with no usable fallback the run fails and
-writes nothing. When a `challenger` alias exists, it scores the same rows in shadow
-(`challenger_score`, `challenger_version`); compare the two once labels arrive with
-`python -m mlpipe.shadow`."""
+Score one day's features with the champion (point in time in a backfill) into predictions.
+Built by plugins/mlpipe_factory/score.py, whose docstring is each DAG's docs.
+"""
 
-from __future__ import annotations
+from mlpipe_factory import publish, score
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
-
-from mlpipe_dagkit import is_backfill, schedule_dates, task_defaults
-from mlpipe_tasks import run_step
-
-PARAMS = {"allow_current_champion": Param(False, type="boolean",
-                                          description="Backfill: score days before any eligible model with the "
-                                                      "current champion (rows flagged) instead of failing")}
-
-
-@dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), **schedule_dates(), catchup=False,
-     max_active_runs=4, default_args=task_defaults("score"), params=PARAMS, tags=["mlpipe", "score"],
-     doc_md=__doc__)
-def score():
-    @task
-    def score_partition(params=None, data_interval_start=None, dag_run=None) -> dict:
-        """Score the day's features with the champion (point in time in a backfill; the fallback if it
-        cannot) and the challenger in shadow into one predictions partition."""
-        return run_step("score_day", day=data_interval_start.date(), backfill=is_backfill(dag_run),
-                        allow_current_champion=params["allow_current_champion"])
-
-    score_partition()
-
-
-score()
+publish(globals(), "score", score.build)

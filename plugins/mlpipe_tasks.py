@@ -31,8 +31,9 @@ def trained(results: list) -> list[Candidate]:
     return [Candidate.from_dict(r) for group in results for r in (group or []) if r]
 
 
-def run_step(step: str, **kwargs):
-    """Run the entry point ``step`` of ``mlpipe.steps.STEPS`` with a freshly loaded context;
+def run_step(step: str, spec: str | None = None, **kwargs):
+    """Run the entry point ``step`` of ``mlpipe.steps.STEPS`` with a freshly loaded context of
+    the pipeline whose spec file is ``spec`` (the DAG's; None: the only configured one);
     records in its result become dicts for XCom.
 
     Bad input (spec, source, data-quality, training-setup or registry requests) fails the task at
@@ -45,7 +46,7 @@ def run_step(step: str, **kwargs):
 
     imported = time.perf_counter()
     try:
-        ctx = Context.load()
+        ctx = Context.load(spec)
         result = to_xcom(STEPS[step](ctx, **kwargs))
     except ValidationFailed as exc:
         validation_alert(exc, kwargs.get("day"), ctx.spec.name)
