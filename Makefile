@@ -20,10 +20,11 @@ export MLPIPE_ARTIFACTS ?= $(CURDIR)/mlflow/artifacts
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-# Demo window (override: make demo FROM=2013-01-01 TO=2013-12-31 HOLDOUT=92)
-FROM ?= 2013-01-01
-TO ?= 2013-12-31
-HOLDOUT ?= 92
+# Demo window: each spec's `demo` section (override for every pipeline run, best with one:
+# make demo PIPELINE=flights FROM=2013-01-01 TO=2013-01-31 HOLDOUT=7)
+FROM ?=
+TO ?=
+HOLDOUT ?=
 
 .PHONY: install browser demo test lint up clean ledger rollback ingest-day cluster cluster-down
 
@@ -44,7 +45,8 @@ browser:
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python scripts/demo.py --from $(FROM) --to $(TO) --holdout-days $(HOLDOUT)
+	$(BIN)/python scripts/demo.py $(PIPELINE_ARG) $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO)) \
+	  $(if $(HOLDOUT),--holdout-days $(HOLDOUT))
 
 test: install lint
 	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
@@ -52,20 +54,29 @@ test: install lint
 lint: install
 	$(BIN)/ruff check .
 
-ledger: install
-	$(BIN)/python -m mlpipe.ledger
+# PIPELINE=name picks one of the configured pipelines (python -m mlpipe.pipelines lists them);
+# it may be left out when there is only one. make demo runs every pipeline unless it is given.
+PIPELINE ?=
+PIPELINE_ARG = $(if $(PIPELINE),--pipeline $(PIPELINE))
+DAG_ID = $(BIN)/python -m mlpipe.pipelines $(PIPELINE_ARG) --dag
 
-# Re-point champion through the rollback DAG (needs the scheduler: make up), e.g. make rollback VERSION=3
+ledger: install
+	$(BIN)/python -m mlpipe.ledger $(PIPELINE_ARG)
+
+# Re-point champion through the pipeline's rollback DAG (needs the scheduler: make up),
+# e.g. make rollback PIPELINE=flights VERSION=3
 VERSION ?= previous
 rollback: install
-	$(BIN)/airflow dags unpause rollback >/dev/null
-	$(BIN)/airflow dags trigger rollback --conf '{"version": "$(VERSION)", "reason": "make rollback"}'
+	dag=$$($(DAG_ID) rollback) && $(BIN)/airflow dags unpause $$dag >/dev/null && \
+	  $(BIN)/airflow dags trigger $$dag --conf '{"version": "$(VERSION)", "reason": "make rollback"}'
 
-# Ingest one data day through Airflow, e.g. make ingest-day DAY=2013-03-05 (runs the run whose interval is that day)
+# Ingest one data day through Airflow, e.g. make ingest-day PIPELINE=flights DAY=2013-03-05
+# (runs the run whose interval is that day)
 ingest-day: install
-	@test -n "$(DAY)" || { echo "usage: make ingest-day DAY=YYYY-MM-DD" >&2; exit 2; }
+	@test -n "$(DAY)" || { echo "usage: make ingest-day [PIPELINE=name] DAY=YYYY-MM-DD" >&2; exit 2; }
 	$(BIN)/airflow db migrate >/dev/null
-	$(BIN)/airflow dags test ingest "$$($(BIN)/python -m mlpipe.ingest --logical-date $(DAY))"
+	dag=$$($(DAG_ID) ingest) && logical=$$($(BIN)/python -m mlpipe.ingest $(PIPELINE_ARG) --logical-date $(DAY)) && \
+	  $(BIN)/airflow dags test $$dag "$$logical"
 
 up: install
 	$(BIN)/python scripts/up.py

@@ -21,6 +21,7 @@ def load_script(name: str):
     loader of the benches and the tests (tests/conftest.py puts bench/ on sys.path)."""
     loaded = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(loaded)
+    sys.modules[name] = module  # dataclasses look their module up there
     loaded.loader.exec_module(module)
     return module
 

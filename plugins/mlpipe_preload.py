@@ -5,7 +5,8 @@ Celery: from a prefork child of ``airflow celery worker``), so modules imported 
 the fork are already loaded in every task. Preloaded: the data stack (pandas, pyarrow,
 Great Expectations, Evidently), MLflow, and what the spec's backends import to load or
 train a model (``modules`` in the backend table: skops and scikit-learn, torch,
-TensorFlow). A score task then spends its time scoring, not importing (bench/backfill.py).
+TensorFlow), for the backends of every configured pipeline. A score task then spends
+its time scoring, not importing (bench/backfill.py).
 
 None of them starts a thread or touches a GPU on import (checked in
 tests/plugins/test_mlpipe_preload.py), which is what makes the fork safe.
@@ -32,18 +33,25 @@ DATA_STACK = ("pandas", "pyarrow.parquet", "great_expectations", "pydantic", "ya
 
 
 def modules() -> list[str]:
-    """MLPIPE_PRELOAD's modules, else the data stack and the spec's backends' modules."""
+    """MLPIPE_PRELOAD's modules, else the data stack and the modules of every configured
+    pipeline's backends (the union: one worker runs every pipeline's tasks)."""
     configured = os.environ.get("MLPIPE_PRELOAD")
     if configured is not None:
         return [m.strip() for m in configured.split(",") if m.strip()]
     from mlpipe.backends import backend_entry
-    from mlpipe.pipelines import spec_file
+    from mlpipe.pipelines import spec_files
     from mlpipe.spec import load_spec
 
+    backends: set[str] = set()
     try:
-        backends = {v.backend for v in load_spec(spec_file()).variants}
-    except Exception:  # noqa: BLE001 - a bad spec fails its tasks with the spec error, not the scheduler
-        backends = set()
+        paths = spec_files()
+    except Exception:  # noqa: BLE001 - a bad folder fails the DAGs with its error, not the scheduler
+        paths = []
+    for path in paths:
+        try:
+            backends |= {v.backend for v in load_spec(path).variants}
+        except Exception:  # noqa: BLE001 - a bad spec fails its own DAGs with the spec error
+            continue
     found = [m for name in sorted(backends) for m in backend_entry(name).modules]
     return list(dict.fromkeys([*DATA_STACK, *found]))
 

@@ -1,10 +1,11 @@
-"""Run the whole pipeline on the bundled data through a real Airflow.
+"""Run the bundled pipelines on their bundled data through a real Airflow.
 
-ingest (backfill over the window) -> train (one manual run with Params) -> score and
-monitor (backfills over the holdout days), executed by a real scheduler with the LocalExecutor
-and an api-server, against the embedded SQLite metadata DB and MLflow store. Prints the
-variants with their metrics, the gate decision, the aliases, the promotion ledger and
-where the evaluation report is.
+For every pipeline (or those named with --pipeline): ingest (backfill over its demo
+window) -> train (one manual run with Params) -> score and monitor (backfills over the
+holdout days); each stage runs every pipeline's runs side by side, executed by a real
+scheduler with the LocalExecutor and an api-server, against the embedded SQLite metadata
+DB and MLflow store. Prints, per pipeline, the variants with their metrics, the gate
+decision, the aliases, the promotion ledger and where the reports are.
 
 Backfills are created while the scheduler is stopped: Airflow refuses to create one on
 SQLite under concurrent access.
@@ -21,7 +22,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -68,30 +71,31 @@ def wait_http(url: str, timeout: float = 120) -> None:
     raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
-def run_states(dag_id: str, runs) -> dict[str, int]:
-    """States of the DAG's runs selected by ``runs`` (a run id, or a (first, last) date pair)."""
+def run_states(selection: list[tuple[str, object]]) -> dict[str, int]:
+    """States of the runs ``selection`` names: per DAG id, a run id or a (first, last) date pair."""
     from airflow.models import DagRun
     from airflow.utils.session import create_session
-    from sqlalchemy import func, select
+    from sqlalchemy import and_, func, or_, select
 
-    query = select(DagRun.state, func.count()).where(DagRun.dag_id == dag_id)
-    if isinstance(runs, str):
-        query = query.where(DagRun.run_id == runs)
-    else:
-        first, last = (dt.datetime.combine(d, dt.time(), dt.timezone.utc) for d in runs)
-        query = query.where(DagRun.logical_date >= first, DagRun.logical_date <= last)
+    wanted = []
+    for dag_id, runs in selection:
+        if isinstance(runs, str):
+            wanted.append(and_(DagRun.dag_id == dag_id, DagRun.run_id == runs))
+        else:
+            first, last = (dt.datetime.combine(d, dt.time(), dt.timezone.utc) for d in runs)
+            wanted.append(and_(DagRun.dag_id == dag_id, DagRun.logical_date >= first, DagRun.logical_date <= last))
     with create_session() as session:
-        rows = session.execute(query.group_by(DagRun.state)).all()
+        rows = session.execute(select(DagRun.state, func.count()).where(or_(*wanted)).group_by(DagRun.state)).all()
     return {str(state): n for state, n in rows}
 
 
-def running_tasks(dag_id: str) -> int:
+def running_tasks(dag_ids: list[str]) -> int:
     from airflow.models import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import func, select
 
     with create_session() as session:
-        return session.execute(select(func.count()).where(TaskInstance.dag_id == dag_id,
+        return session.execute(select(func.count()).where(TaskInstance.dag_id.in_(dag_ids),
                                                           TaskInstance.state == "running")).scalar_one()
 
 
@@ -107,20 +111,22 @@ def progress(label: str, states: dict[str, int], running: int, elapsed: float) -
 STAGE_TIMES: dict[str, float] = {}  # label -> seconds, printed at the end
 
 
-def phase(label: str, dag_id: str, runs, create) -> dict[str, int]:
-    """Create runs with the scheduler stopped, then run a scheduler until all are done,
+def phase(label: str, selection: list[tuple[str, object]], create) -> dict[str, int]:
+    """Create runs with the scheduler stopped, then run a scheduler until every run of
+    ``selection`` (see run_states; several pipelines' DAGs run side by side) is done,
     showing progress: one updating line on a terminal, a line per change otherwise."""
     t0, last, tty = time.time(), None, sys.stdout.isatty()
     create()
+    dag_ids = [dag_id for dag_id, _ in selection]
     scheduler = Service("scheduler", "scheduler")
     try:
         while True:
-            states = run_states(dag_id, runs)
+            states = run_states(selection)
             if tty:
-                print("\r" + progress(label, states, running_tasks(dag_id), time.time() - t0).ljust(100), end="",
+                print("\r" + progress(label, states, running_tasks(dag_ids), time.time() - t0).ljust(100), end="",
                       flush=True)
             elif states != last:
-                print(progress(label, states, running_tasks(dag_id), time.time() - t0), flush=True)
+                print(progress(label, states, running_tasks(dag_ids), time.time() - t0), flush=True)
             last = states
             if states and not any(s in ("queued", "running", "None") for s in states):
                 break
@@ -132,33 +138,92 @@ def phase(label: str, dag_id: str, runs, create) -> dict[str, int]:
     return states
 
 
+@dataclass
+class Demo:
+    """One pipeline's demo: ingest start..end, train on all but the last holdout_days,
+    score and monitor those."""
+    ctx: object  # mlpipe.context.Context
+    start: dt.date
+    end: dt.date
+    holdout_days: int
+
+    @classmethod
+    def of(cls, ctx, args) -> Demo:
+        """The window of the command line, else the spec's ``demo``, else its schedule."""
+        spec = ctx.spec
+        default = spec.demo or SimpleNamespace(start=spec.schedule.start, end=spec.schedule.end or dt.date.today(),
+                                               holdout_days=spec.training.holdout_days)
+        return cls(ctx, dt.date.fromisoformat(args.start) if args.start else default.start,
+                   dt.date.fromisoformat(args.end) if args.end else default.end,
+                   args.holdout_days or default.holdout_days)
+
+    @property
+    def name(self) -> str:
+        return self.ctx.spec.name
+
+    def dag(self, name: str) -> str:
+        from mlpipe.pipelines import dag_id
+
+        return dag_id(self.name, name)
+
+    @property
+    def train_end(self) -> dt.date:
+        return self.end + dt.timedelta(days=1)
+
+    @property
+    def holdout_start(self) -> dt.date:
+        return self.train_end - dt.timedelta(days=self.holdout_days)
+
+
+def backfill(dag_id: str, start: dt.date, end: dt.date, max_active_runs: int) -> None:
+    airflow("backfill", "create", "--dag-id", dag_id, "--from-date", str(start), "--to-date", str(end),
+            "--max-active-runs", str(max_active_runs), check=False)
+
+
+def trigger_train(demo: Demo, now: dt.datetime) -> None:
+    """The manual train run ``demo__<now>`` over the demo's window."""
+    conf = {"window_start": str(demo.start), "window_end": str(demo.train_end), "holdout_days": demo.holdout_days}
+    # A logical date on the window's last day, unique per demo run (Airflow allows one run per date).
+    airflow("dags", "trigger", demo.dag("train"), "--run-id", f"demo__{now:%Y%m%dT%H%M%S}", "--conf",
+            json.dumps(conf), "--logical-date", f"{demo.train_end}T{now:%H:%M:%S}+00:00")
+
+
+def pipelines(names: list[str] | None) -> list:
+    """The contexts of the named pipelines (default: every configured one)."""
+    from mlpipe.context import Context
+    from mlpipe.errors import SpecError
+    from mlpipe.pipelines import spec_file, spec_files
+
+    try:
+        return [Context.load(path) for path in ([spec_file(n) for n in names] if names else spec_files())]
+    except SpecError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from", dest="start", default="2013-01-01")
-    parser.add_argument("--to", dest="end", default="2013-12-31", help="last day ingested (inclusive)")
-    parser.add_argument("--holdout-days", type=int, default=92)
+    parser.add_argument("--pipeline", action="append", help="run this pipeline (repeatable; default: all)")
+    parser.add_argument("--from", dest="start", help="first day ingested (default: the spec's demo window)")
+    parser.add_argument("--to", dest="end", help="last day ingested, inclusive (default: the spec's demo window)")
+    parser.add_argument("--holdout-days", type=int, help="last days held out, scored and monitored (default: spec)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLPIPE_AIRFLOW_PORT", "8080")))
     args = parser.parse_args()
-    start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
-    train_end = end + dt.timedelta(days=1)
-    holdout_start = train_end - dt.timedelta(days=args.holdout_days)
     os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://localhost:{args.port}/execution/")
     t0 = time.time()
 
     print("== initialising Airflow metadata DB and MLflow store", flush=True)
     airflow("db", "migrate")
     sys.path.insert(0, str(ROOT / "include"))
-    from mlpipe import registry
-    from mlpipe.context import Context
-
-    ctx = Context.load()
-    registry.connect(ctx.settings, ctx.spec.name)
+    demos = [Demo.of(ctx, args) for ctx in pipelines(args.pipeline)]
+    for demo in demos:
+        demo.ctx.tracking.experiment_id(demo.ctx.spec.name)  # the store and experiment, before tasks race for them
     airflow("dags", "reserialize")
-    for dag_id in ("ingest", "train", "score", "monitor"):
-        airflow("dags", "unpause", dag_id)
+    for demo in demos:
+        for name in ("ingest", "train", "score", "monitor"):
+            airflow("dags", "unpause", demo.dag(name))
     # torch / TensorFlow training runs in this pool (a queue is ignored by the LocalExecutor)
-    pool = os.environ.get("MLPIPE_GPU_POOL") or ctx.spec.execution.gpu_pool
-    airflow("pools", "set", pool, os.environ.get("MLPIPE_GPU_POOL_SLOTS", "2"), "GPU training slots")
+    for pool in {os.environ.get("MLPIPE_GPU_POOL") or d.ctx.spec.execution.gpu_pool for d in demos}:
+        airflow("pools", "set", pool, os.environ.get("MLPIPE_GPU_POOL_SLOTS", "2"), "GPU training slots")
 
     if not port_free(args.port):
         raise SystemExit(f"port {args.port} is in use (another Airflow?); stop it or pass --port / MLPIPE_AIRFLOW_PORT")
@@ -166,55 +231,55 @@ def main() -> int:
     api = Service("api-server", "api-server", "--port", str(args.port))
     try:
         wait_http(f"http://localhost:{args.port}/api/v2/version")
-
-        print(f"== ingest {start} .. {end} (backfill)", flush=True)
-        phase("ingest", "ingest", (start, end),
-              lambda: airflow("backfill", "create", "--dag-id", "ingest", "--from-date", str(start),
-                              "--to-date", str(end), "--max-active-runs", "8", check=False))
-
-        print(f"== train on {start} .. {holdout_start - dt.timedelta(days=1)}, holdout {holdout_start} .. {end}",
-              flush=True)
-        conf = {"window_start": str(start), "window_end": str(train_end), "holdout_days": args.holdout_days}
-        now = dt.datetime.now(dt.timezone.utc)
-        run_id = f"demo__{now:%Y%m%dT%H%M%S}"
-        # A logical date on the window's last day, unique per demo run (Airflow allows one run per date).
-        logical = f"{train_end}T{now:%H:%M:%S}+00:00"
-        phase("train", "train", run_id,
-              lambda: airflow("dags", "trigger", "train", "--run-id", run_id, "--conf", json.dumps(conf),
-                              "--logical-date", logical))
-
-        if registry.champion_version(ctx.spec.registered_model) is None:
-            print("== no champion (the gate promoted nothing): skipping score", flush=True)
-            return finish(ctx, t0)
-        print(f"== score {holdout_start} .. {end} with the champion (backfill)", flush=True)
-        phase("score", "score", (holdout_start, end),
-              lambda: airflow("backfill", "create", "--dag-id", "score", "--from-date", str(holdout_start),
-                              "--to-date", str(end), "--max-active-runs", "8", check=False))
-        print(f"== monitor {holdout_start} .. {end} (backfill: records what it would trigger)", flush=True)
-        phase("monitor", "monitor", (holdout_start, end),
-              lambda: airflow("backfill", "create", "--dag-id", "monitor", "--from-date", str(holdout_start),
-                              "--to-date", str(end), "--max-active-runs", "4", check=False))
+        stages(demos)
     finally:
         api.stop()
-    return finish(ctx, t0)
+    return finish(demos, t0)
 
 
-def finish(ctx, t0: float) -> int:
+def stages(demos: list[Demo]) -> None:
+    """Each stage runs every pipeline's runs side by side under one scheduler."""
+    for d in demos:
+        print(f"== {d.name}: ingest {d.start} .. {d.end} (backfill), train on {d.start} .. "
+              f"{d.holdout_start - dt.timedelta(days=1)}, holdout {d.holdout_start} .. {d.end}", flush=True)
+    phase("ingest", [(d.dag("ingest"), (d.start, d.end)) for d in demos],
+          lambda: [backfill(d.dag("ingest"), d.start, d.end, 8) for d in demos])
+    now = dt.datetime.now(dt.timezone.utc)
+    phase("train", [(d.dag("train"), f"demo__{now:%Y%m%dT%H%M%S}") for d in demos],
+          lambda: [trigger_train(d, now) for d in demos])
+    promoted = [d for d in demos if d.ctx.tracking.champion_version(d.ctx.spec.registered_model) is not None]
+    for d in set(demos) - set(promoted):
+        print(f"== {d.name}: no champion (the gate promoted nothing): not scoring it", flush=True)
+    if not promoted:
+        return
+    holdout = [(d, (d.holdout_start, d.end)) for d in promoted]
+    print("== score the holdout days with the champion (backfill)", flush=True)
+    phase("score", [(d.dag("score"), days) for d, days in holdout],
+          lambda: [backfill(d.dag("score"), *days, 8) for d, days in holdout])
+    print("== monitor the holdout days (backfill: records what it would trigger)", flush=True)
+    phase("monitor", [(d.dag("monitor"), days) for d, days in holdout],
+          lambda: [backfill(d.dag("monitor"), *days, 4) for d, days in holdout])
+
+
+def finish(demos: list[Demo], t0: float) -> int:
     from mlpipe import ledger
     from mlpipe.summary import latest_decision, summary
 
-    print(summary(ctx))
-    print("== promotion ledger (python -m mlpipe.ledger)")
-    print(ledger.format_entries(ledger.entries(ctx.store)))
-    decision = latest_decision(ctx)
-    if decision:
-        from mlpipe.promotion import evaluation_page
+    for demo in demos:
+        ctx = demo.ctx
+        print(f"\n======== pipeline {demo.name}: {ctx.spec.description}")
+        print(summary(ctx))
+        print(f"== promotion ledger (python -m mlpipe.ledger --pipeline {demo.name})")
+        print(ledger.format_entries(ledger.entries(ctx.store)))
+        decision = latest_decision(ctx)
+        if decision:
+            from mlpipe.promotion import evaluation_page
 
-        print(f"evaluation report: {evaluation_page(ctx.store, decision.seq)} "
-              "(also the evaluate run's report.html in MLflow)")
-    _monitoring(ctx)
-    print(f"every report, per day and per train run: {ctx.store.report_dir() / 'index.html'}")
-    print("stage times: " + ", ".join(f"{label} {seconds:.0f}s" for label, seconds in STAGE_TIMES.items()))
+            print(f"evaluation report: {evaluation_page(ctx.store, decision.seq)} "
+                  "(also the evaluate run's report.html in MLflow)")
+        _monitoring(ctx)
+        print(f"every report, per day and per train run: {ctx.store.report_dir() / 'index.html'}")
+    print("\nstage times: " + ", ".join(f"{label} {seconds:.0f}s" for label, seconds in STAGE_TIMES.items()))
     print(f"demo wall time: {time.time() - t0:.0f}s")
     return 0
 
@@ -226,7 +291,8 @@ def _monitoring(ctx) -> None:
     rows = monitoring.history(ctx, sched.start, sched.end or dt.date.today())
     print(monitoring.verdict(rows))
     if rows:
-        print(f"latest drift report: {rows[-1]['report']} (python -m mlpipe.monitoring --from D1 --to D2 for the table)")
+        print(f"latest drift report: {rows[-1]['report']} (python -m mlpipe.monitoring --pipeline {ctx.spec.name} "
+              "--from D1 --to D2 for the table)")
 
 
 if __name__ == "__main__":

@@ -38,13 +38,16 @@ def test_a_phase_records_the_time_from_creating_its_runs_until_all_are_done(monk
         clock[0] += 5
 
     monkeypatch.setattr(demo, "Service", NoScheduler)
-    monkeypatch.setattr(demo, "run_states", lambda dag_id, runs: next(states))
-    monkeypatch.setattr(demo, "running_tasks", lambda dag_id: 0)
+    asked = []
+    monkeypatch.setattr(demo, "run_states", lambda selection: asked.append(selection) or next(states))
+    monkeypatch.setattr(demo, "running_tasks", lambda dag_ids: 0)
     monkeypatch.setattr(demo.time, "time", lambda: clock[0])
     monkeypatch.setattr(demo.time, "sleep", lambda seconds: clock.__setitem__(0, clock[0] + seconds))
     monkeypatch.setattr(demo.sys.stdout, "isatty", lambda: False)
 
-    assert demo.phase("score", "score", ("2013-01-01", "2013-01-02"), create) == {"success": 2}
+    selection = [("flights__score", ("2013-01-01", "2013-01-02")), ("bikes__score", ("2011-03-01", "2011-03-01"))]
+    assert demo.phase("score", selection, create) == {"success": 2}
+    assert asked == [selection] * 3  # every pipeline's runs, counted together
 
     assert demo.STAGE_TIMES == {"score": 11.0}
     out = capsys.readouterr().out

@@ -106,12 +106,12 @@ def _ingested(ctx: Context, day: dt.date) -> bool:
         return False
 
 
-def logical_date_for(day: dt.date, ctx: Context | None = None) -> dt.date:
+def logical_date_for(day: dt.date, ctx: Context) -> dt.date:
     """The logical date of the ingest run whose data interval is ``day`` (D+1), or a
     ``SourceError`` when ``day`` is outside the spec's schedule (no run would ingest it)."""
     from mlpipe.errors import SourceError
 
-    schedule = (ctx or Context.load()).spec.schedule
+    schedule = ctx.spec.schedule
     if day < schedule.start or (schedule.end is not None and day > schedule.end):
         raise SourceError(f"{day} is outside the spec's schedule [{schedule.start}, {schedule.end or 'open'}]: "
                           "the ingest DAG has no run for it; change schedule in the spec to ingest it")
@@ -122,15 +122,16 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import sys
 
-    from mlpipe.errors import SourceError
+    from mlpipe.errors import SourceError, SpecError
 
     parser = argparse.ArgumentParser(prog="python -m mlpipe.ingest")
     parser.add_argument("--logical-date", required=True, type=dt.date.fromisoformat, metavar="DAY",
                         help="print the logical date of the ingest run for data day DAY")
+    parser.add_argument("--pipeline", help="the pipeline's name (default: the only one, when there is one)")
     args = parser.parse_args(argv)
     try:
-        print(logical_date_for(args.logical_date))
-    except SourceError as exc:
+        print(logical_date_for(args.logical_date, Context.of(args.pipeline)))
+    except (SourceError, SpecError) as exc:
         sys.exit(f"error: {exc}")
 
 

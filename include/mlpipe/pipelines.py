@@ -48,3 +48,32 @@ def spec_file(pipeline: str | None = None, settings: Settings | None = None) -> 
         except SpecError:
             continue
     raise SpecError(f"no pipeline named {pipeline!r} among {[str(p) for p in files]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m mlpipe.pipelines [--pipeline NAME] [--dag DAG]``: the configured
+    pipelines (name and spec file), or the id of one pipeline's DAG (for the Makefile)."""
+    import argparse
+    import sys
+
+    from mlpipe.spec import load_spec
+
+    parser = argparse.ArgumentParser(prog="python -m mlpipe.pipelines", description=main.__doc__.split("\n")[0])
+    parser.add_argument("--pipeline", help="a pipeline's name (default: the only one, when there is one)")
+    parser.add_argument("--dag", help="print this DAG's id (ingest, train, score, monitor, rollback)")
+    args = parser.parse_args(argv)
+    try:
+        if args.dag:
+            print(dag_id(load_spec(spec_file(args.pipeline)).name, args.dag))
+            return
+        for path in spec_files():
+            try:
+                print(f"{load_spec(path).name:<20} {path}")
+            except SpecError as exc:
+                print(f"{'(does not load)':<20} {path}: {' '.join(str(exc).split())}")
+    except SpecError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

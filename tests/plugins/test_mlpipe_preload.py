@@ -31,6 +31,21 @@ def test_a_spec_without_a_backend_preloads_none_of_it(monkeypatch, tmp_path):
     assert "skops.io" in found and "torch" not in found and "tensorflow" not in found
 
 
+def test_every_pipeline_of_the_folder_adds_its_backends_and_a_bad_spec_none(monkeypatch, tmp_path):
+    spec = (Path(__file__).resolve().parents[2] / "include" / "pipelines" / "flights.yaml").read_text()
+    head, tail = spec.split("  - name: mlp_torch\n")[0], spec[spec.index("\n# Torch and TensorFlow"):]
+    (tmp_path / "a.yaml").write_text(head + tail)  # scikit-learn only
+    torch_only = spec.split("variants:\n")[0] + "variants:\n  - name: mlp_torch\n" + spec.split(
+        "  - name: mlp_torch\n")[1].split("  - name: mlp_torch_small")[0] + tail
+    (tmp_path / "b.yaml").write_text(torch_only.replace("name: flights", "name: other"))
+    (tmp_path / "c.yaml").write_text("name: [broken")
+    monkeypatch.delenv("MLPIPE_SPEC", raising=False)
+    monkeypatch.setenv("MLPIPE_PIPELINES_DIR", str(tmp_path))
+    monkeypatch.delenv("MLPIPE_PRELOAD", raising=False)
+    found = mlpipe_preload.modules()
+    assert "skops.io" in found and "torch" in found and "tensorflow" not in found
+
+
 def test_override_and_missing_module(monkeypatch):
     monkeypatch.setenv("MLPIPE_PRELOAD", " colorsys , not_a_module_xyz,")
     assert mlpipe_preload.modules() == ["colorsys", "not_a_module_xyz"]
