@@ -126,7 +126,8 @@ def environment(state: Path) -> dict[str, str]:
         "MLPIPE_GPU_POOL": _setting("MLPIPE_GPU_POOL", "gpu"),
         "GX_ANALYTICS_ENABLED": "false",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        **({"MLPIPE_SPEC": os.environ["MLPIPE_SPEC"]} if os.environ.get("MLPIPE_SPEC") else {}),
+        # which pipelines: the folder's specs (default include/pipelines), or just MLPIPE_SPEC
+        **{k: os.environ[k] for k in ("MLPIPE_PIPELINES_DIR", "MLPIPE_SPEC") if os.environ.get(k)},
     }
 
 

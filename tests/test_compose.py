@@ -164,3 +164,12 @@ def test_airflow_init_creates_a_viewer_and_an_operator_login_once(tmp_path):
     assert len(calls) == 6
     assert {"AIRFLOW_VIEWER_PASSWORD", "AIRFLOW_OPERATOR_PASSWORD"} <= REQUIRED
     assert init["environment"]["_AIRFLOW_WWW_USER_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
+
+
+def test_every_service_runs_every_pipeline_of_the_mounted_folder():
+    """No single pipeline: the specs folder (mounted with include/) is the one setting."""
+    common = COMPOSE["x-airflow-common"]
+    assert common["environment"]["MLPIPE_PIPELINES_DIR"] == "${MLPIPE_PIPELINES_DIR:-/opt/airflow/include/pipelines}"
+    assert "./include:/opt/airflow/include" in common["volumes"]
+    text = (ROOT / "docker-compose.yaml").read_text() + (ROOT / ".env.example").read_text()
+    assert "MLPIPE_SPEC" not in text and "MLPIPE_PIPELINE=" not in text and "MLPIPE_PIPELINE:" not in text
