@@ -105,9 +105,11 @@ def timeout(spec, kind: str) -> dt.timedelta:
 
 
 def task_defaults(spec, kind: str) -> dict:
-    """A DAG's ``default_args``: retries, the ``kind``'s timeout, the failure alert naming the pipeline."""
+    """A DAG's ``default_args``: retries, the ``kind``'s timeout, the failure alert naming the
+    pipeline, and the spec's ``execution.queue`` if it names one."""
+    queue = {"queue": spec.execution.queue} if spec.execution.queue else {}  # a worker may serve some pipelines
     return {**DEFAULT_ARGS, "execution_timeout": timeout(spec, kind),
-            "on_failure_callback": [FailureNotifier(pipeline=spec.name)]}
+            "on_failure_callback": [FailureNotifier(pipeline=spec.name)], **queue}
 
 
 def variant_names(spec) -> list[str]:

@@ -40,8 +40,9 @@ INTRO = """\
 A spec is one YAML file that says everything a pipeline needs: its sources, how rows are
 partitioned into days, the target, the features, the validation rules, the training
 window, the model variants, the promotion gate, execution settings and monitoring.
-`include/pipelines/flights.yaml` is the bundled reference; select another spec with
-`MLPIPE_SPEC=path`. Unknown keys are refused.
+Every spec in the pipelines folder (`include/pipelines/`, or `MLPIPE_PIPELINES_DIR`) is a
+pipeline with its own DAGs ([pipelines](pipelines.md)); `include/pipelines/flights.yaml`
+is the reference. Unknown keys are refused.
 
 A bad spec fails `load_spec` with one `SpecError` naming the file and every bad field, e.g.
 `flights.yaml: invalid pipeline spec: features: ['dep_delay'] are excluded (leakage or

@@ -312,6 +312,9 @@ class ExecutionSpec(_Model):
     be in flight at once (promotion stays safe with more: commits are serialised and
     re-decided against a champion that moved meanwhile), and task timeouts."""
 
+    queue: str | None = Field(
+        None, description="Queue of every other task of the pipeline, so that only the workers that listen on it "
+                          "run them (none: Airflow's default queue)")
     gpu_queue: str = Field(
         "gpu", description="Queue of the torch and TensorFlow training tasks (``MLPIPE_GPU_QUEUE`` overrides)")
     gpu_pool: str = Field(

@@ -125,3 +125,15 @@ def test_building_an_operator_reads_no_spec(monkeypatch, tmp_path):
     monkeypatch.setenv("MLPIPE_SPEC", str(tmp_path / "missing.yaml"))
     op = TensorFlowTrainOperator(task_id="t", job={}, queue="q", pool="p")
     assert (op.queue, op.pool, op.job) == ("q", "p", {})
+
+
+def test_a_pipeline_queue_routes_every_task_but_gpu_training(tmp_path):
+    """``execution.queue``: a Celery worker started on that queue serves that pipeline alone."""
+    from mlpipe_factory import ingest, train
+
+    spec = _spec(tmp_path, execution={"queue": "team_a"})
+    built = train.build(str(tmp_path / "spec.yaml"), spec)
+    queues = {t.task_id: t.queue for t in built.tasks}
+    assert queues.pop("train_torch") == queues.pop("train_tensorflow") == "gpu"
+    assert set(queues.values()) == {"team_a"}
+    assert {t.queue for t in ingest.build(str(FLIGHTS), mlpipe_dagkit.load(FLIGHTS)).tasks} == {"default"}
