@@ -53,3 +53,27 @@ def test_a_phase_records_the_time_from_creating_its_runs_until_all_are_done(monk
     out = capsys.readouterr().out
     assert "[     5s] score: 0/2 runs done" in out and "[     8s] score: 1/2 runs done" in out
     assert "score finished in 11s: {'success': 2}" in out
+
+
+def test_each_pipeline_runs_its_spec_demo_window_unless_the_command_line_names_one():
+    from types import SimpleNamespace
+
+    from mlpipe.context import Context
+
+    demo, ctx = _demo(), Context.of("flights")  # flights: demo 2013-01-01 .. 2013-12-31, holdout 92
+    none = SimpleNamespace(start=None, end=None, holdout_days=None)
+    window = demo.Demo.of(ctx, none)
+    assert (str(window.start), str(window.end), window.holdout_days) == ("2013-01-01", "2013-12-31", 92)
+    assert (str(window.train_end), str(window.holdout_start)) == ("2014-01-01", "2013-10-01")
+    assert window.dag("train") == "flights__train"
+    short = demo.Demo.of(ctx, SimpleNamespace(start=None, end="2013-01-31", holdout_days=7))
+    assert (str(short.start), str(short.end), short.holdout_days) == ("2013-01-01", "2013-01-31", 7)
+    bare = demo.Demo.of(ctx.__class__(ctx.settings, ctx.spec.model_copy(update={"demo": None}), ctx.store), none)
+    assert (str(bare.start), str(bare.end), bare.holdout_days) == ("2013-01-01", "2013-12-31", 28)  # schedule
+
+
+def test_an_unknown_pipeline_is_refused_with_the_choices(monkeypatch):
+    import pytest
+
+    with pytest.raises(SystemExit, match="no pipeline named 'nope'"):
+        _demo().pipelines(["nope"])
