@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +41,15 @@ class Context:
 
         settings = settings or get_settings()
         return cls.load(spec_file(pipeline, settings), settings)
+
+    @cached_property
+    def tracking(self):
+        """MLflow for this pipeline's settings (a client with its own tracking URI):
+        never MLflow's process-global state, which another pipeline's task in the same
+        worker process may have pointed elsewhere. Built on first use: MLflow is heavy."""
+        from mlpipe.registry import Tracking
+
+        return Tracking(self.settings)
 
     @property
     def cache_dir(self) -> Path:

@@ -14,18 +14,19 @@ from mlpipe.records import CHAMPION_KEY
 from mlpipe.spec import METRICS, GateSpec, PipelineSpec
 
 
-def score_models(model_uris: dict[str, str], holdout: pd.DataFrame,
+def score_models(tracking, model_uris: dict[str, str], holdout: pd.DataFrame,
                  hashes: dict[str, str | None] | None = None) -> dict[str, np.ndarray]:
     """Each model's scores on the holdout rows, through the same pyfunc call (a model with
-    a recorded hash in ``hashes`` is refused if its artifact changed)."""
+    a recorded hash in ``hashes`` is refused if its artifact changed); ``tracking``: the
+    pipeline's ``registry.Tracking``."""
     from mlpipe import registry
 
     hashes = hashes or {}
-    return {name: registry.predict(registry.load_model(uri, hashes.get(name)), holdout)
+    return {name: registry.predict(tracking.load_model(uri, hashes.get(name)), holdout)
             for name, uri in model_uris.items()}
 
 
-def score_champion(registered_model: str, version: str | None, holdout: pd.DataFrame,
+def score_champion(tracking, registered_model: str, version: str | None, holdout: pd.DataFrame,
                    sha256: str | None = None) -> tuple[np.ndarray | None, str | None]:
     """The champion's holdout scores, or why it cannot score them (e.g. a schema change,
     or an artifact that no longer has its recorded hash)."""
@@ -34,7 +35,7 @@ def score_champion(registered_model: str, version: str | None, holdout: pd.DataF
     if version is None:
         return None, None
     try:
-        return score_models({CHAMPION_KEY: registry.version_uri(registered_model, version)}, holdout,
+        return score_models(tracking, {CHAMPION_KEY: registry.version_uri(registered_model, version)}, holdout,
                             {CHAMPION_KEY: sha256})[CHAMPION_KEY], None
     except Exception as exc:  # noqa: BLE001 - any failure to score: the gate's policy decides
         return None, f"v{version}: {type(exc).__name__}: {str(exc)[:300]}"

@@ -33,10 +33,7 @@ KIND = "drift"
 def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_flight: bool = False) -> dict:
     """Drift and live quality of ``day``, the retrain decision, written as the day's
     report; returns the summary (small: fit for XCom)."""
-    from mlpipe import registry
-
     spec, store = ctx.spec, ctx.store
-    registry.connect(ctx.settings, spec.name)
     drift, html, version, rows = _measure(ctx, day)
     quality = live_quality(ctx, day - dt.timedelta(days=spec.monitoring.label_delay_days))
     summary = {"day": str(day), "model_version": version, "rows": rows, **drift, "quality": quality}
@@ -47,7 +44,7 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
     report_index.record(store, "day", str(day), {"drift": str(page)},
                         drift_status=("drift" if summary["dataset_drift"] else "no drift")
                         + ("" if summary["decision"]["action"] == "none" else f", {summary['decision']['action']}"))
-    registry.log_monitoring(spec.name, summary, html)
+    ctx.tracking.log_monitoring(spec.name, summary, html)
     _log(summary)
     return summary
 
@@ -55,11 +52,9 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
 def _measure(ctx: Context, day: dt.date) -> tuple[dict, str, str, int]:
     """The day's drift against the reference of the version that scored it:
     (summary, report HTML, version, rows compared)."""
-    from mlpipe import registry
-
     spec = ctx.spec
     current, version = _current(ctx, day)
-    reference = registry.reference_of(spec.registered_model, version, _reference_dir(ctx, version))
+    reference = ctx.tracking.reference_of(spec.registered_model, version, _reference_dir(ctx, version))
     if reference is None:
         raise MlpipeError(f"version {version} of {spec.registered_model!r} has no monitoring reference "
                           f"(trained before references were logged): retrain to monitor it")
@@ -138,7 +133,6 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     """The champion's (and shadow challenger's) metrics on the labelled rows of the
     ``quality_days`` scored days ending with ``day``, next to the version's holdout
     figure; None while those days have no labels or predictions."""
-    from mlpipe import registry
     from mlpipe.metrics import compute_metrics
 
     spec, target = ctx.spec, ctx.spec.target.name
@@ -149,7 +143,7 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     version, metric = str(rows[MODEL_VERSION].mode().iloc[0]), spec.gate.metric
     rows = rows[rows[MODEL_VERSION].astype(str) == version]  # one model's rows
     live = compute_metrics(spec.target.task, rows[target].to_numpy(dtype="float64"), rows[SCORE].to_numpy())
-    holdout = registry.version_metrics(spec.registered_model, version).get(metric)
+    holdout = ctx.tracking.version_metrics(spec.registered_model, version).get(metric)
     quality = {"day": str(day), "days": [str(d) for d in days], "model_version": version, "rows": len(rows),
                "metric": metric, "live": live.get(metric), "holdout": holdout, "metrics": live}
     shadow = rows[rows[CHALLENGER_SCORE].notna()]

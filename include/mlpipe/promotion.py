@@ -45,10 +45,10 @@ class Moves:
     done: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # (alias, new, old)
 
 
-def _aliases(name: str) -> Aliases:
+def _aliases(tracking, name: str) -> Aliases:
     from mlpipe import registry
 
-    found = [registry.alias_version(name, a) for a in (registry.CHAMPION, registry.CHALLENGER)]
+    found = [tracking.alias_version(name, a) for a in (registry.CHAMPION, registry.CHALLENGER)]
     return Aliases(*(str(v.version) if v else None for v in found))
 
 
@@ -63,8 +63,6 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
     a dry run never does. A retried task returns the decision its run already recorded
     (``replayed``: true, so it alerts no second time).
     """
-    from mlpipe import registry
-
     if mode not in MODES:
         raise TrainingError(f"unknown evaluation mode {mode!r}; expected one of {MODES}")
     if not candidates:
@@ -72,8 +70,8 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
     name = ctx.spec.registered_model
     _, holdout, days = load_split(ctx, window)
     y = holdout[ctx.spec.target.name].to_numpy(dtype="float64")
-    experiment = registry.connect(ctx.settings, ctx.spec.name)
-    scores = score_models({c.variant: c.model_uri for c in candidates}, holdout)
+    experiment = ctx.tracking.experiment(ctx.spec.name)
+    scores = score_models(ctx.tracking, {c.variant: c.model_uri for c in candidates}, holdout)
     entry = _recorded(ctx, run_tags)  # a retry of a run whose decision is in the ledger: never decide twice
     replayed = entry is not None
     if entry is None:
@@ -110,19 +108,19 @@ def _index(ctx: Context, entry: LedgerEntry, report: str | None = None) -> None:
 def _publish(ctx: Context, entry: LedgerEntry, report: str, evaluation_run: str | None) -> None:
     """What the MLflow UI shows: each registered candidate's description and tags, the
     promoted version's provenance, and the registered model's description."""
-    from mlpipe import model_card, registry
+    from mlpipe import model_card
 
-    name, registered = entry.model, {n: c for n, c in entry.candidates.items() if c.get("version")}
+    tracking, name, registered = ctx.tracking, entry.model, {n: c for n, c in entry.candidates.items() if c.get("version")}
     for variant, found in registered.items():
-        registry.describe_version(name, found["version"],
+        tracking.describe_version(name, found["version"],
                                   model_card.version_description(entry, variant, report, evaluation_run),
                                   model_card.version_tags(entry, variant, report, evaluation_run))
     if entry.moved:
-        registry.tag_version(name, entry.champion_after, {"mlpipe.promoted_by": entry.run_id or "",
+        tracking.tag_version(name, entry.champion_after, {"mlpipe.promoted_by": entry.run_id or "",
                                                           "mlpipe.reason": entry.reason[:5000]})
     if registered:  # the registered model exists
-        champion = registry.champion_version(name)
-        registry.describe_model(name, model_card.model_description(ledger.entries(ctx.store),
+        champion = tracking.champion_version(name)
+        tracking.describe_model(name, model_card.model_description(ledger.entries(ctx.store),
                                                                    str(champion.version) if champion else None))
 
 
@@ -134,8 +132,8 @@ def _decide_and_commit(ctx: Context, holdout, y: np.ndarray, scores: dict[str, n
     already recorded, if a concurrent attempt of this run got there first) and the
     scores it was decided on."""
     while True:
-        seen = _aliases(draft.model)
-        champion_scores, champion_error = score_champion(draft.model, seen.champion, holdout,
+        seen = _aliases(ctx.tracking, draft.model)
+        champion_scores, champion_error = score_champion(ctx.tracking, draft.model, seen.champion, holdout,
                                                          ledger.recorded_hash(ctx.store, seen.champion or ""))
         scored = {**scores, **({CHAMPION_KEY: champion_scores} if champion_scores is not None else {})}
         decision = assess(ctx.spec, y, scored, champion_error)
@@ -144,7 +142,7 @@ def _decide_and_commit(ctx: Context, holdout, y: np.ndarray, scores: dict[str, n
             recorded = _recorded(ctx, run_tags)
             if recorded is not None:
                 return recorded, scores
-            if _aliases(draft.model) == seen:
+            if _aliases(ctx.tracking, draft.model) == seen:
                 return commit(ctx, decision, seen, candidates, may_move,
                               dataclasses.replace(draft, champion_error=champion_error)), scored
         # another run moved the aliases while we scored: decide against its winner
@@ -183,10 +181,10 @@ def _transact(ctx: Context, intent: LedgerEntry, planned: list[tuple[str, str | 
     The caller holds the ledger lock."""
     ledger.write_pending(ctx.store, intent, planned)
     try:
-        _move_aliases(intent.model, planned, moves, strict)
+        _move_aliases(ctx.tracking, intent.model, planned, moves, strict)
         entry = ledger.append(ctx.store, explain(moves))
     except BaseException:  # nothing half-done: alias moves without their ledger entry are undone
-        if _undo(intent.model, moves.done):
+        if _undo(ctx.tracking, intent.model, moves.done):
             ledger.clear_pending(ctx.store)
         raise
     ledger.clear_pending(ctx.store)
@@ -230,7 +228,7 @@ def _planned(decision: Decision, by_name: dict[str, Candidate], seen: Aliases) -
     return planned
 
 
-def _move_aliases(name: str, planned: list[tuple[str, str | None, str | None]], moves: Moves,
+def _move_aliases(tracking, name: str, planned: list[tuple[str, str | None, str | None]], moves: Moves,
                   strict: bool = False) -> None:
     """Make the planned moves, recording each in ``moves``; a champion moved outside the
     lock (by hand) is recorded, not fought (``strict``: it fails), and the challenger
@@ -241,12 +239,12 @@ def _move_aliases(name: str, planned: list[tuple[str, str | None, str | None]], 
         if alias == registry.CHALLENGER and new is not None and new == moves.champion:
             continue
         try:
-            registry.move_alias(name, alias, new, old)
+            tracking.move_alias(name, alias, new, old)
         except registry.AliasMoved as exc:
             if strict or alias != registry.CHAMPION:
                 raise
             moves.note = f"; not promoted: {exc}"
-            moves.champion = _aliases(name).champion
+            moves.champion = _aliases(tracking, name).champion
             continue
         moves.done.append((alias, new, old))
         setattr(moves, alias, new)
@@ -256,7 +254,6 @@ def recover(ctx: Context) -> LedgerEntry | None:
     """Complete a commit that was cut short after recording its intent: make the moves
     it had not made (an alias someone else moved since is left alone and noted) and
     append its entry, unless the ledger has it. The caller holds the ledger lock."""
-    from mlpipe import registry
 
     found = ledger.pending(ctx.store)
     if found is None:
@@ -264,10 +261,10 @@ def recover(ctx: Context) -> LedgerEntry | None:
     entry, planned = found
     notes = []
     for alias, new, old in planned:
-        now = registry.alias_version(entry.model, alias)
+        now = ctx.tracking.alias_version(entry.model, alias)
         now = str(now.version) if now else None
         if now == old and now != new:
-            registry.move_alias(entry.model, alias, new, old)
+            ctx.tracking.move_alias(entry.model, alias, new, old)
         elif now != new:
             notes.append(f"@{alias} is v{now}, not v{new}: moved by someone else since")
     stored = next((e for e in reversed(ledger.entries(ctx.store)) if (e.kind, e.dag_id, e.run_id, e.champion_after)
@@ -279,16 +276,14 @@ def recover(ctx: Context) -> LedgerEntry | None:
     return stored
 
 
-def _undo(name: str, moves: list[tuple[str, str | None, str | None]]) -> bool:
+def _undo(tracking, name: str, moves: list[tuple[str, str | None, str | None]]) -> bool:
     """Move the aliases back; whether every one went back."""
     import logging
-
-    from mlpipe import registry
 
     undone = True
     for alias, new, old in reversed(moves):
         try:
-            registry.move_alias(name, alias, old, new)
+            tracking.move_alias(name, alias, old, new)
         except Exception:  # noqa: BLE001 - keep undoing the others; the original error is re-raised
             logging.getLogger(__name__).exception("could not move @%s of %s back to v%s", alias, name, old)
             undone = False
@@ -301,7 +296,6 @@ def _report(ctx: Context, entry: LedgerEntry, y: np.ndarray, scores: dict[str, n
     on disk: (page path, run id)."""
     import matplotlib.pyplot as plt
 
-    from mlpipe import registry
     from mlpipe.evaluation_page import charts, render
     from mlpipe.metrics import curves
 
@@ -312,7 +306,7 @@ def _report(ctx: Context, entry: LedgerEntry, y: np.ndarray, scores: dict[str, n
     metrics = {f"{n}.{k}": v for n, c in entry.candidates.items() for k, v in c["metrics"].items()}
     metrics.update({f"{CHAMPION_KEY}.{k}": v for k, v in (entry.champion_metrics or {}).items()})
     try:
-        run_id = registry.log_evaluation(
+        run_id = ctx.tracking.log_evaluation(
             experiment, {**run_tags, "mlpipe.step": "evaluate", "mlpipe.decision": entry.decision,
                          "mlpipe.mode": entry.mode, "mlpipe.ledger_seq": str(entry.seq),
                          "mlpipe.reason": entry.reason[:5000]}, metrics, entry.to_dict(), page, figures)
@@ -332,16 +326,15 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
     one, per the ledger) and record it in the ledger."""
     from mlpipe import registry
 
-    name = ctx.spec.registered_model
-    registry.connect(ctx.settings, ctx.spec.name)
+    name, tracking = ctx.spec.registered_model, ctx.tracking
     with ledger.locked(ctx.store):
         recover(ctx)
-        before = _aliases(name).champion
+        before = _aliases(tracking, name).champion
         target = ledger.previous_champion(ctx.store, before) if version == "previous" else str(version).lstrip("v")
         if target is None:
             raise RegistryError(f"the ledger records no champion of {name} before v{before}: "
                                 "give an explicit version to roll back to")
-        if not registry.version_exists(name, target):
+        if not tracking.version_exists(name, target):
             raise RegistryError(f"model {name} has no version {target!r}")
         if target == before:
             raise RegistryError(f"version {target} of {name} is already the champion")
@@ -351,10 +344,10 @@ def rollback(ctx: Context, version: str, reason: str, run_tags: dict[str, str]) 
                              champion_before=before, champion_after=target, spec_hash=spec_hash(ctx.spec))
         entry = _transact(ctx, intent, [(registry.CHAMPION, target, before)], Moves(before, None),
                           lambda _: intent, strict=True)
-    registry.tag_version(name, target, {"mlpipe.rolled_back_by": run_tags.get("airflow.run_id") or "",
+    tracking.tag_version(name, target, {"mlpipe.rolled_back_by": run_tags.get("airflow.run_id") or "",
                                         "mlpipe.ledger_seq": str(entry.seq), "mlpipe.reason": reason})
     from mlpipe import model_card
 
-    registry.describe_model(name, model_card.model_description(ledger.entries(ctx.store), target))
+    tracking.describe_model(name, model_card.model_description(ledger.entries(ctx.store), target))
     _index(ctx, entry)
     return entry

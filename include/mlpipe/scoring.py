@@ -30,8 +30,7 @@ def score_day(ctx: Context, day: dt.date, backfill: bool = False, allow_current_
 
     spec, name = ctx.spec, ctx.spec.registered_model
     frame = ctx.store.read("features", day)
-    registry.connect(ctx.settings, spec.name)
-    current = registry.champion_version(name)
+    current = ctx.tracking.champion_version(name)
     if current is None:
         raise MlpipeError(f"no '{registry.CHAMPION}' alias on model {name!r}: run the train DAG first")
     version, role = str(current.version), "champion"
@@ -39,7 +38,7 @@ def score_day(ctx: Context, day: dt.date, backfill: bool = False, allow_current_
         version, role = point_in_time_version(ctx, day, version, allow_current_champion)
     scores, version, fallback = _scores_with_fallback(ctx, version, frame, day)
     role = "fallback" if fallback else role
-    shadow, shadow_version = _shadow_scores(name, version, frame, day)
+    shadow, shadow_version = _shadow_scores(ctx, version, frame, day)
     out = predictions.build(spec, frame, scores, version, role, shadow, shadow_version)
     result = {**written(ctx.store.write("predictions", day, out), len(out)), "day": str(day),
               "model_version": version, "model_role": role, "challenger_version": shadow_version, "fallback": fallback}
@@ -103,20 +102,21 @@ def _score_with(ctx: Context, version: str, frame: pd.DataFrame):
     from mlpipe import ledger, registry
 
     uri, started = registry.version_uri(ctx.spec.registered_model, version), time.perf_counter()
-    model = registry.load_model(uri, ledger.recorded_hash(ctx.store, version))
+    model = ctx.tracking.load_model(uri, ledger.recorded_hash(ctx.store, version))
     log.info("v%s loaded in %.2fs", version, time.perf_counter() - started)  # bench/backfill.py reads this
     return registry.predict(model, frame)
 
 
-def _shadow_scores(name: str, champion: str, frame: pd.DataFrame, day: dt.date) -> tuple[np.ndarray | None, str | None]:
+def _shadow_scores(ctx: Context, champion: str, frame: pd.DataFrame, day: dt.date) -> tuple[np.ndarray | None, str | None]:
     """The challenger's scores and version, or (None, None): a shadow never blocks the champion."""
     from mlpipe import registry
 
-    challenger = registry.alias_version(name, registry.CHALLENGER)
+    name = ctx.spec.registered_model
+    challenger = ctx.tracking.alias_version(name, registry.CHALLENGER)
     if challenger is None or str(challenger.version) == champion:
         return None, None
     try:
-        return registry.predict(registry.load_model(registry.version_uri(name, challenger.version)), frame), \
+        return registry.predict(ctx.tracking.load_model(registry.version_uri(name, challenger.version)), frame), \
             str(challenger.version)
     except Exception as exc:  # noqa: BLE001 - the shadow must never block the champion's scores
         log.warning("challenger v%s cannot score %s: %s", challenger.version, day, exc)

@@ -16,7 +16,6 @@ def latest_decision(ctx: Context) -> LedgerEntry | None:
 def summary(ctx: Context) -> str:
     from mlpipe import registry
 
-    registry.connect(ctx.settings, ctx.spec.name)
     lines = [f"pipeline {ctx.spec.name!r}: data {ctx.settings.data_root}, MLflow {ctx.settings.tracking_uri}"]
     for layer in ("raw", "validated", "features", "predictions"):
         folder = ctx.store.layer_dir(layer)
@@ -24,7 +23,7 @@ def summary(ctx: Context) -> str:
     decision = latest_decision(ctx)
     lines += decision_lines(ctx, decision) if decision else ["no train decision recorded yet"]
     for alias in (registry.CHAMPION, registry.CHALLENGER):
-        current = registry.alias_version(ctx.spec.registered_model, alias)
+        current = ctx.tracking.alias_version(ctx.spec.registered_model, alias)
         lines.append(f"{alias}: {ctx.spec.registered_model} version {current.version}" if current
                      else f"{alias}: none")
     return "\n".join(lines)

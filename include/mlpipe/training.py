@@ -1,6 +1,6 @@
 """The training stage: plan a train run's jobs, train one variant, build the ensemble
 candidate. Every candidate is logged to MLflow (params, holdout metrics, data
-partitions, model) through ``registry.log_candidate``."""
+partitions, model) through ``ctx.tracking.log_candidate``."""
 
 from __future__ import annotations
 
@@ -51,9 +51,7 @@ def plan_training(ctx: Context, logical_date: dt.date, window_start=None, window
 
 
 def slowest_first(ctx: Context, names: list[str]) -> list[str]:
-    from mlpipe import registry
-
-    seconds = registry.recent_fit_seconds(registry.connect(ctx.settings, ctx.spec.name))
+    seconds = ctx.tracking.recent_fit_seconds(ctx.tracking.experiment(ctx.spec.name))
     return sorted(names, key=lambda name: -seconds.get(name, float("inf")))
 
 
@@ -72,29 +70,28 @@ def _lineage(ctx: Context, win: Window, days: list[dt.date]) -> dict:
 def train_variant(ctx: Context, job: Job, run_tags: dict[str, str], n_threads: int | None = None) -> Candidate:
     """Fit one variant on the job's training days, log it to MLflow with its holdout
     metrics and data partitions, and (when the job may promote) register a new version."""
-    from mlpipe import registry
     from mlpipe.metrics import compute_metrics
     from mlpipe.model import ModelBundle
 
-    spec, variant = ctx.spec, _variant(ctx, job.variant)
+    spec, variant, tracking = ctx.spec, _variant(ctx, job.variant), ctx.tracking
     train, holdout, days = load_split(ctx, job.window)
-    experiment = registry.connect(ctx.settings, spec.name)
+    experiment = tracking.experiment(spec.name)
     tags = {**run_tags, "mlpipe.spec_hash": spec_hash(spec), **({"mlpipe.trigger": job.trigger} if job.trigger else {})}
-    with registry.candidate_run(experiment, variant.name, variant.backend, tags) as run_id:
-        registry.log_params({**{f"hp.{k}": v for k, v in variant.params.items()}, **job.window.to_dict(),
-                             "train_rows": len(train), "holdout_rows": len(holdout)})
+    with tracking.candidate_run(experiment, variant.name, variant.backend, tags) as run_id:
+        tracking.log_params(run_id, {**{f"hp.{k}": v for k, v in variant.params.items()}, **job.window.to_dict(),
+                                     "train_rows": len(train), "holdout_rows": len(holdout)})
         threads = n_threads or ctx.settings.task_cpus
         started = time.perf_counter()
         if variant.search:
-            variant = _searched(ctx, variant, train, threads)
+            variant = _searched(ctx, variant, train, threads, experiment, run_id)
         bundle = ModelBundle.train(spec, variant, train, n_threads=threads)
         fit_seconds = time.perf_counter() - started
         scores = bundle.score(holdout)
         metrics = compute_metrics(spec.target.task, holdout[spec.target.name], scores)
-        registry.set_tags({"mlpipe.device": getattr(bundle.backend, "device_", "cpu")})
-        registry.log_reference(*reference_sample(spec, train, scores))
-        registry.log_json(_lineage(ctx, job.window, days), "data/partitions.json")
-        return registry.log_candidate(run_id, variant.name, bundle, train.head(200), metrics,
+        tracking.set_tags(run_id, {"mlpipe.device": getattr(bundle.backend, "device_", "cpu")})
+        tracking.log_reference(run_id, *reference_sample(spec, train, scores))
+        tracking.log_json(run_id, _lineage(ctx, job.window, days), "data/partitions.json")
+        return tracking.log_candidate(run_id, variant.name, bundle, train.head(200), metrics,
                                       spec.registered_model if job.promote else None,
                                       fit_seconds=round(fit_seconds, 3))
 
@@ -107,17 +104,17 @@ def reference_sample(spec, train: pd.DataFrame, holdout_scores) -> tuple[pd.Data
     return features, pd.DataFrame({SCORE: np.asarray(holdout_scores, dtype="float64")})
 
 
-def _searched(ctx: Context, variant: VariantSpec, train: pd.DataFrame, threads: int) -> VariantSpec:
-    """Run the variant's Optuna search, one nested MLflow run per trial; return the
-    variant with the best parameters."""
-    from mlpipe import registry
+def _searched(ctx: Context, variant: VariantSpec, train: pd.DataFrame, threads: int, experiment: str,
+              run_id: str) -> VariantSpec:
+    """Run the variant's Optuna search, one MLflow run per trial nested in the
+    candidate run ``run_id``; return the variant with the best parameters."""
     from mlpipe.search import search
 
-    metric, experiment = ctx.spec.gate.metric, registry.active_experiment_id()
-    best, value = search(ctx.spec, variant, train, threads,
-                         lambda number, params, score: registry.log_trial(experiment, number, params, metric, score))
-    registry.log_params({f"best.{k}": v for k, v in best.items()})
-    registry.log_metrics({f"search.validation_{metric}": value, "search.trials": variant.search.trials})
+    metric, tracking = ctx.spec.gate.metric, ctx.tracking
+    best, value = search(ctx.spec, variant, train, threads, lambda number, params, score:
+                         tracking.log_trial(experiment, run_id, number, params, metric, score))
+    tracking.log_params(run_id, {f"best.{k}": v for k, v in best.items()})
+    tracking.log_metrics(run_id, {f"search.validation_{metric}": value, "search.trials": variant.search.trials})
     return variant.model_copy(update={"params": best})
 
 
@@ -135,17 +132,18 @@ def build_ensemble(ctx: Context, candidates: list[Candidate], window: Window, ru
         return None
     weights = choose_members(spec.ensemble, {n: c.metrics[metric] for n, c in usable.items()},
                              spec.greater_is_better())
-    experiment = registry.connect(ctx.settings, spec.name)
-    ensemble = Ensemble({n: registry.bundle_of(registry.load_model(usable[n].model_uri)) for n in weights}, weights)
+    tracking = ctx.tracking
+    experiment = tracking.experiment(spec.name)
+    ensemble = Ensemble({n: registry.bundle_of(tracking.load_model(usable[n].model_uri)) for n in weights}, weights)
     train, holdout, _ = load_split(ctx, window)
     tags = {**run_tags, "mlpipe.spec_hash": spec_hash(spec)}
-    with registry.candidate_run(experiment, ENSEMBLE, ENSEMBLE, tags) as run_id:
-        registry.log_params({f"weight.{n}": round(w, 6) for n, w in ensemble.weights.items()})
-        registry.log_params({f"member.{n}": usable[n].version or usable[n].run_id for n in ensemble.weights})
+    with tracking.candidate_run(experiment, ENSEMBLE, ENSEMBLE, tags) as run_id:
+        tracking.log_params(run_id, {f"weight.{n}": round(w, 6) for n, w in ensemble.weights.items()})
+        tracking.log_params(run_id, {f"member.{n}": usable[n].version or usable[n].run_id for n in ensemble.weights})
         scores = ensemble.score(holdout)
         metrics = compute_metrics(spec.target.task, holdout[spec.target.name], scores)
-        registry.log_reference(*reference_sample(spec, train, scores))
-        return registry.log_candidate(run_id, ENSEMBLE, ensemble, train.head(200), metrics,
+        tracking.log_reference(run_id, *reference_sample(spec, train, scores))
+        return tracking.log_candidate(run_id, ENSEMBLE, ensemble, train.head(200), metrics,
                                       spec.registered_model if register else None,
                                       members={n: usable[n].version for n in ensemble.weights},
                                       weights=ensemble.weights)

@@ -2,7 +2,7 @@
 days against its holdout figure, and the degradation decision that asks for a retrain.
 
 Unit tests, in-process: real Parquet partitions in a temporary store; the registry's
-holdout figure of a version is the one stand-in (``registry.version_metrics``).
+holdout figure of a version is the one stand-in (``ctx.tracking.version_metrics``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from mlpipe import monitoring, registry
+from mlpipe import monitoring
 
 DAY = dt.date(2024, 3, 10)
 DAYS = [DAY - dt.timedelta(days=i) for i in (2, 1, 0)]
@@ -25,7 +25,14 @@ LIVE_AUC = 0.75
 def _ctx(spec, store, tolerance: float = 0.05):
     retrain = spec.monitoring.retrain.model_copy(update={"min_new_labelled_rows": 0})
     mon = spec.monitoring.model_copy(update={"tolerance": tolerance, "quality_days": len(DAYS), "retrain": retrain})
-    return SimpleNamespace(spec=spec.model_copy(update={"monitoring": mon}), store=store)
+    return SimpleNamespace(spec=spec.model_copy(update={"monitoring": mon}), store=store, tracking=_Tracking())
+
+
+class _Tracking:
+    """Stands in for ``ctx.tracking``; the fixture ``holdout`` says what ``version_metrics`` reports."""
+
+    def version_metrics(self, model, version):
+        raise AssertionError("no holdout figures set")
 
 
 def _scored(ctx, days=DAYS, scores=SCORES, labels=LABELS, version: str = "3") -> None:
@@ -44,7 +51,7 @@ def holdout(monkeypatch):
     asked = []
 
     def set_figures(figures: dict[str, float]):
-        monkeypatch.setattr(registry, "version_metrics", lambda model, version: asked.append(version) or figures)
+        monkeypatch.setattr(_Tracking, "version_metrics", lambda self, model, version: asked.append(version) or figures)
         return asked
 
     return set_figures

@@ -9,10 +9,8 @@ import datetime as dt
 import itertools
 import multiprocessing
 
-import mlflow
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from mlpipe import ledger, promotion, registry, scoring, training
 from mlpipe.backends import backend_entry
@@ -39,9 +37,8 @@ def ctx(tmp_path, spec, store, model_frame_factory):
         "gate": spec.gate.model_copy(update={"bootstrap": spec.gate.bootstrap.model_copy(update={"resamples": 300})}),
         "ensemble": None})
     context = Context(settings, tuned, store)
-    registry.connect(settings, tuned.name)
-    yield context
-    mlflow.set_tracking_uri(get_settings().tracking_uri)
+    context.tracking.experiment(tuned.name)
+    return context
 
 
 def window(ctx) -> Window:
@@ -65,10 +62,10 @@ def register_noise_model(ctx) -> str:
     target = ctx.spec.target.name
     shuffled = train_rows.assign(**{target: np.random.default_rng(0).permutation(train_rows[target].to_numpy())})
     bundle = ModelBundle.train(ctx.spec, ctx.spec.variants[1], shuffled)
-    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(ctx.spec.name).experiment_id) as run:
-        info, _ = registry.log_bundle(bundle, shuffled.head(50), ctx.spec.registered_model)
-    return {"variant": "noise", "backend": "sklearn_linear", "run_id": run.info.run_id, "model_uri": info.model_uri,
-            "version": str(info.registered_model_version), "metrics": {}}
+    with ctx.tracking.run(ctx.tracking.experiment(ctx.spec.name), "noise") as run_id:
+        logged = ctx.tracking.log_bundle(run_id, bundle, shuffled.head(50), ctx.spec.registered_model)
+    return {"variant": "noise", "backend": "sklearn_linear", "run_id": run_id, "model_uri": logged.model_uri,
+            "version": logged.version, "metrics": {}}
 
 
 def evaluate(ctx, candidates, mode="live", run_id=None) -> dict:
@@ -88,7 +85,7 @@ def stored_entries(ctx) -> list[dict]:
 
 
 def champion(ctx) -> str | None:
-    found = registry.champion_version(ctx.spec.registered_model)
+    found = ctx.tracking.champion_version(ctx.spec.registered_model)
     return str(found.version) if found else None
 
 
@@ -99,7 +96,7 @@ def test_first_run_promotes_and_records_everything(ctx):
     assert entry["decision"] == "promote" and entry["moved"] and entry["champion_before"] is None
     assert champion(ctx) == entry["champion_after"] == results[[r["variant"] for r in results].index(
         entry["winner"])]["version"]
-    challenger = registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER)
+    challenger = ctx.tracking.alias_version(ctx.spec.registered_model, registry.CHALLENGER)
     assert str(challenger.version) == entry["challenger_after"] != entry["champion_after"]
     stored = stored_entries(ctx)
     assert [e["seq"] for e in stored] == [1] and stored[0]["run_id"] == "manual__first"
@@ -108,23 +105,23 @@ def test_first_run_promotes_and_records_everything(ctx):
     assert {"ci"} <= set(stored[0]["intervals"]["hgb"])
     page = open(entry["report"]).read()
     assert "<svg" in page and "ROC" in page and "Precision-recall" in page and entry["reason"][:20] in page
-    run = MlflowClient().search_runs([mlflow.get_experiment_by_name(ctx.spec.name).experiment_id],
+    run = ctx.tracking.client.search_runs([ctx.tracking.experiment(ctx.spec.name)],
                                      "tags.`mlpipe.step` = 'evaluate'")[0]
     assert run.data.tags["mlpipe.decision"] == "promote" and run.data.tags["mlpipe.ledger_seq"] == "1"
-    version = MlflowClient().get_model_version(ctx.spec.registered_model, champion(ctx))
+    version = ctx.tracking.client.get_model_version(ctx.spec.registered_model, champion(ctx))
     assert version.tags["mlpipe.promoted_by"] == "manual__first" and version.tags["mlpipe.ledger_seq"] == "1"
 
     retried = evaluate(ctx, results, run_id="manual__first")  # the task retried after recording
     assert {k: v for k, v in retried.items() if k not in ("report", "replayed")} == stored[0]
     assert retried["replayed"] and not entry["replayed"]
     assert len(stored_entries(ctx)) == 1 and champion(ctx) == entry["champion_after"]
-    assert str(registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER).version) == str(challenger.version)
+    assert str(ctx.tracking.alias_version(ctx.spec.registered_model, registry.CHALLENGER).version) == str(challenger.version)
 
 
 def test_the_registry_explains_each_version_and_the_champion(ctx):
     results = train(ctx)
     entry = evaluate(ctx, results, run_id="manual__explained")
-    client, name = MlflowClient(), ctx.spec.registered_model
+    client, name = ctx.tracking.client, ctx.spec.registered_model
 
     for result in results:
         version = client.get_model_version(name, result["version"])
@@ -152,7 +149,7 @@ def test_the_registry_explains_each_version_and_the_champion(ctx):
 
 def test_clearly_better_is_promoted_noise_and_worse_are_not(ctx):
     noise = register_noise_model(ctx)
-    registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
+    ctx.tracking.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
 
     results = train(ctx)
     better = evaluate(ctx, results)
@@ -171,7 +168,7 @@ def test_backfill_and_dry_run_record_but_move_nothing(ctx, mode):
     entry = evaluate(ctx, train(ctx, register=False), mode=mode)
     assert entry["decision"] == "would-promote" and entry["would_promote"] and not entry["moved"]
     assert entry["mode"] == mode and champion(ctx) is None
-    assert registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER) is None
+    assert ctx.tracking.alias_version(ctx.spec.registered_model, registry.CHALLENGER) is None
     assert stored_entries(ctx)[-1]["decision"] == "would-promote"
 
 
@@ -182,9 +179,9 @@ def test_unscorable_champion_is_replaced_and_says_why(ctx):
     old_spec = ctx.spec.model_copy(update={"features": features})
     legacy = train_rows.assign(legacy=1.0)
     bundle = ModelBundle.train(old_spec, old_spec.variants[1], legacy)
-    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name(ctx.spec.name).experiment_id):
-        info, _ = registry.log_bundle(bundle, legacy.head(50), ctx.spec.registered_model)
-    registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, str(info.registered_model_version), None)
+    with ctx.tracking.run(ctx.tracking.experiment(ctx.spec.name), "legacy") as run_id:
+        logged = ctx.tracking.log_bundle(run_id, bundle, legacy.head(50), ctx.spec.registered_model)
+    ctx.tracking.move_alias(ctx.spec.registered_model, registry.CHAMPION, logged.version, None)
 
     entry = evaluate(ctx, train(ctx))
 
@@ -194,7 +191,7 @@ def test_unscorable_champion_is_replaced_and_says_why(ctx):
 
 def test_rollback_to_previous_and_to_a_version(ctx):
     noise = register_noise_model(ctx)
-    registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
+    ctx.tracking.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
     promoted = evaluate(ctx, train(ctx))
     assert promoted["moved"]
 
@@ -226,8 +223,8 @@ def test_ensemble_is_a_candidate_and_reloads_identically(ctx):
     entry = evaluate(ctx, [*results, combined])
     assert "ensemble" in entry["candidates"] and "ensemble" in entry["intervals"]
     _, holdout, _ = load_split(ctx, window(ctx))
-    loaded = registry.load_model(registry.version_uri(spec.registered_model, combined["version"]))
-    members = [registry.predict(registry.load_model(r["model_uri"]), holdout) for r in results]
+    loaded = ctx.tracking.load_model(registry.version_uri(spec.registered_model, combined["version"]))
+    members = [registry.predict(ctx.tracking.load_model(r["model_uri"]), holdout) for r in results]
     expected = sum(combined["weights"][r["variant"]] * m for r, m in zip(results, members, strict=True))
     np.testing.assert_allclose(registry.predict(loaded, holdout), expected, rtol=1e-12)
     np.testing.assert_allclose(registry.predict(loaded, holdout), registry.predict(loaded, holdout))
@@ -238,7 +235,7 @@ def test_a_commit_cut_short_is_completed_by_the_retry_from_its_intent(ctx, monke
     undo fail, so the aliases stay half-moved with no entry. The retry completes the
     commit from the recorded intent: one entry, the moves it planned, made once."""
     results = train(ctx)
-    real, calls = registry.move_alias, []
+    real, calls = ctx.tracking.move_alias, []
 
     def gone_after_champion(name, alias, version, expected):
         calls.append(alias)
@@ -246,19 +243,19 @@ def test_a_commit_cut_short_is_completed_by_the_retry_from_its_intent(ctx, monke
             raise ConnectionError("tracking server unreachable")
         real(name, alias, version, expected)
 
-    monkeypatch.setattr(registry, "move_alias", gone_after_champion)
+    monkeypatch.setattr(ctx.tracking, "move_alias", gone_after_champion)
     with pytest.raises(ConnectionError):
         evaluate(ctx, results, run_id="manual__cut")
     assert stored_entries(ctx) == [] and champion(ctx) is not None  # moved, unexplained: what the intent is for
     assert ledger.pending(ctx.store) is not None
-    monkeypatch.setattr(registry, "move_alias", real)
+    monkeypatch.setattr(ctx.tracking, "move_alias", real)
 
     retried = evaluate(ctx, results, run_id="manual__cut")
 
     (entry,) = stored_entries(ctx)
     assert entry["run_id"] == "manual__cut" and entry["moved"] and entry["champion_before"] is None
     assert entry["champion_after"] == champion(ctx) == retried["champion_after"]
-    challenger = registry.alias_version(ctx.spec.registered_model, registry.CHALLENGER)
+    challenger = ctx.tracking.alias_version(ctx.spec.registered_model, registry.CHALLENGER)
     assert entry["challenger_after"] == (str(challenger.version) if challenger else None)
     assert "completed after an interrupted commit" in entry["reason"]
     assert ledger.pending(ctx.store) is None
@@ -277,7 +274,7 @@ def test_a_rollback_runs_the_same_transaction_undone_or_completed(ctx, monkeypat
     undo fails too (the tracking server gone) is completed by the next commit."""
     promoted = evaluate(ctx, train(ctx))
     noise = register_noise_model(ctx)
-    real_append, real_move = ledger.append, registry.move_alias
+    real_append, real_move = ledger.append, ctx.tracking.move_alias
     monkeypatch.setattr(ledger, "append", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         rollback(ctx, version=noise["version"], reason="", run_tags={})
@@ -291,12 +288,12 @@ def test_a_rollback_runs_the_same_transaction_undone_or_completed(ctx, monkeypat
             raise ConnectionError("tracking server unreachable")
         real_move(*args)
 
-    monkeypatch.setattr(registry, "move_alias", gone_after_the_move)
+    monkeypatch.setattr(ctx.tracking, "move_alias", gone_after_the_move)
     with pytest.raises(OSError):
         rollback(ctx, version=noise["version"], reason="drill", run_tags={"airflow.run_id": "rb"})
     assert champion(ctx) == noise["version"] and ledger.pending(ctx.store) is not None
     monkeypatch.setattr(ledger, "append", real_append)
-    monkeypatch.setattr(registry, "move_alias", real_move)
+    monkeypatch.setattr(ctx.tracking, "move_alias", real_move)
 
     evaluate(ctx, train(ctx))
     back = next(e for e in stored_entries(ctx) if e["kind"] == "rollback")
@@ -305,14 +302,13 @@ def test_a_rollback_runs_the_same_transaction_undone_or_completed(ctx, monkeypat
 
 
 def _evaluate_in_process(ctx, candidates, barrier, run_id):
-    registry.connect(ctx.settings, ctx.spec.name)
     barrier.wait()
     evaluate(ctx, candidates, run_id=run_id)
 
 
 def test_two_runs_at_once_move_champion_exactly_once(ctx):
     noise = register_noise_model(ctx)
-    registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
+    ctx.tracking.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
     first, second = train(ctx), train(ctx)
     mp = multiprocessing.get_context("spawn")
     barrier = mp.Barrier(2)
@@ -352,8 +348,7 @@ def test_score_shadows_the_challenger(ctx):
                                                                     entry["challenger_after"], len(labels))
     assert pair["challenger_metrics"] == compute_metrics("binary", labels, predictions["challenger_score"].to_numpy())
     assert pair["champion_metrics"] == compute_metrics("binary", labels, predictions["score"].to_numpy())
-    client = MlflowClient()
-    client.delete_registered_model_alias(ctx.spec.registered_model, registry.CHALLENGER)
+    ctx.tracking.client.delete_registered_model_alias(ctx.spec.registered_model, registry.CHALLENGER)
     scoring.score_day(ctx, day)
     alone = ctx.store.read("predictions", day)
     assert alone["challenger_score"].isna().all() and alone["challenger_version"].isna().all()

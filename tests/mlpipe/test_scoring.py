@@ -9,9 +9,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
-import mlflow
 import pytest
-from mlflow import MlflowClient
 
 from mlpipe import ledger, registry, scoring, training
 from mlpipe.backends import backend_entry
@@ -33,9 +31,8 @@ def ctx(tmp_path, spec, store, model_frame_factory):
                                    artifact_root=tmp_path / "artifacts", data_root=store.root)
     tuned = spec.model_copy(update={"training": spec.training.model_copy(update={"min_rows": 10}), "ensemble": None})
     context = Context(settings, tuned, store)
-    registry.connect(settings, tuned.name)
-    yield context
-    mlflow.set_tracking_uri(get_settings().tracking_uri)
+    context.tracking.experiment(tuned.name)
+    return context
 
 
 @pytest.fixture
@@ -52,12 +49,12 @@ def promoted(ctx, before: str | None, after: str, holdout_start: dt.date) -> Non
     ledger.append(ctx.store, LedgerEntry(kind="train", pipeline="toy", model="toy", mode="live", decision="promote",
                                          reason="test", moved=True, champion_before=before, champion_after=after,
                                          window=window))
-    current = registry.champion_version(ctx.spec.registered_model)
-    registry.move_alias(ctx.spec.registered_model, registry.CHAMPION, after, str(current.version) if current else None)
+    current = ctx.tracking.champion_version(ctx.spec.registered_model)
+    ctx.tracking.move_alias(ctx.spec.registered_model, registry.CHAMPION, after, str(current.version) if current else None)
 
 
 def break_model(ctx, version: str) -> None:
-    uri = MlflowClient().get_model_version_download_uri(ctx.spec.registered_model, version)
+    uri = ctx.tracking.client.get_model_version_download_uri(ctx.spec.registered_model, version)
     shutil.rmtree(Path(urlparse(uri).path))
 
 
@@ -100,15 +97,15 @@ def test_an_altered_artifact_is_refused_and_the_fallback_scores(ctx, versions):
     v1, v2 = versions
     recorded = {"a": {"version": v1, "sha256": None}, "b": {"version": v2, "sha256": None}}
     for name, version in (("a", v1), ("b", v2)):
-        uri = MlflowClient().get_model_version_download_uri(ctx.spec.registered_model, version)
+        uri = ctx.tracking.client.get_model_version_download_uri(ctx.spec.registered_model, version)
         recorded[name]["sha256"] = registry.bundle_hash(Path(urlparse(uri).path) / "artifacts" / "bundle")
-        tags = MlflowClient().get_model_version(ctx.spec.registered_model, version).tags
+        tags = ctx.tracking.client.get_model_version(ctx.spec.registered_model, version).tags
         assert tags["mlpipe.sha256"] == recorded[name]["sha256"]  # the hash taken at logging time is the stored one
     ledger.append(ctx.store, LedgerEntry(kind="train", pipeline="toy", model="toy", mode="live", decision="keep",
                                          reason="candidates", candidates=recorded))
     promoted(ctx, None, v1, DAY)
     promoted(ctx, v1, v2, DAY)
-    uri = MlflowClient().get_model_version_download_uri(ctx.spec.registered_model, v2)
+    uri = ctx.tracking.client.get_model_version_download_uri(ctx.spec.registered_model, v2)
     victim = next(p for p in (Path(urlparse(uri).path) / "artifacts" / "bundle").rglob("*") if p.is_file())
     victim.write_bytes(victim.read_bytes() + b" ")
     out = scoring.score_day(ctx, DAY)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import mlflow
 import pytest
-from mlflow import MlflowClient
 
 from mlpipe import training
 from mlpipe.context import Context
@@ -55,16 +53,13 @@ def test_train_variant_logs_each_trial_as_a_nested_run(tmp_path, spec, store, mo
     ctx = Context(settings, searched.model_copy(update={"training": searched.training.model_copy(
         update={"min_rows": 10})}), store)
     win = Window(days[0], days[-1], days[-1] + (days[1] - days[0]))
-    try:
-        job = Job(searched.variants[0].name, "sklearn", win, "dry_run", promote=False)
-        result = training.train_variant(ctx, job, {"airflow.run_id": "t"}).to_dict()
-        client = MlflowClient()
-        parent = client.get_run(result["run_id"])
-        children = client.search_runs([parent.info.experiment_id],
-                                      f"tags.mlflow.parentRunId = '{result['run_id']}'")
-        assert sorted(r.info.run_name for r in children) == ["trial-0", "trial-1"]
-        assert "best.max_iter" in parent.data.params and parent.data.metrics["search.trials"] == 2
-        assert result["version"] is None  # dry run: nothing registered
-    finally:
-        mlflow.set_tracking_uri(get_settings().tracking_uri)
+    job = Job(searched.variants[0].name, "sklearn", win, "dry_run", promote=False)
+    result = training.train_variant(ctx, job, {"airflow.run_id": "t"}).to_dict()
+    client = ctx.tracking.client
+    parent = client.get_run(result["run_id"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{result['run_id']}'")
+    assert sorted(r.info.run_name for r in children) == ["trial-0", "trial-1"]
+    assert "best.max_iter" in parent.data.params and parent.data.metrics["search.trials"] == 2
+    assert result["version"] is None  # dry run: nothing registered
 

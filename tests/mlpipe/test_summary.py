@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import mlflow
 import pytest
 
 from mlpipe import ledger
@@ -41,4 +40,3 @@ def test_summary_lists_candidates_best_first_and_the_decision(tmp_path, spec, st
     assert "failed variants: ['broken']" in text
     assert "gate: PROMOTED: clears the margin" in text
     assert "champion: none" in text and "challenger: none" in text
-    mlflow.set_tracking_uri(get_settings().tracking_uri)
