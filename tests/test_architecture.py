@@ -5,6 +5,7 @@ operators that do no work in ``__init__``, and no function longer than 50 lines.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,18 @@ def test_no_function_is_longer_than_50_lines(folder):
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert long == []
+
+
+GLOBAL_MLFLOW = re.compile(r"\bmlflow\.(set_tracking_uri|set_registry_uri|set_experiment|start_run|active_run)\b"
+                           r"|from mlflow import [^\n]*\b(set_tracking_uri|set_registry_uri|set_experiment|start_run"
+                           r"|active_run)\b")
+
+
+def test_nothing_sets_or_reads_mlflows_process_global_state():
+    """MLflow is reached through ``ctx.tracking`` (a client with its own tracking URI):
+    a worker process runs tasks of several pipelines, each with its own store, so a
+    global tracking URI, experiment or active run set by one task would leak into the next."""
+    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for folder in ("include", "plugins", "scripts", "dags")
+             for p in sorted((ROOT / folder).rglob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1) if GLOBAL_MLFLOW.search(line)]
+    assert found == []
