@@ -54,8 +54,6 @@ def ingest(days: int) -> None:
 
 def train(days: int) -> list[dict]:
     """Train the neural variants in this process; what MLflow recorded for each."""
-    from mlflow.tracking import MlflowClient
-
     from mlpipe.context import Context
     from mlpipe.steps import STEPS
 
@@ -66,7 +64,7 @@ def train(days: int) -> list[dict]:
     out = []
     for job in jobs:
         candidate = STEPS["train_variant"](ctx, job, {"mlpipe.step": "gpu_check"})
-        run = MlflowClient(ctx.settings.tracking_uri).get_run(candidate.run_id)
+        run = ctx.tracking.client.get_run(candidate.run_id)
         out.append({"variant": job.variant, "fit_seconds": candidate.fit_seconds,
                     "device": run.data.tags.get("mlpipe.device"), "roc_auc": candidate.metrics.get("roc_auc")})
     return out

@@ -57,12 +57,11 @@ def main() -> int:
     sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "include"), str(ROOT / "plugins")]
     from demo import Service, airflow, phase, port_free, wait_http
 
-    from mlpipe import registry
     from mlpipe.context import Context
     from mlpipe_dagkit import training_slots
 
     ctx = Context.load()
-    registry.connect(ctx.settings, ctx.spec.name)
+    ctx.tracking.experiment(ctx.spec.name)  # created once here, not raced by the parallel train tasks
     airflow("db", "migrate")
     airflow("dags", "reserialize")
     airflow("dags", "unpause", "train")
