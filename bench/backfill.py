@@ -31,6 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
+from mlpipe.pipelines import dag_id  # noqa: E402
+
+PIPELINE = "flights"  # the bundled pipeline whose ingest and score DAGs are timed
 IMPORTS, RUN = r"mlpipe step \w+: imports ([0-9.]+)s", r"mlpipe step \w+: imports [0-9.]+s, run ([0-9.]+)s"
 TRIVIAL = '''
 import datetime as dt
@@ -69,23 +72,28 @@ trivial_score()
 '''
 
 
-def _backfill(demo, dag_id: str, start: dt.date, end: dt.date) -> float:
+def _dag(name: str) -> str:
+    """The DAG id of ``name``: the pipeline's DAG (``ingest`` -> flights__ingest); a trivial one as is."""
+    return name if name.startswith("trivial_") else dag_id(PIPELINE, name)
+
+
+def _backfill(demo, name: str, start: dt.date, end: dt.date) -> float:
     # the champion trained on these days: score them with it (point in time would refuse), flagged
-    conf = {"allow_current_champion": True} if dag_id == "score" else None
+    conf = {"allow_current_champion": True} if name == "score" else None
     t0 = time.time()
-    states = demo.phase(dag_id, dag_id, (start, end), lambda: demo.airflow(
-        "backfill", "create", "--dag-id", dag_id, "--from-date", str(start), "--to-date", str(end),
+    states = demo.phase(name, [(_dag(name), (start, end))], lambda: demo.airflow(
+        "backfill", "create", "--dag-id", _dag(name), "--from-date", str(start), "--to-date", str(end),
         "--reprocess-behavior", "completed", *(["--dag-run-conf", json.dumps(conf)] if conf else []), check=False))
     if set(states) != {"success"}:
-        raise SystemExit(f"{dag_id} backfill did not succeed: {states}")
+        raise SystemExit(f"{_dag(name)} backfill did not succeed: {states}")
     return time.time() - t0
 
 
 def _train(demo, start: dt.date, end: dt.date) -> None:
     conf = {"window_start": str(start), "window_end": str(end + dt.timedelta(days=1)),
             "holdout_days": max(2, (end - start).days // 5)}
-    demo.phase("train (setup)", "train", "bench__setup", lambda: demo.airflow(
-        "dags", "trigger", "train", "--run-id", "bench__setup", "--conf", json.dumps(conf),
+    demo.phase("train (setup)", [(_dag("train"), "bench__setup")], lambda: demo.airflow(
+        "dags", "trigger", _dag("train"), "--run-id", "bench__setup", "--conf", json.dumps(conf),
         "--logical-date", f"{end + dt.timedelta(days=1)}T00:00:00+00:00"))
 
 
@@ -105,7 +113,8 @@ def main() -> int:
     windows |= {f"trivial_{k}": v for k, v in windows.items()}
     harness.setup("mlpipe-bench-backfill-", extra_dags=TRIVIAL)
     demo = harness.load_script("demo")
-    api = harness.start_airflow(demo, args.port, ["ingest", "train", "score", "trivial_ingest", "trivial_score"])
+    api = harness.start_airflow(demo, args.port, [_dag(n) for n in ("ingest", "train", "score", "trivial_ingest",
+                                                                     "trivial_score")])
     times: dict[str, list[float]] = {k: [] for k in windows}
     if args.trivial_ingest_only:
         try:
@@ -138,16 +147,16 @@ def _report(times: dict[str, list[float]], windows: dict) -> None:
         print(f"  {real:<7} {days:3d} days {med[real]:7.1f}s   trivial {med[trivial]:6.1f}s   ratio {ratio:4.2f}x "
               f"(target <= {target}x) {'met' if ratio <= target else 'MISSED'}")
     print("  per task (medians): queued->start | running = runner overhead + imports + model load + work")
-    for dag_id in windows:
-        _split(dag_id)
+    for name in windows:
+        _split(name)
 
 
-def _split(dag_id: str) -> None:
+def _split(name: str) -> None:
     """One line per task id: scheduling, then the running time split by the task's own log
     lines (run_step's imports and run, scoring's model load)."""
-    rows = harness.task_rows(dag_id)
-    imports_of, run_of = harness.log_figures(dag_id, IMPORTS), harness.log_figures(dag_id, RUN)
-    loads = harness.log_figures(dag_id, r"loaded in ([0-9.]+)s")
+    rows = harness.task_rows(_dag(name))
+    imports_of, run_of = harness.log_figures(_dag(name), IMPORTS), harness.log_figures(_dag(name), RUN)
+    loads = harness.log_figures(_dag(name), r"loaded in ([0-9.]+)s")
     for task in sorted({r["task"] for r in rows}):
         mine = [r for r in rows if r["task"] == task]
         queued = harness.median((r["start"] - r["queued"]).total_seconds() for r in mine if r["queued"])
@@ -155,10 +164,10 @@ def _split(dag_id: str) -> None:
         imports, run = harness.median(imports_of.get(task, [])), harness.median(run_of.get(task, []))
         load = harness.median(loads.get(task, [])) if loads.get(task) else 0.0
         if run == run:  # a real task: run_step logged its split
-            print(f"  {dag_id + '.' + task:<30} {queued:5.2f}s | {running:5.2f}s = {running - imports - run:5.2f} + "
+            print(f"  {name + '.' + task:<30} {queued:5.2f}s | {running:5.2f}s = {running - imports - run:5.2f} + "
                   f"{imports:4.2f} + {load:4.2f} + {run - load:5.2f}")
         else:
-            print(f"  {dag_id + '.' + task:<30} {queued:5.2f}s | {running:5.2f}s (a no-op)")
+            print(f"  {name + '.' + task:<30} {queued:5.2f}s | {running:5.2f}s (a no-op)")
 
 
 if __name__ == "__main__":

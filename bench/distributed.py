@@ -30,9 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
+from mlpipe.pipelines import dag_id  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NAME = "mlpipe_bench"
+TRAIN = dag_id("flights", "train")  # the bundled pipeline's train DAG
 
 
 def main() -> int:
@@ -100,14 +103,14 @@ class Local:
         if not self.ready:
             airflow("db", "migrate")
             airflow("dags", "reserialize")
-            airflow("dags", "unpause", "train")
+            airflow("dags", "unpause", TRAIN)
             airflow("pools", "set", "gpu", "2", "GPU training slots")
             self.ready = True
         api = Service("api-server", "api-server", "--port", "8092")
         try:
             wait_http("http://localhost:8092/api/v2/version")
-            states = phase("local train", "train", run_id, lambda: airflow(
-                "dags", "trigger", "train", "--run-id", run_id, "--conf", json.dumps(conf), "--logical-date", logical))
+            states = phase("local train", [(TRAIN, run_id)], lambda: airflow(
+                "dags", "trigger", TRAIN, "--run-id", run_id, "--conf", json.dumps(conf), "--logical-date", logical))
         finally:
             api.stop()
         if set(states) != {"success"}:
@@ -145,7 +148,7 @@ class Celery:
         for line in exports.stdout.splitlines():
             key, _, value = line[len("export "):].partition("=")
             self.env[key] = value.strip("'")
-        self._airflow("dags", "unpause", "train")
+        self._airflow("dags", "unpause", TRAIN)
 
     def _airflow(self, *args: str) -> None:
         subprocess.run([str(BIN / "airflow"), *args], env=self.env, check=True, capture_output=True)
@@ -158,7 +161,7 @@ class Celery:
             return cur.fetchall()
 
     def train(self, run_id: str, conf: dict, logical: str) -> dict:
-        self._airflow("dags", "trigger", "train", "--run-id", run_id, "--conf", json.dumps(conf),
+        self._airflow("dags", "trigger", TRAIN, "--run-id", run_id, "--conf", json.dumps(conf),
                       "--logical-date", logical)
         while (state := self._query("SELECT state FROM dag_run WHERE run_id = %s", run_id)[0][0]) not in (
                 "success", "failed"):

@@ -34,6 +34,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
+from mlpipe.pipelines import dag_id  # noqa: E402
+
+INGEST, TRAIN = dag_id("flights", "ingest"), dag_id("flights", "train")  # the scaled spec is the bundled one
 RSS = r"peak RSS ([0-9.]+) MB"
 LIMIT_MB = 6 * 1024
 
@@ -77,15 +80,15 @@ def one_factor(factor: int, args) -> dict[str, dict[str, float]]:
     end = start + dt.timedelta(days=args.days - 1)
     os.environ["MLPIPE_SPEC"] = str(scaled_spec(home, scaled_source(home, start, args.days, factor), factor))
     demo = harness.load_script("demo")
-    api = harness.start_airflow(demo, args.port, ["ingest", "train"])
+    api = harness.start_airflow(demo, args.port, [INGEST, TRAIN])
     try:
-        states = demo.phase(f"x{factor} ingest", "ingest", (start, end), lambda: demo.airflow(
-            "backfill", "create", "--dag-id", "ingest", "--from-date", str(start), "--to-date", str(end),
+        states = demo.phase(f"x{factor} ingest", [(INGEST, (start, end))], lambda: demo.airflow(
+            "backfill", "create", "--dag-id", INGEST, "--from-date", str(start), "--to-date", str(end),
             "--max-active-runs", "8", check=False))
         window_end = end + dt.timedelta(days=1)
         conf = {"window_start": str(start), "window_end": str(window_end), "holdout_days": max(2, args.days // 4)}
-        states |= demo.phase(f"x{factor} train", "train", "bench__scale", lambda: demo.airflow(
-            "dags", "trigger", "train", "--run-id", "bench__scale", "--conf", json.dumps(conf),
+        states |= demo.phase(f"x{factor} train", [(TRAIN, "bench__scale")], lambda: demo.airflow(
+            "dags", "trigger", TRAIN, "--run-id", "bench__scale", "--conf", json.dumps(conf),
             "--logical-date", f"{window_end}T00:00:00+00:00"))
         if set(states) != {"success"}:
             raise SystemExit(f"x{factor}: runs ended {states}; logs under {home}")
@@ -101,15 +104,15 @@ def _label(row: dict) -> str:
 def _figures() -> dict[str, dict[str, float]]:
     """Per task label (a training task's with its variant): median seconds and largest peak RSS (MB)."""
     out: dict[str, dict[str, float]] = {}
-    for dag_id in ("ingest", "train"):
+    for short, dag in (("ingest", INGEST), ("train", TRAIN)):  # labelled by the short name
         seconds: dict[str, list[float]] = {}
-        for row in harness.task_rows(dag_id):
+        for row in harness.task_rows(dag):
             seconds.setdefault(_label(row), []).append(row["seconds"])
-        rss = harness.log_figures(dag_id, RSS, by_map_index=True)
+        rss = harness.log_figures(dag, RSS, by_map_index=True)
         for label, values in seconds.items():
             if rss.get(label):  # a task that ran a step (not select, collect or a skipped branch)
-                name = next((r["name"] for r in harness.task_rows(dag_id) if _label(r) == label and r["name"]), None)
-                out[f"{dag_id}.{label}" + (f" {name}" if name else "")] = {"seconds": harness.median(values), "rss": max(rss[label])}
+                name = next((r["name"] for r in harness.task_rows(dag) if _label(r) == label and r["name"]), None)
+                out[f"{short}.{label}" + (f" {name}" if name else "")] = {"seconds": harness.median(values), "rss": max(rss[label])}
     return out
 
 

@@ -10,7 +10,7 @@ What a module may rely on when its first test runs (see topology.shared_spec):
 
 - the spec of ``topology.shared_spec`` (every variant of ``topology.VARIANTS``, the
   ``topology.MONITORING`` settings, two train runs at once);
-- ``ingest``, ``train`` and ``score`` unpaused; one ingest backfill over
+- ``topology.INGEST``, ``TRAIN`` and ``SCORE`` (the ``flights__*`` DAGs) unpaused; one ingest backfill over
   ``topology.DAYS`` and ``topology.BAD_DAY``, created while the scheduler ran, finished:
   every day validated and featurised except ``BAD_DAY``, whose validation failed
   (``cluster.ingest_runs`` holds those runs' ids).
@@ -27,7 +27,7 @@ service) restores it before it ends, even when it fails.
 from __future__ import annotations
 
 import pytest
-from topology import BAD_DAY, DAYS, running, shared_spec
+from topology import BAD_DAY, DAYS, INGEST, SCORE, TRAIN, running, shared_spec
 
 
 @pytest.fixture(scope="session")
@@ -43,12 +43,12 @@ def cluster(tmp_path_factory, alerts, cluster_script):
     """The session's distributed cluster (topology.Cluster), ingested as described above."""
     work = tmp_path_factory.mktemp("cluster")
     with running(work, "mlpipe_e2e", 13, shared_spec(work), alerts["url"], cluster_script.group_alive) as handle:
-        for dag_id in ("ingest", "train", "score"):
+        for dag_id in (INGEST, TRAIN, SCORE):
             handle.airflow("dags", "unpause", dag_id)
         # created while the scheduler runs (Postgres allows it; SQLite does not)
         assert handle.query("SELECT count(*) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'") == [(1,)]
-        handle.backfill("ingest", DAYS[0], BAD_DAY)
-        states = handle.wait_runs("ingest", len(DAYS) + 1)
+        handle.backfill(INGEST, DAYS[0], BAD_DAY)
+        states = handle.wait_runs(INGEST, len(DAYS) + 1)
         assert sorted(states) == ["failed"] + ["success"] * len(DAYS), states
-        handle.ingest_runs = list(handle.runs("ingest"))
+        handle.ingest_runs = list(handle.runs(INGEST))
         yield handle

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from topology import BAD_DAY, DAYS, NEURAL, ROOT
+from topology import BAD_DAY, DAYS, INGEST, MONITOR, NEURAL, ROOT, SCORE, TRAIN
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,7 @@ def test_api_needs_a_login(cluster):
     token = json.loads(urllib.request.urlopen(request, timeout=30).read())["access_token"]
     dags = urllib.request.urlopen(urllib.request.Request(f"{base}/api/v2/dags",
                                                          headers={"Authorization": f"Bearer {token}"}), timeout=30)
-    assert {d["dag_id"] for d in json.loads(dags.read())["dags"]} >= {"ingest", "train", "score"}
+    assert {d["dag_id"] for d in json.loads(dags.read())["dags"]} >= {INGEST, TRAIN, SCORE}
 
 
 def sent(alerts, kind: str) -> list[dict]:
@@ -53,8 +53,8 @@ def sent(alerts, kind: str) -> list[dict]:
 def test_the_ingest_backfill_fails_only_the_bad_day_and_alerts_once(cluster, alerts):
     """Through the scheduler: the fixture's ingest backfill (created while it ran)."""
     rows = cluster.query("SELECT ti.task_id, ti.state, dr.data_interval_start::date FROM task_instance ti JOIN dag_run dr "
-                         "ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id WHERE dr.dag_id = 'ingest' AND "
-                         "dr.run_id = ANY(%s)", cluster.ingest_runs)
+                         "ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id WHERE dr.dag_id = %s AND "
+                         "dr.run_id = ANY(%s)", INGEST, cluster.ingest_runs)
     assert {(t, state) for t, state, day in rows if day == BAD_DAY} == {
         ("extract", "success"), ("validate", "failed"), ("build_features", "upstream_failed")}
     assert {state for _, state, day in rows if day != BAD_DAY} == {"success"}
@@ -63,7 +63,7 @@ def test_the_ingest_backfill_fails_only_the_bad_day_and_alerts_once(cluster, ale
     assert validation["report"].endswith(f"{BAD_DAY}.json")
     assert {"column": "distance", "rule": "expect_column_values_to_be_between"}.items() <= \
         validation["failures"][0].items()
-    assert any(a["task_id"] == "validate" and a["dag_id"] == "ingest" for a in sent(alerts, "task_failure"))
+    assert any(a["task_id"] == "validate" and a["dag_id"] == INGEST for a in sent(alerts, "task_failure"))
 
 
 def test_train_and_score_run_on_their_queues(cluster, alerts):
@@ -71,30 +71,30 @@ def test_train_and_score_run_on_their_queues(cluster, alerts):
     the `default` one; an alert for the promotion this train run made, if it made one."""
     from mlpipe.ledger import entries
 
-    mark, trains, scores = len(alerts["received"]), cluster.runs("train"), cluster.runs("score")
+    mark, trains, scores = len(alerts["received"]), cluster.runs(TRAIN), cluster.runs(SCORE)
     end = LAST + dt.timedelta(days=1)
     conf = {"window_start": str(FIRST), "window_end": str(end), "holdout_days": 2}
-    cluster.airflow("dags", "trigger", "train", "--conf", json.dumps(conf), "--run-id", TRAIN_RUN,
+    cluster.airflow("dags", "trigger", TRAIN, "--conf", json.dumps(conf), "--run-id", TRAIN_RUN,
                     "--logical-date", f"{end}T06:00:00+00:00")
-    assert cluster.wait_runs("train", 1, since=trains) == ["success"]
+    assert cluster.wait_runs(TRAIN, 1, since=trains) == ["success"]
     (entry,) = [e for e in entries(cluster.store()) if e.run_id == TRAIN_RUN]
     promotions = [a for a in alerts["received"][mark:] if a["kind"] == "promotion"]
     # the first champion on a fresh cluster; after test_faults, whatever its champion's holdout says
     assert [(a["from_version"], a["to_version"]) for a in promotions] == \
         ([(entry.champion_before, entry.champion_after)] if entry.moved else [])
     assert entry.champion_before is not None or entry.moved
-    cluster.backfill("score", LAST, LAST)
-    assert cluster.wait_runs("score", 1, since=scores) == ["success"]
+    cluster.backfill(SCORE, LAST, LAST)
+    assert cluster.wait_runs(SCORE, 1, since=scores) == ["success"]
     # run ids repeat across DAGs (backfill__<date>): a run is its DAG and its id
-    ours = [f"ingest {r}" for r in cluster.ingest_runs] + [f"train {TRAIN_RUN}"] + \
-        [f"score {r}" for r in set(cluster.runs("score")) - set(scores)]
+    ours = [f"{INGEST} {r}" for r in cluster.ingest_runs] + [f"{TRAIN} {TRAIN_RUN}"] + \
+        [f"{SCORE} {r}" for r in set(cluster.runs(SCORE)) - set(scores)]
 
     host = socket.gethostname()
     everything = cluster.query("SELECT ti.dag_id, ti.task_id, ti.map_index, ti.state, ti.queue, ti.hostname, "
                                "ti.rendered_map_index, dr.data_interval_start::date FROM task_instance ti JOIN dag_run "
                                "dr ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id WHERE dr.dag_id || ' ' || dr.run_id = ANY(%s)",
                                ours)
-    tis = [row[:7] for row in everything if not (row[0] == "ingest" and row[7] == BAD_DAY)]
+    tis = [row[:7] for row in everything if not (row[0] == INGEST and row[7] == BAD_DAY)]
     assert tis and all(state == "success" for _, _, _, state, *_ in tis if state != "skipped")
     on_gpu = {(d, t, m) for d, t, m, _, queue, hostname, _ in tis if queue == "gpu" and hostname == f"{host}-gpu"}
     on_default = {(d, t, m) for d, t, m, _, queue, hostname, _ in tis
@@ -151,33 +151,33 @@ def _shifted_day(cluster, day: dt.date) -> None:
 
 
 def _monitor(cluster, day: dt.date) -> dict:
-    before = cluster.runs("monitor")
-    cluster.airflow("dags", "trigger", "monitor", "--conf", json.dumps({"day": str(day)}))
-    assert cluster.wait_runs("monitor", 1, since=before) == ["success"]
+    before = cluster.runs(MONITOR)
+    cluster.airflow("dags", "trigger", MONITOR, "--conf", json.dumps({"day": str(day)}))
+    assert cluster.wait_runs(MONITOR, 1, since=before) == ["success"]
     return json.loads(cluster.store().report_path("drift", day).read_text())
 
 
 def _asset_triggered(cluster) -> int:
-    return cluster.query("SELECT count(*) FROM dag_run WHERE dag_id = 'train' AND run_type = 'asset_triggered'")[0][0]
+    return cluster.query("SELECT count(*) FROM dag_run WHERE dag_id = %s AND run_type = 'asset_triggered'", TRAIN)[0][0]
 
 
 def test_sustained_drift_asks_for_one_retrain_and_the_cooldown_holds_the_next(cluster):
     """Through the scheduler: monitor runs, and the train run the asset event starts."""
     for day in [*DRIFTED, *BACKFILLED]:
         _shifted_day(cluster, day)
-    cluster.airflow("dags", "unpause", "monitor")
-    trains, requested = cluster.runs("train"), _asset_triggered(cluster)
+    cluster.airflow("dags", "unpause", MONITOR)
+    trains, requested = cluster.runs(TRAIN), _asset_triggered(cluster)
     first, second = _monitor(cluster, DRIFTED[0]), _monitor(cluster, DRIFTED[1])
     assert first["drifted_columns"] == ["distance"] and first["decision"]["action"] == "none"
     assert second["decision"]["drift_streak"] == 2 and second["decision"]["action"] == "none"
     third = _monitor(cluster, DRIFTED[2])
     assert third["decision"]["action"] == "trigger", third["decision"]
-    assert cluster.wait_runs("train", 1, since=trains) == ["success"]  # the one the request started
+    assert cluster.wait_runs(TRAIN, 1, since=trains) == ["success"]  # the one the request started
     assert _asset_triggered(cluster) == requested + 1
     fourth = _monitor(cluster, DRIFTED[3])
     assert fourth["decision"]["action"] == "blocked" and "cooldown" in fourth["decision"]["reason"]
     time.sleep(10)  # a second request would have created a run by now
-    (retrain_run,) = set(cluster.runs("train")) - set(trains)
+    (retrain_run,) = set(cluster.runs(TRAIN)) - set(trains)
 
     from mlpipe.ledger import entries
 
@@ -194,13 +194,13 @@ def test_sustained_drift_asks_for_one_retrain_and_the_cooldown_holds_the_next(cl
 
 def test_a_monitor_backfill_over_drifted_days_records_would_trigger_and_starts_nothing(cluster):
     """Through the scheduler: a monitor backfill."""
-    before, trains = cluster.runs("monitor"), cluster.runs("train")
-    cluster.backfill("monitor", BACKFILLED[0], BACKFILLED[-1])
-    assert cluster.wait_runs("monitor", len(BACKFILLED), since=before) == ["success"] * len(BACKFILLED)
+    before, trains = cluster.runs(MONITOR), cluster.runs(TRAIN)
+    cluster.backfill(MONITOR, BACKFILLED[0], BACKFILLED[-1])
+    assert cluster.wait_runs(MONITOR, len(BACKFILLED), since=before) == ["success"] * len(BACKFILLED)
     decisions = [json.loads(cluster.store().report_path("drift", d).read_text())["decision"] for d in BACKFILLED]
     assert [d["action"] for d in decisions] == ["none", "none", "would-trigger"]
     time.sleep(10)
-    assert cluster.runs("train") == trains
+    assert cluster.runs(TRAIN) == trains
 
 
 def _token(base: str, user: str, password: str) -> str:
@@ -218,23 +218,23 @@ def test_a_viewer_cannot_trigger_train_and_an_operator_can(cluster):
     """Through the api-server and the scheduler: the operator's run goes through."""
     base = f"http://localhost:{cluster.env['AIRFLOW__API__PORT']}"
     logins = json.loads((cluster.state / "logins.json").read_text())
-    trains = cluster.runs("train")
+    trains = cluster.runs(TRAIN)
     conf = {"dry_run": True, "variants": ["logreg"], "window_start": str(FIRST),
             "window_end": str(LAST + dt.timedelta(days=1)), "holdout_days": 2}
     body = json.dumps({"logical_date": None, "conf": conf}).encode()
 
     def trigger(user: str):
         headers = {"Authorization": f"Bearer {_token(base, user, logins[user])}", "Content-Type": "application/json"}
-        request = urllib.request.Request(f"{base}/api/v2/dags/train/dagRuns", data=body, headers=headers)
+        request = urllib.request.Request(f"{base}/api/v2/dags/{TRAIN}/dagRuns", data=body, headers=headers)
         return urllib.request.urlopen(request, timeout=30)
 
     with pytest.raises(urllib.error.HTTPError) as refused:
         trigger("viewer")
     assert refused.value.code == 403
     viewer_runs = urllib.request.urlopen(urllib.request.Request(
-        f"{base}/api/v2/dags/train/dagRuns", headers={"Authorization": f"Bearer {_token(base, 'viewer', logins['viewer'])}"}),
+        f"{base}/api/v2/dags/{TRAIN}/dagRuns", headers={"Authorization": f"Bearer {_token(base, 'viewer', logins['viewer'])}"}),
         timeout=30)
     assert json.loads(viewer_runs.read())["total_entries"] >= 2  # a viewer sees the runs
     assert trigger("operator").status == 200
     # the dry run records a decision and moves nothing (and is over before another module's tests)
-    assert cluster.wait_runs("train", 1, since=trains) == ["success"]
+    assert cluster.wait_runs(TRAIN, 1, since=trains) == ["success"]

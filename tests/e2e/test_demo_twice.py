@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from topology import ROOT, drops, free_port, small_spec
+from topology import INGEST, MONITOR, ROOT, SCORE, TRAIN, drops, free_port, small_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -85,10 +85,10 @@ def test_the_first_demo_ingests_the_window_promotes_a_champion_and_scores_the_ho
     out = _demo(home)
     home["first"] = state = _state(home)
     holdout = len(DAYS[-HOLDOUT:])
-    assert sorted(state["runs"]["ingest"].values()) == ["success"] * len(DAYS)
-    assert list(state["runs"]["train"].values()) == ["success"]
-    assert sorted(state["runs"]["score"].values()) == ["success"] * holdout
-    assert sorted(state["runs"]["monitor"].values()) == ["success"] * holdout
+    assert sorted(state["runs"][INGEST].values()) == ["success"] * len(DAYS)
+    assert list(state["runs"][TRAIN].values()) == ["success"]
+    assert sorted(state["runs"][SCORE].values()) == ["success"] * holdout
+    assert sorted(state["runs"][MONITOR].values()) == ["success"] * holdout
     (entry,) = state["ledger"]
     assert (entry.decision, entry.moved, entry.champion_after) == ("promote", True, state["champion"])
     assert "stage times: ingest" in out
@@ -99,10 +99,10 @@ def test_a_second_demo_creates_no_new_ingest_score_or_monitor_run_and_promotes_n
     first = home["first"]
     _demo(home)
     second = _state(home)
-    for dag_id in ("ingest", "score", "monitor"):
+    for dag_id in (INGEST, SCORE, MONITOR):
         assert second["runs"][dag_id] == first["runs"][dag_id], dag_id  # the same runs, no new one
-    (new_train,) = set(second["runs"]["train"]) - set(first["runs"]["train"])  # the demo always trains
-    assert second["runs"]["train"][new_train] == "success"
+    (new_train,) = set(second["runs"][TRAIN]) - set(first["runs"][TRAIN])  # the demo always trains
+    assert second["runs"][TRAIN][new_train] == "success"
     (entry,) = second["ledger"][len(first["ledger"]):]
     assert entry.run_id == new_train
     assert (entry.decision, entry.moved) == ("keep", False), entry.reason

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import pytest
-from topology import DAYS, SLOW, STUMP
+from topology import DAYS, ROLLBACK, SCORE, SLOW, STUMP, TRAIN
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,7 @@ SECOND = f"manual__{SECOND_END}T00:00:00"  # the run whose fit is killed: the se
 def _train(cluster, end: dt.date, at: str, **conf) -> str:
     conf = {"window_start": str(DAYS[0]), "window_end": str(end), "holdout_days": 2, **conf}
     run_id = f"manual__{end}T{at}"
-    cluster.airflow("dags", "trigger", "train", "--conf", json.dumps(conf), "--logical-date", f"{end}T{at}+00:00",
+    cluster.airflow("dags", "trigger", TRAIN, "--conf", json.dumps(conf), "--logical-date", f"{end}T{at}+00:00",
                     "--run-id", run_id)
     return run_id
 
@@ -78,16 +78,16 @@ def _weak_champion(cluster) -> str:
     stumps = [e.candidates[STUMP]["version"] for e in _entries(cluster) if e.window and e.window.end == FIRST_END
               and (e.candidates or {}).get(STUMP, {}).get("version")]
     if not stumps:
-        before = cluster.runs("train")
+        before = cluster.runs(TRAIN)
         stump = _train(cluster, FIRST_END, "00:00:02", variants=[STUMP])
-        assert cluster.wait_runs("train", 1, since=before) == ["success"]
+        assert cluster.wait_runs(TRAIN, 1, since=before) == ["success"]
         stumps = [_entry(cluster, stump).candidates[STUMP]["version"]]
     if _champion(cluster) != stumps[-1]:
-        cluster.airflow("dags", "unpause", "rollback")
-        rollbacks = cluster.runs("rollback")
-        cluster.airflow("dags", "trigger", "rollback", "--conf", json.dumps({"version": stumps[-1],
+        cluster.airflow("dags", "unpause", ROLLBACK)
+        rollbacks = cluster.runs(ROLLBACK)
+        cluster.airflow("dags", "trigger", ROLLBACK, "--conf", json.dumps({"version": stumps[-1],
                                                                               "reason": "test_faults: a weak champion"}))
-        assert cluster.wait_runs("rollback", 1, since=rollbacks) == ["success"]
+        assert cluster.wait_runs(ROLLBACK, 1, since=rollbacks) == ["success"]
     assert _champion(cluster) == stumps[-1]
     return stumps[-1]
 
@@ -95,12 +95,13 @@ def _weak_champion(cluster) -> str:
 def test_two_train_runs_at_once_move_the_champion_once(cluster, alerts):
     """Through the scheduler: two train runs in flight at once, against a champion both beat."""
     stump = _weak_champion(cluster)
-    mark, before = len(alerts["received"]), cluster.runs("train")
+    mark, before = len(alerts["received"]), cluster.runs(TRAIN)
     runs = [_train(cluster, FIRST_END, at, variants=["logreg"]) for at in ("00:00:00", "00:00:01")]
     assert runs == PAIR
-    assert cluster.wait_runs("train", 2, since=before) == ["success", "success"]
+    assert cluster.wait_runs(TRAIN, 2, since=before) == ["success", "success"]
     (a_start, a_end), (b_start, b_end) = cluster.query(
-        "SELECT start_date, end_date FROM dag_run WHERE dag_id = 'train' AND run_id = ANY(%s) ORDER BY start_date", runs)
+        "SELECT start_date, end_date FROM dag_run WHERE dag_id = %s AND run_id = ANY(%s) ORDER BY start_date", TRAIN,
+        runs)
     assert b_start < a_end, "the two runs did not overlap"
     first, second = sorted((_entry(cluster, run) for run in runs), key=lambda e: e.seq)
     assert (first.moved, first.champion_before) == (True, stump)
@@ -122,8 +123,8 @@ def _running_try(cluster, run_id: str, variant: str, timeout: float = 300) -> in
         started = client.search_runs([experiment], f"tags.`airflow.run_id` = '{run_id}' and "
                                                    f"tags.`mlpipe.variant` = '{variant}'")
         rows = started and cluster.query(
-            "SELECT pid FROM task_instance WHERE dag_id = 'train' AND run_id = %s AND task_id = %s AND map_index = %s "
-            "AND state = 'running' AND try_number = 1", run_id, started[0].data.tags["airflow.task_id"],
+            "SELECT pid FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s AND map_index = %s "
+            "AND state = 'running' AND try_number = 1", TRAIN, run_id, started[0].data.tags["airflow.task_id"],
             int(started[0].data.tags["airflow.map_index"]))
         if rows and rows[0][0]:
             return rows[0][0]
@@ -134,8 +135,8 @@ def _running_try(cluster, run_id: str, variant: str, timeout: float = 300) -> in
 def _wait_state(cluster, run_id: str, task_id: str, state: str, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if cluster.query("SELECT 1 FROM task_instance WHERE dag_id = 'train' AND run_id = %s AND task_id = %s AND "
-                         "state = %s", run_id, task_id, state):
+        if cluster.query("SELECT 1 FROM task_instance WHERE dag_id = %s AND run_id = %s AND task_id = %s AND "
+                         "state = %s", TRAIN, run_id, task_id, state):
             return
         time.sleep(0.5)
     raise AssertionError(f"{task_id} of {run_id} never {state}")
@@ -144,7 +145,7 @@ def _wait_state(cluster, run_id: str, task_id: str, state: str, timeout: float =
 def test_a_killed_fit_and_an_mlflow_outage_during_evaluate_leave_one_decision(cluster, alerts):
     """Through the scheduler: SIGKILL to a Celery task's process, a tracking-server outage."""
     client = cluster.mlflow()
-    mark, before, seen = len(alerts["received"]), cluster.runs("train"), len(_entries(cluster))
+    mark, before, seen = len(alerts["received"]), cluster.runs(TRAIN), len(_entries(cluster))
     versions_before = len(client.search_model_versions("name = 'flights'"))
     run_id = _train(cluster, SECOND_END, "00:00:00", variants=["logreg", SLOW])
     assert run_id == SECOND
@@ -155,10 +156,10 @@ def test_a_killed_fit_and_an_mlflow_outage_during_evaluate_leave_one_decision(cl
         time.sleep(20)
     finally:
         cluster.service("start", "mlflow")
-    assert cluster.wait_runs("train", 1, since=before) == ["success"]
+    assert cluster.wait_runs(TRAIN, 1, since=before) == ["success"]
 
-    (tries,) = cluster.query("SELECT try_number FROM task_instance WHERE dag_id = 'train' AND run_id = %s AND "
-                             "rendered_map_index = %s AND state = 'success'", run_id, SLOW)
+    (tries,) = cluster.query("SELECT try_number FROM task_instance WHERE dag_id = %s AND run_id = %s AND "
+                             "rendered_map_index = %s AND state = 'success'", TRAIN, run_id, SLOW)
     assert tries == (2,)  # the killed try failed and the retry succeeded
     entry = _entry(cluster, run_id)
     assert len(_entries(cluster)) == seen + 1
@@ -189,9 +190,9 @@ def test_a_score_backfill_uses_each_days_champion_and_refuses_a_day_before_any(c
     first = next(e for e in (_entry(cluster, run) for run in PAIR) if e.moved)
     second = _entry(cluster, SECOND)
     days = [dt.date(2013, 1, d) for d in range(9, 15)]
-    mark, before = len(alerts["received"]), cluster.runs("score")
-    cluster.backfill("score", days[0], days[-1])
-    assert cluster.wait_runs("score", len(days), since=before) == ["success"] * len(days)
+    mark, before = len(alerts["received"]), cluster.runs(SCORE)
+    cluster.backfill(SCORE, days[0], days[-1])
+    assert cluster.wait_runs(SCORE, len(days), since=before) == ["success"] * len(days)
     store = cluster.store()
     used = {day: set(store.read("predictions", day)["model_version"]) for day in days}
     roles = {day: set(store.read("predictions", day)["model_role"]) for day in days}
@@ -199,9 +200,9 @@ def test_a_score_backfill_uses_each_days_champion_and_refuses_a_day_before_any(c
     assert set().union(*roles.values()) == {"point_in_time"}
 
     early = dt.date(2013, 1, 5)  # before the first champion's holdout: every model saw it
-    cluster.backfill("score", early, early)
-    assert cluster.wait_runs("score", len(days) + 1, since=before) == ["success"] * len(days) + ["failed"]
-    failure = [a for a in alerts["received"][mark:] if a["kind"] == "task_failure" and a["dag_id"] == "score"]
+    cluster.backfill(SCORE, early, early)
+    assert cluster.wait_runs(SCORE, len(days) + 1, since=before) == ["success"] * len(days) + ["failed"]
+    failure = [a for a in alerts["received"][mark:] if a["kind"] == "task_failure" and a["dag_id"] == SCORE]
     assert failure and f"no model trained only on data before {early}" in failure[-1]["error"]
     assert not store.path("predictions", early).exists()
 
@@ -228,17 +229,17 @@ def test_a_champion_whose_artifact_changed_is_replaced_by_the_previous_one_and_a
     previous = previous_champion(store, champion)
     assert champion == _entry(cluster, SECOND).champion_after and previous == _entry(cluster, SECOND).champion_before
     day = dt.date(2013, 1, 15)
-    mark, before = len(alerts["received"]), cluster.runs("score")
+    mark, before = len(alerts["received"]), cluster.runs(SCORE)
     bundles = _bundles(cluster, champion)
     assert bundles, "no bundle directory of the champion found"
     try:
         for bundle in bundles:
             (bundle / TAMPER).write_text("changed after registration")
         # a live (manual) run whose data interval is the day
-        cluster.api("/api/v2/dags/score/dagRuns", {"logical_date": f"{day}T12:00:00Z",
+        cluster.api(f"/api/v2/dags/{SCORE}/dagRuns", {"logical_date": f"{day}T12:00:00Z",
                                                     "data_interval_start": f"{day}T00:00:00Z",
                                                     "data_interval_end": f"{day + dt.timedelta(days=1)}T00:00:00Z"})
-        assert cluster.wait_runs("score", 1, since=before) == ["success"]
+        assert cluster.wait_runs(SCORE, 1, since=before) == ["success"]
     finally:  # other modules score with this champion
         for bundle in _bundles(cluster, champion):
             (bundle / TAMPER).unlink(missing_ok=True)

@@ -24,6 +24,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from mlpipe.pipelines import dag_id
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +33,8 @@ DAYS = [dt.date(2013, 1, d) for d in range(1, 7)]
 BAD_DAY = dt.date(2013, 1, 7)
 UTC = dt.timezone.utc
 STUMP = "stump"
+PIPELINE = "flights"  # the spec below is a copy of include/pipelines/flights.yaml
+INGEST, TRAIN, SCORE, ROLLBACK = (dag_id(PIPELINE, d) for d in ("ingest", "train", "score", "rollback"))
 
 
 def run_for(day: dt.date) -> dt.datetime:
@@ -81,7 +85,7 @@ def task_states(run) -> dict[str, str]:
 def test_ingest_writes_every_layer(pipeline):
     store = pipeline["ctx"].store
     for day in DAYS:
-        run = pipeline["dags"]["ingest"].test(logical_date=run_for(day))
+        run = pipeline["dags"][INGEST].test(logical_date=run_for(day))
         assert str(run.state) == "success", task_states(run)
     for layer in ("raw", "validated", "features"):
         assert store.days(layer, DAYS[0], DAYS[-1] + dt.timedelta(days=1)) == DAYS
@@ -95,7 +99,7 @@ def test_rerun_rewrites_identical_partitions(pipeline):
     from mlpipe.storage import file_hash
 
     before = {layer: file_hash(store.path(layer, DAYS[2])) for layer in ("raw", "validated", "features")}
-    run = pipeline["dags"]["ingest"].test(logical_date=run_for(DAYS[2]))
+    run = pipeline["dags"][INGEST].test(logical_date=run_for(DAYS[2]))
     assert str(run.state) == "success"
     assert {layer: file_hash(store.path(layer, DAYS[2])) for layer in before} == before
     assert not list(store.layer_dir("features").glob(".*tmp"))
@@ -120,7 +124,7 @@ def test_bad_day_fails_validation_and_stops_downstream(pipeline, kind):
     corrupt(pd.read_csv(original)).to_csv(pipeline["drops"] / f"{BAD_DAY}.csv", index=False)
     earlier = {(layer, d): file_hash(store.path(layer, d)) for layer in ("validated", "features") for d in DAYS}
 
-    run = pipeline["dags"]["ingest"].test(logical_date=run_for(BAD_DAY))
+    run = pipeline["dags"][INGEST].test(logical_date=run_for(BAD_DAY))
 
     states = task_states(run)
     assert str(run.state) == "failed"
@@ -134,7 +138,7 @@ def test_bad_day_fails_validation_and_stops_downstream(pipeline, kind):
 def _train(pipeline, variants=("hgb_small", "logreg")):
     # window_end explicit: dag.test() keeps an earlier test's conf in the DAG's params
     conf = {"window_start": str(DAYS[0]), "window_end": None, "holdout_days": 2, "variants": list(variants)}
-    run = pipeline["dags"]["train"].test(logical_date=run_for(DAYS[-1]), run_conf=conf)
+    run = pipeline["dags"][TRAIN].test(logical_date=run_for(DAYS[-1]), run_conf=conf)
     assert str(run.state) == "success", task_states(run)
     from mlpipe.summary import latest_decision
 
@@ -149,7 +153,7 @@ def test_train_registers_variants_and_promotes_first_champion(pipeline):
     decision = _train(pipeline)
     assert decision["decision"] == "promote" and decision["mode"] == "live"
     assert set(decision["candidates"]) == {"hgb_small", "logreg", "ensemble"}  # the ensemble is a candidate
-    assert decision["champion_before"] is None and decision["dag_id"] == "train"
+    assert decision["champion_before"] is None and decision["dag_id"] == TRAIN
     name = pipeline["ctx"].spec.registered_model
     versions = MlflowClient().search_model_versions(f"name='{name}'")
     assert len(versions) == 3
@@ -160,7 +164,7 @@ def test_train_registers_variants_and_promotes_first_champion(pipeline):
     report = Path(pipeline["ctx"].store.root) / "flights/reports/evaluation" / f"{decision['seq']:06d}.html"
     assert "<svg" in report.read_text()
     run = MlflowClient().get_run(champion.run_id)
-    assert run.data.tags["airflow.dag_id"] == "train"
+    assert run.data.tags["airflow.dag_id"] == TRAIN
     assert "roc_auc" in run.data.metrics
     model = registry.load_model(f"models:/{name}/{champion.version}")
     inputs = set(model.metadata.get_input_schema().input_names())
@@ -174,7 +178,7 @@ def test_a_failed_plan_fails_the_run_once_and_nothing_downstream_runs(pipeline):
     conf = {"window_start": str(DAYS[0]), "window_end": str(DAYS[-1] + dt.timedelta(days=10)), "holdout_days": 5,
             "variants": ["hgb_small"]}  # the holdout days have no features yet
     # its own logical date: dag.test() reuses a run with the same date, and later tests train on DAYS[-1]'s
-    run = pipeline["dags"]["train"].test(logical_date=run_for(DAYS[-2]), run_conf=conf)
+    run = pipeline["dags"][TRAIN].test(logical_date=run_for(DAYS[-2]), run_conf=conf)
     states = task_states(run)
     assert str(run.state) == "failed"
     assert states["plan"] == "failed"
@@ -199,7 +203,7 @@ def test_score_uses_the_champion(pipeline):
     from mlpipe import registry
 
     store, spec = pipeline["ctx"].store, pipeline["ctx"].spec
-    run = pipeline["dags"]["score"].test(logical_date=run_for(DAYS[-1]))
+    run = pipeline["dags"][SCORE].test(logical_date=run_for(DAYS[-1]))
     assert str(run.state) == "success", task_states(run)
     predictions = store.read("predictions", DAYS[-1])
     features = store.read("features", DAYS[-1])
@@ -228,7 +232,7 @@ def test_a_failing_variant_does_not_stop_the_others(pipeline):
 def test_rollback_dag_restores_the_previous_champion_for_the_next_score_run(pipeline):
     from mlpipe import ledger, registry
 
-    ctx, rollback = pipeline["ctx"], pipeline["dags"]["rollback"]
+    ctx, rollback = pipeline["ctx"], pipeline["dags"][ROLLBACK]
     name = ctx.spec.registered_model
     before = str(registry.champion_version(name).version)
     other = str(registry.alias_version(name, registry.CHALLENGER).version)
@@ -245,7 +249,7 @@ def test_rollback_dag_restores_the_previous_champion_for_the_next_score_run(pipe
     entries = [e.to_dict() for e in ledger.entries(ctx.store)[-2:]]
     assert [(e["kind"], e["champion_before"], e["champion_after"], e["run_id"]) for e in entries] == [
         ("rollback", before, other, explicit.run_id), ("rollback", other, before, previous.run_id)]
-    run = pipeline["dags"]["score"].test(logical_date=run_for(DAYS[-2]))
+    run = pipeline["dags"][SCORE].test(logical_date=run_for(DAYS[-2]))
     assert str(run.state) == "success", task_states(run)
     assert set(ctx.store.read("predictions", DAYS[-2])["model_version"]) == {before}
 
@@ -268,7 +272,7 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
     ctx, name = pipeline["ctx"], pipeline["ctx"].spec.registered_model
     stump = next(e.candidates[STUMP]["version"] for e in reversed(ledger.entries(ctx.store))
                  if e.kind == "train" and STUMP in (e.candidates or {}))
-    weak = pipeline["dags"]["rollback"].test(run_conf={"version": stump, "reason": "e2e: a weak champion"})
+    weak = pipeline["dags"][ROLLBACK].test(run_conf={"version": stump, "reason": "e2e: a weak champion"})
     assert str(weak.state) == "success", task_states(weak)
     before = str(registry.champion_version(name).version)
     assert before == stump
@@ -279,20 +283,20 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
         port = sock.getsockname()[1]
     os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{port}/execution/"
     demo.airflow("dags", "reserialize")
-    demo.airflow("dags", "unpause", "train")
+    demo.airflow("dags", "unpause", TRAIN)
     conf = {"window_start": str(DAYS[0]), "holdout_days": 2, "variants": ["hgb_small", "logreg"]}
     monday = dt.date(2013, 1, 7)  # the train DAG's first weekly trigger after the data
     created = []
 
     def create():
-        created.append(demo.airflow("backfill", "create", "--dag-id", "train", "--from-date", str(monday),
+        created.append(demo.airflow("backfill", "create", "--dag-id", TRAIN, "--from-date", str(monday),
                                     "--to-date", str(monday + dt.timedelta(days=1)), "--dag-run-conf", json.dumps(conf), check=False))
         assert created[0].returncode == 0, created[0].stdout + created[0].stderr
 
     api = demo.Service("api-server", "api-server", "--port", str(port))
     try:
         demo.wait_http(f"http://localhost:{port}/api/v2/version")
-        states = demo.phase("train backfill", "train", (monday, monday + dt.timedelta(days=1)), create)
+        states = demo.phase("train backfill", [(TRAIN, (monday, monday + dt.timedelta(days=1)))], create)
     finally:
         api.stop()
         os.environ.pop("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", None)
@@ -301,7 +305,7 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        runs = session.query(DagRun).filter(DagRun.dag_id == "train", DagRun.run_type == "backfill").all()
+        runs = session.query(DagRun).filter(DagRun.dag_id == TRAIN, DagRun.run_type == "backfill").all()
         assert [(str(r.state), r.conf["holdout_days"]) for r in runs] == [("success", 2)]
         from airflow.models import TaskInstance
 

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from topology import ROOT, drops, free_port, small_spec
+from topology import PIPELINE, ROOT, TRAIN, drops, free_port, small_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -142,26 +142,27 @@ def test_the_airflow_ui_logs_in_and_shows_the_train_dag(up, browser):
     shot(browser, "01-login")
     button(browser, "Sign in").click()
     wait_for(browser, lambda b: "/auth/login" not in b.current_url, what="logged in")
-    browser.get(f"{up['airflow']}/dags/train")
+    browser.get(f"{up['airflow']}/dags/{TRAIN}")
     wait_for(browser, lambda b: "evaluate" in page_text(b) and "Trigger" in page_text(b), what="the train DAG")
     shot(browser, "02-train-dag")
 
 
 def test_the_asset_view_lists_the_features_and_retrain_request_assets(up, browser):
     browser.get(f"{up['airflow']}/assets")
-    wait_for(browser, lambda b: "mlpipe://features" in page_text(b) and "mlpipe://retrain-request" in page_text(b),
+    wait_for(browser, lambda b: f"mlpipe://{PIPELINE}/features" in page_text(b)
+                            and f"mlpipe://{PIPELINE}/retrain-request" in page_text(b),
              what="the assets")
     shot(browser, "02b-assets")
 
 
 def _trigger_form(up, browser):
-    browser.get(f"{up['airflow']}/dags/train")
+    browser.get(f"{up['airflow']}/dags/{TRAIN}")
     button(browser, "Trigger").click()
     wait_for(browser, lambda b: "Run Parameters" in page_text(b), what="the trigger form")
 
 
 def test_the_trigger_form_shows_every_param_with_its_description(up, browser):
-    params = _api(up, "/api/v2/dags/train/details")["params"]
+    params = _api(up, f"/api/v2/dags/{TRAIN}/details")["params"]
     _trigger_form(up, browser)
     text = page_text(browser)
     for name, param in params.items():
@@ -215,7 +216,7 @@ def _api(up, path: str) -> dict:
 
 
 def _runs(up, run_type: str = "manual") -> list[dict]:
-    return [r for r in _api(up, "/api/v2/dags/train/dagRuns")["dag_runs"] if r["run_type"] == run_type]
+    return [r for r in _api(up, f"/api/v2/dags/{TRAIN}/dagRuns")["dag_runs"] if r["run_type"] == run_type]
 
 
 def test_a_bad_date_is_refused_in_the_form(up, browser):
@@ -250,14 +251,14 @@ def test_a_run_triggered_from_the_form_succeeds_and_its_log_opens(up, browser):
     scheduled = _runs(up, "scheduled")
     assert scheduled and {r["state"] for r in scheduled} == {"success"}, scheduled
     for weekly in scheduled:
-        tis = _api(up, f"/api/v2/dags/train/dagRuns/{weekly['dag_run_id']}/taskInstances")["task_instances"]
+        tis = _api(up, f"/api/v2/dags/{TRAIN}/dagRuns/{weekly['dag_run_id']}/taskInstances")["task_instances"]
         states = {ti["task_id"]: ti["state"] for ti in tis}
         assert states["plan"] == "skipped" and states["evaluate"] == "skipped", states
         assert {state for task, state in states.items() if task.startswith("train_")} == {"skipped"}, states
-    browser.get(f"{up['airflow']}/dags/train/runs/{run['dag_run_id']}")
+    browser.get(f"{up['airflow']}/dags/{TRAIN}/runs/{run['dag_run_id']}")
     wait_for(browser, lambda b: "evaluate" in page_text(b) and "success" in page_text(b).lower(), what="the run")
     shot(browser, "06-run-grid")
-    browser.get(f"{up['airflow']}/dags/train/runs/{run['dag_run_id']}/tasks/evaluate")
+    browser.get(f"{up['airflow']}/dags/{TRAIN}/runs/{run['dag_run_id']}/tasks/evaluate")
     wait_for(browser, lambda b: "evaluate_and_promote" in page_text(b) or "promot" in page_text(b), timeout=90,
              what="the evaluate task's log")
     shot(browser, "07-task-log")

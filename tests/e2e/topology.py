@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from mlpipe.pipelines import dag_id
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -68,6 +70,10 @@ def _variant(name: str, params: dict, base: dict) -> dict:
     like = base[params.pop("like", name)]
     return {"name": name, "backend": like["backend"], "params": {**like["params"], **params}}
 
+
+# The shared spec's pipeline (a copy of include/pipelines/flights.yaml) and its DAGs' ids
+PIPELINE = "flights"
+INGEST, TRAIN, SCORE, MONITOR, ROLLBACK = (dag_id(PIPELINE, d) for d in ("ingest", "train", "score", "monitor", "rollback"))
 
 # The shared cluster's scenario. Ingested by the fixture: DAYS (all valid) and BAD_DAY (40
 # impossible distances: its validation fails). Days after BAD_DAY are free for a module to
@@ -166,10 +172,10 @@ class Cluster:
             time.sleep(2)
         self.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", str(start), "--to-date", str(end))
 
-    def store(self):
+    def store(self, pipeline: str = PIPELINE):
         from mlpipe.storage import Store
 
-        return Store(Path(self.env["MLPIPE_DATA_ROOT"]), "flights")
+        return Store(Path(self.env["MLPIPE_DATA_ROOT"]), pipeline)
 
     def mlflow(self):
         from mlflow.tracking import MlflowClient
