@@ -216,7 +216,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "include"))
     demos = [Demo.of(ctx, args) for ctx in pipelines(args.pipeline)]
     for demo in demos:
-        demo.ctx.tracking.experiment_id(demo.ctx.spec.name)  # the store and experiment, before tasks race for them
+        demo.ctx.tracking.experiment(demo.ctx.spec.name)  # the store and experiment, before tasks race for them
     airflow("dags", "reserialize")
     for demo in demos:
         for name in ("ingest", "train", "score", "monitor"):

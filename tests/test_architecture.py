@@ -67,7 +67,8 @@ def test_no_import_cycle_in_the_package_the_plugins_or_the_dags():
     graph = import_graph(*SEARCH_PATH)
     assert "mlpipe.steps" in graph and graph["mlpipe.steps"] >= {"mlpipe.ingest", "mlpipe.training"}
     assert graph["mlpipe_operators"] >= {"mlpipe_tasks", "mlpipe.records"}  # plugins are in the graph
-    assert graph["train"] >= {"mlpipe_operators", "mlpipe_dagkit"}  # and so are the DAG files
+    assert graph["train"] >= {"mlpipe_factory", "mlpipe_factory.train"}  # and so are the DAG files
+    assert graph["mlpipe_factory.train"] >= {"mlpipe_operators", "mlpipe_dagkit"}  # and the factory
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 

@@ -73,7 +73,9 @@ def _training_tasks(path: str, spec, selected: list) -> list:
 # mlpipe_dagkit.training_slots); the rest of the DAG is a chain.
 # No end_date: a DAG's end_date also stops manual runs (Airflow creates no task instance
 # after it), so a run triggered from the UI today would "succeed" doing nothing. Scheduled
-# runs past the spec's schedule end are skipped by plan instead.
+# runs past the spec's schedule end are skipped by plan instead. ensemble and evaluate need
+# plan's jobs and collect's candidates: if plan failed they do not run (upstream_failed) and
+# the run fails once, with plan's message.
 def build(path: str, spec) -> DAG:
     request_uri = asset_uri(spec, "retrain-request")
     schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * 1", timezone="UTC"),
@@ -101,8 +103,6 @@ def build(path: str, spec) -> DAG:
             """The candidates of the variants that trained; failed ones are left out (the ledger lists them)."""
             return [candidate.to_dict() for candidate in trained(results)]
 
-        # ensemble and evaluate need plan's jobs and collect's candidates: if plan failed they do
-        # not run (upstream_failed) and the run fails once, with plan's message.
         @task
         def ensemble(candidates: list[dict], jobs: list[dict], dag_run=None) -> dict | None:
             """Soft-vote the best trained variants into one more candidate (none if disabled or < 2 trained)."""
