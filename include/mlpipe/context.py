@@ -42,6 +42,17 @@ class Context:
         settings = settings or get_settings()
         return cls.load(spec_file(pipeline, settings), settings)
 
+    @classmethod
+    def for_cli(cls, pipeline: str | None) -> Context:
+        """The context of a command line's ``--pipeline``, or exit with the error (no such
+        pipeline; several and none named)."""
+        from mlpipe.errors import SpecError
+
+        try:
+            return cls.of(pipeline)
+        except SpecError as exc:
+            raise SystemExit(f"error: {exc}") from None
+
     @cached_property
     def tracking(self):
         """MLflow for this pipeline's settings (a client with its own tracking URI):

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import sys
 
-    from mlpipe.errors import SourceError, SpecError
+    from mlpipe.errors import SourceError
 
     parser = argparse.ArgumentParser(prog="python -m mlpipe.ingest")
     parser.add_argument("--logical-date", required=True, type=dt.date.fromisoformat, metavar="DAY",
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pipeline", help="the pipeline's name (default: the only one, when there is one)")
     args = parser.parse_args(argv)
     try:
-        print(logical_date_for(args.logical_date, Context.of(args.pipeline)))
-    except (SourceError, SpecError) as exc:
+        print(logical_date_for(args.logical_date, Context.for_cli(args.pipeline)))
+    except SourceError as exc:
         sys.exit(f"error: {exc}")
 
 

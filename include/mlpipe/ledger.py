@@ -115,17 +115,13 @@ def format_entries(items: list[LedgerEntry]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from mlpipe.context import Context
-    from mlpipe.errors import SpecError
 
     parser = argparse.ArgumentParser(prog="python -m mlpipe.ledger", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print the entries as JSON")
     parser.add_argument("--last", type=int, default=0, help="only the last N entries")
     parser.add_argument("--pipeline", help="the pipeline's name (default: the only one, when there is one)")
     args = parser.parse_args(argv)
-    try:
-        items = entries(Context.of(args.pipeline).store)
-    except SpecError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    items = entries(Context.for_cli(args.pipeline).store)
     items = items[-args.last:] if args.last else items
     print(json.dumps([e.to_dict() for e in items], indent=2) if args.json else format_entries(items))
 

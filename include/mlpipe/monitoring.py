@@ -280,8 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from", dest="start", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--to", dest="end", required=True, type=dt.date.fromisoformat, help="last day (inclusive)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--pipeline", help="the pipeline's name (default: the only one, when there is one)")
     args = parser.parse_args(argv)
-    rows = history(Context.load(), args.start, args.end)
+    rows = history(Context.for_cli(args.pipeline), args.start, args.end)
     print(json.dumps(rows, indent=2) if args.json else f"{format_history(rows)}\n{verdict(rows)}")
 
 

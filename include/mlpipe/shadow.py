@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--from", dest="start", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--to", dest="end", required=True, type=dt.date.fromisoformat, help="last day (inclusive)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--pipeline", help="the pipeline's name (default: the only one, when there is one)")
     args = parser.parse_args(argv)
-    ctx = Context.load()
+    ctx = Context.for_cli(args.pipeline)
     result = compare(ctx, args.start, args.end + dt.timedelta(days=1))
     if args.json:
         print(json.dumps(result, indent=2))

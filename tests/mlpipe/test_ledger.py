@@ -85,7 +85,7 @@ def test_cli_prints_a_table_or_json(store, capsys, monkeypatch):
                           "champion_after": "2", "run_id": "manual__x", "reason": "no champion yet"}))
     ledger.append(store, entry({"kind": "rollback", "decision": "rollback", "moved": True, "champion_before": "2",
                           "champion_after": "1", "run_id": "manual__y", "reason": "bad week"}))
-    monkeypatch.setattr(context.Context, "of", classmethod(lambda cls, name: type("C", (), {"store": store})()))
+    monkeypatch.setattr(context.Context, "for_cli", classmethod(lambda cls, name: type("C", (), {"store": store})()))
     ledger.main([])
     table = capsys.readouterr().out.splitlines()
     assert "vNone->v2" in table[1] and "manual__x" in table[1] and table[2].endswith("bad week")

@@ -71,3 +71,18 @@ def test_a_double_underscore_cannot_be_in_a_pipeline_name(tmp_path):
     (tmp_path / "bad.yaml").write_text(FLIGHTS.read_text().replace("name: flights", "name: my__flights"))
     with pytest.raises(SpecError, match="name"):
         load_spec(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("cli, args", [("ledger", []), ("monitoring", ["--from", "2013-01-01", "--to", "2013-01-02"]),
+                                       ("shadow", ["--from", "2013-01-01", "--to", "2013-01-02"]),
+                                       ("ingest", ["--logical-date", "2013-01-01"])])
+def test_every_cli_takes_the_pipeline_by_name_and_names_the_choices(folder, monkeypatch, tmp_path, cli, args, capsys):
+    import importlib
+
+    monkeypatch.setenv("MLPIPE_DATA_ROOT", str(tmp_path / "data"))
+    main = importlib.import_module(f"mlpipe.{cli}").main
+    with pytest.raises(SystemExit, match="3 pipelines are configured .*: name one"):
+        main(args)
+    main([*args, "--pipeline", "delays"])  # an empty pipeline: nothing to show, no error
+    if cli == "ingest":
+        assert capsys.readouterr().out == "2013-01-02\n"
