@@ -45,7 +45,7 @@ def ingest(days: int) -> None:
     from mlpipe.context import Context
     from mlpipe.steps import STEPS
 
-    ctx = Context.load()
+    ctx = Context.of("flights")
     for i in range(days):
         day = FIRST + dt.timedelta(days=i)
         for step in ("extract_day", "validate_day", "build_day_features"):
@@ -57,7 +57,7 @@ def train(days: int) -> list[dict]:
     from mlpipe.context import Context
     from mlpipe.steps import STEPS
 
-    ctx = Context.load()
+    ctx = Context.of("flights")
     neural = [v.name for v in ctx.spec.variants if v.backend in ("torch_mlp", "tensorflow_mlp")]
     jobs = STEPS["plan_training"](ctx, FIRST + dt.timedelta(days=days), window_start=FIRST, holdout_days=7,
                                   variants=neural, dry_run=True)

@@ -35,7 +35,7 @@ def main() -> int:
     from mlpipe import ingest, promotion, training
     from mlpipe.context import Context
 
-    ctx = Context.load()
+    ctx = Context.of("flights")
     start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
     per_day = []
     day = start

@@ -74,7 +74,7 @@ def _train_one(job: dict, tags: dict):
     from mlpipe.records import Job
     from mlpipe.training import train_variant
 
-    return train_variant(Context.load(), Job.from_dict(job), run_tags=tags).to_dict()
+    return train_variant(Context.of("flights"), Job.from_dict(job), run_tags=tags).to_dict()
 
 
 def script(arg: str) -> int:
@@ -90,7 +90,7 @@ def script(arg: str) -> int:
     for name in conf["preload"]:  # what the ensemble and evaluate tasks find loaded
         importlib.import_module(name)
     t = t0 = time.time()
-    ctx = Context.load()
+    ctx = Context.of("flights")
     tags = {"airflow.dag_id": "train_script", "airflow.run_id": conf["run_id"], "airflow.run_type": "manual"}
     jobs = training.plan_training(ctx, dt.date.fromisoformat(conf["window_end"]), conf["window_start"],
                                   conf["window_end"], conf["holdout_days"])

@@ -60,7 +60,7 @@ def main() -> int:
     from mlpipe.context import Context
     from mlpipe_dagkit import training_slots
 
-    ctx = Context.load()
+    ctx = Context.of("flights")
     ctx.tracking.experiment(ctx.spec.name)  # created once here, not raced by the parallel train tasks
     airflow("db", "migrate")
     airflow("dags", "reserialize")
