@@ -150,6 +150,7 @@ def test_train_registers_variants_and_promotes_first_champion(pipeline):
 
     from mlpipe import registry
 
+    tracking = pipeline["ctx"].tracking
     decision = _train(pipeline)
     assert decision["decision"] == "promote" and decision["mode"] == "live"
     assert set(decision["candidates"]) == {"hgb_small", "logreg", "ensemble"}  # the ensemble is a candidate
@@ -157,16 +158,16 @@ def test_train_registers_variants_and_promotes_first_champion(pipeline):
     name = pipeline["ctx"].spec.registered_model
     versions = MlflowClient().search_model_versions(f"name='{name}'")
     assert len(versions) == 3
-    champion = registry.champion_version(name)
+    champion = tracking.champion_version(name)
     assert str(champion.version) == decision["champion_after"]
-    challenger = registry.alias_version(name, registry.CHALLENGER)
+    challenger = tracking.alias_version(name, registry.CHALLENGER)
     assert str(challenger.version) == decision["challenger_after"] != decision["champion_after"]
     report = Path(pipeline["ctx"].store.root) / "flights/reports/evaluation" / f"{decision['seq']:06d}.html"
     assert "<svg" in report.read_text()
     run = MlflowClient().get_run(champion.run_id)
     assert run.data.tags["airflow.dag_id"] == TRAIN
     assert "roc_auc" in run.data.metrics
-    model = registry.load_model(f"models:/{name}/{champion.version}")
+    model = tracking.load_model(f"models:/{name}/{champion.version}")
     inputs = set(model.metadata.get_input_schema().input_names())
     assert inputs and not inputs & pipeline["ctx"].spec.leakage  # no excluded column reaches the model
 
@@ -189,19 +190,19 @@ def test_a_failed_plan_fails_the_run_once_and_nothing_downstream_runs(pipeline):
 
 
 def test_retrain_on_same_data_promotes_nothing(pipeline):
-    from mlpipe import registry
-
+    tracking = pipeline["ctx"].tracking
     name = pipeline["ctx"].spec.registered_model
-    before = registry.champion_version(name).version
+    before = tracking.champion_version(name).version
     decision = _train(pipeline)
     assert decision["decision"] == "keep" and not decision["moved"]
     assert "does not beat the champion" in decision["reason"]
-    assert registry.champion_version(name).version == before
+    assert tracking.champion_version(name).version == before
 
 
 def test_score_uses_the_champion(pipeline):
     from mlpipe import registry
 
+    tracking = pipeline["ctx"].tracking
     store, spec = pipeline["ctx"].store, pipeline["ctx"].spec
     run = pipeline["dags"][SCORE].test(logical_date=run_for(DAYS[-1]))
     assert str(run.state) == "success", task_states(run)
@@ -209,42 +210,42 @@ def test_score_uses_the_champion(pipeline):
     features = store.read("features", DAYS[-1])
     assert len(predictions) == len(features)
     assert predictions["score"].between(0, 1).all()
-    assert set(predictions["model_version"]) == {str(registry.champion_version(spec.registered_model).version)}
-    challenger = registry.alias_version(spec.registered_model, registry.CHALLENGER)
+    assert set(predictions["model_version"]) == {str(tracking.champion_version(spec.registered_model).version)}
+    challenger = tracking.alias_version(spec.registered_model, registry.CHALLENGER)
     assert set(predictions["challenger_version"]) == {str(challenger.version)}  # shadow scoring
     assert predictions["challenger_score"].between(0, 1).all()
     assert list(predictions[spec.row_id].itertuples(index=False)) == list(features[spec.row_id].itertuples(index=False))
 
 
 def test_a_failing_variant_does_not_stop_the_others(pipeline):
-    from mlpipe import registry
-
+    tracking = pipeline["ctx"].tracking
     name = pipeline["ctx"].spec.registered_model
-    before = str(registry.champion_version(name).version)
+    before = str(tracking.champion_version(name).version)
     decision = _train(pipeline, variants=("logreg", "broken", "mlp_torch_small", STUMP))
     assert decision["failed_variants"] == ["broken"]
     assert set(decision["candidates"]) == {"logreg", "mlp_torch_small", STUMP, "ensemble"}
     assert decision["champion_metrics"] is not None  # the champion was scored on the same holdout
     assert decision["champion_before"] == before
-    assert str(registry.champion_version(name).version) == decision["champion_after"]
+    assert str(tracking.champion_version(name).version) == decision["champion_after"]
 
 
 def test_rollback_dag_restores_the_previous_champion_for_the_next_score_run(pipeline):
     from mlpipe import ledger, registry
 
+    tracking = pipeline["ctx"].tracking
     ctx, rollback = pipeline["ctx"], pipeline["dags"][ROLLBACK]
     name = ctx.spec.registered_model
-    before = str(registry.champion_version(name).version)
-    other = str(registry.alias_version(name, registry.CHALLENGER).version)
+    before = str(tracking.champion_version(name).version)
+    other = str(tracking.alias_version(name, registry.CHALLENGER).version)
 
     bad = rollback.test(run_conf={"version": "99", "reason": "no such version"})
-    assert str(bad.state) == "failed" and str(registry.champion_version(name).version) == before
+    assert str(bad.state) == "failed" and str(tracking.champion_version(name).version) == before
     explicit = rollback.test(run_conf={"version": other, "reason": "e2e explicit"})
     assert str(explicit.state) == "success", task_states(explicit)
-    assert str(registry.champion_version(name).version) == other
+    assert str(tracking.champion_version(name).version) == other
     previous = rollback.test(run_conf={"version": "previous", "reason": "e2e previous"})
     assert str(previous.state) == "success", task_states(previous)
-    assert str(registry.champion_version(name).version) == before
+    assert str(tracking.champion_version(name).version) == before
 
     entries = [e.to_dict() for e in ledger.entries(ctx.store)[-2:]]
     assert [(e["kind"], e["champion_before"], e["champion_after"], e["run_id"]) for e in entries] == [
@@ -266,15 +267,16 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
     from harness import load_script
     from mlflow import MlflowClient
 
-    from mlpipe import ledger, registry
+    from mlpipe import ledger
 
+    tracking = pipeline["ctx"].tracking
     demo = load_script("demo")
     ctx, name = pipeline["ctx"], pipeline["ctx"].spec.registered_model
     stump = next(e.candidates[STUMP]["version"] for e in reversed(ledger.entries(ctx.store))
                  if e.kind == "train" and STUMP in (e.candidates or {}))
     weak = pipeline["dags"][ROLLBACK].test(run_conf={"version": stump, "reason": "e2e: a weak champion"})
     assert str(weak.state) == "success", task_states(weak)
-    before = str(registry.champion_version(name).version)
+    before = str(tracking.champion_version(name).version)
     assert before == stump
     versions = len(MlflowClient().search_model_versions(f"name='{name}'"))
     seen = len(ledger.entries(ctx.store))
@@ -321,5 +323,5 @@ def test_a_backfill_train_run_moves_nothing_and_records_its_decision(pipeline):
     assert entry["decision"] == "would-promote" and not entry["moved"], entry["reason"]
     assert set(entry["candidates"]) == {"hgb_small", "logreg", "ensemble"}
     assert all(c["version"] is None for c in entry["candidates"].values())  # nothing registered
-    assert str(registry.champion_version(name).version) == before == entry["champion_after"]
+    assert str(tracking.champion_version(name).version) == before == entry["champion_after"]
     assert len(MlflowClient().search_model_versions(f"name='{name}'")) == versions
