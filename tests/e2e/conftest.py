@@ -3,17 +3,22 @@ webhook it sends its alerts to.
 
 ``cluster`` starts once per session, the first time a module asks for it, and stops at
 the end of the session. Every module that needs the distributed topology
-(test_cluster.py, test_faults.py, and later ones) uses it rather than starting its own:
-a start costs a minute or two, and the ingest backfill below as much again.
+(test_cluster.py, test_faults.py, test_side_by_side.py, and later ones) uses it rather
+than starting its own: a start costs a minute or two, and the ingest backfills below as
+much again.
 
-What a module may rely on when its first test runs (see topology.shared_spec):
+What a module may rely on when its first test runs (see topology.shared_pipelines):
 
-- the spec of ``topology.shared_spec`` (every variant of ``topology.VARIANTS``, the
-  ``topology.MONITORING`` settings, two train runs at once);
-- ``topology.INGEST``, ``TRAIN`` and ``SCORE`` (the ``flights__*`` DAGs) unpaused; one ingest backfill over
-  ``topology.DAYS`` and ``topology.BAD_DAY``, created while the scheduler ran, finished:
-  every day validated and featurised except ``BAD_DAY``, whose validation failed
-  (``cluster.ingest_runs`` holds those runs' ids).
+- two pipelines side by side, from a pipelines folder (MLPIPE_PIPELINES_DIR):
+  ``flights`` (``topology.PIPELINE``: every variant of ``topology.VARIANTS``, the
+  ``topology.MONITORING`` settings, two train runs at once) and ``bikes``
+  (``topology.BIKES``, ``topology.bikes_spec``);
+- ``topology.INGEST``, ``TRAIN`` and ``SCORE`` (the ``flights__*`` DAGs) and
+  ``BIKES_INGEST``, ``BIKES_TRAIN`` and ``BIKES_SCORE`` unpaused; one ingest backfill of
+  each pipeline, created at once while the scheduler ran, finished: flights over
+  ``topology.DAYS`` and ``topology.BAD_DAY``, every day validated and featurised except
+  ``BAD_DAY``, whose validation failed (``cluster.ingest_runs`` holds those runs' ids);
+  bikes over ``topology.BIKE_DAYS``, all featurised (``cluster.bike_ingest_runs``).
 
 What a module must not assume: anything another module may have done before it. Modules
 run in any order (`pytest -p randomly`, `-k`, one module alone), so a test reads the
@@ -27,7 +32,19 @@ service) restores it before it ends, even when it fails.
 from __future__ import annotations
 
 import pytest
-from topology import BAD_DAY, DAYS, INGEST, SCORE, TRAIN, running, shared_spec
+from topology import (
+    BAD_DAY,
+    BIKE_DAYS,
+    BIKES_INGEST,
+    BIKES_SCORE,
+    BIKES_TRAIN,
+    DAYS,
+    INGEST,
+    SCORE,
+    TRAIN,
+    running,
+    shared_pipelines,
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,13 +59,15 @@ def alerts(serve_webhook):
 def cluster(tmp_path_factory, alerts, cluster_script):
     """The session's distributed cluster (topology.Cluster), ingested as described above."""
     work = tmp_path_factory.mktemp("cluster")
-    with running(work, "mlpipe_e2e", 13, shared_spec(work), alerts["url"], cluster_script.group_alive) as handle:
-        for dag_id in (INGEST, TRAIN, SCORE):
+    with running(work, "mlpipe_e2e", 13, shared_pipelines(work), alerts["url"], cluster_script.group_alive) as handle:
+        for dag_id in (INGEST, TRAIN, SCORE, BIKES_INGEST, BIKES_TRAIN, BIKES_SCORE):
             handle.airflow("dags", "unpause", dag_id)
         # created while the scheduler runs (Postgres allows it; SQLite does not)
         assert handle.query("SELECT count(*) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'") == [(1,)]
         handle.backfill(INGEST, DAYS[0], BAD_DAY)
+        handle.backfill(BIKES_INGEST, BIKE_DAYS[0], BIKE_DAYS[-1])
         states = handle.wait_runs(INGEST, len(DAYS) + 1)
         assert sorted(states) == ["failed"] + ["success"] * len(DAYS), states
-        handle.ingest_runs = list(handle.runs(INGEST))
+        assert handle.wait_runs(BIKES_INGEST, len(BIKE_DAYS)) == ["success"] * len(BIKE_DAYS)
+        handle.ingest_runs, handle.bike_ingest_runs = list(handle.runs(INGEST)), list(handle.runs(BIKES_INGEST))
         yield handle

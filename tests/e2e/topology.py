@@ -3,10 +3,12 @@
 tracking server) on its own databases and ports, and yields a ``Cluster`` to drive it;
 ``drops`` and ``small_spec`` give it a live source of daily CSV files.
 
-``shared_spec`` is the one scenario of the session's shared cluster (the ``cluster``
-fixture of tests/e2e/conftest.py): the days it ingests, the bad day, the variants and
-the monitoring settings every module on that cluster relies on. A module that needs more
-extends it here, in one place, rather than starting a cluster of its own."""
+``shared_pipelines`` is the one scenario of the session's shared cluster (the
+``cluster`` fixture of tests/e2e/conftest.py): a pipelines folder with two specs, the
+flights one (the days it ingests, the bad day, the variants and the monitoring settings
+every module on that cluster relies on) and a small bikes one beside it (test_side_by_side).
+A module that needs more extends it here, in one place, rather than starting a cluster
+of its own."""
 
 from __future__ import annotations
 
@@ -49,9 +51,10 @@ def drops(work: Path, days: list[dt.date], bad_days: tuple[dt.date, ...] = ()) -
     return folder
 
 
-def small_spec(work: Path, folder: Path, variants: dict[str, dict], **sections) -> Path:
+def small_spec(work: Path, folder: Path, variants: dict[str, dict], to: Path | None = None, **sections) -> Path:
     """The bundled spec on the daily drops: small windows, the named variants (with
-    parameter overrides; no search), and ``sections`` replaced."""
+    parameter overrides; no search), and ``sections`` replaced; written to ``to``
+    (default ``<work>/spec.yaml``)."""
     spec = yaml.safe_load((ROOT / "include/pipelines/flights.yaml").read_text())
     spec["sources"]["flights"]["path"] = str(folder / "{date}.csv")
     spec["training"].update(min_rows=200, holdout_days=2)
@@ -59,7 +62,7 @@ def small_spec(work: Path, folder: Path, variants: dict[str, dict], **sections) 
     base = {v["name"]: v for v in spec["variants"]}
     spec["variants"] = [_variant(name, params, base) for name, params in variants.items()]
     spec.update(sections)
-    path = work / "spec.yaml"
+    path = to or work / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
@@ -94,11 +97,42 @@ MONITORING = {"columns": ["distance", "carrier", "origin"], "drift_share": 0.3, 
               "tolerance": 1.0, "retrain": {"drift_days": 3, "cooldown_days": 7, "min_new_labelled_rows": 0}}
 
 
-def shared_spec(work: Path) -> Path:
-    """The spec of the shared cluster: daily drops of DAYS and BAD_DAY, every variant
-    above, two train runs at once allowed (test_faults runs two), MONITORING."""
-    folder = drops(work, [*DAYS, BAD_DAY], bad_days=(BAD_DAY,))
-    return small_spec(work, folder, VARIANTS, monitoring=MONITORING, execution={"max_active_train_runs": 2})
+# The shared cluster's second pipeline: the bundled bikes spec on its own bundled source,
+# ingested by the fixture over BIKE_DAYS (from the data's first day: no history before it
+# to warm up), two quick variants, a floor any model passes, and a monitor that asks for
+# a retrain on the first day both BIKES_MONITORING columns drift (test_side_by_side).
+BIKES = "bikes"
+BIKE_DAYS = [dt.date(2011, 1, d) for d in range(1, 10)]
+BIKES_INGEST, BIKES_TRAIN, BIKES_SCORE, BIKES_MONITOR = (dag_id(BIKES, d) for d in ("ingest", "train", "score", "monitor"))
+BIKES_MONITORING = {"columns": ["temp", "hum"], "drift_share": 0.5, "label_delay_days": 1, "tolerance": 1000.0,
+                    "retrain": {"drift_days": 1, "cooldown_days": 1, "min_new_labelled_rows": 0}}
+
+
+def bikes_spec(to: Path) -> Path:
+    """include/pipelines/bikes.yaml made quick: two small variants (no search), a short
+    holdout, a low floor, fewer bootstrap resamples, BIKES_MONITORING."""
+    spec = yaml.safe_load((ROOT / "include/pipelines/bikes.yaml").read_text())
+    spec["training"].update(min_rows=40, holdout_days=2)  # a day is about 24 rows
+    spec["gate"].update(floors={"rmse": 1000.0}, min_improvement=0.0, bootstrap={"resamples": 200, "seed": 0})
+    spec["variants"] = [{"name": "hgb_small", "backend": "sklearn_hgb", "params": {"max_iter": 50, "max_leaf_nodes": 15}},
+                        {"name": "ridge", "backend": "sklearn_linear", "params": {"alpha": 1.0}}]
+    spec["ensemble"] = {"top_k": 2}
+    spec["monitoring"] = BIKES_MONITORING
+    to.write_text(yaml.safe_dump(spec))
+    return to
+
+
+def shared_pipelines(work: Path) -> Path:
+    """The pipelines folder of the shared cluster: flights.yaml (daily drops of DAYS and
+    BAD_DAY, every variant above, two train runs at once allowed (test_faults runs two),
+    MONITORING) and bikes.yaml (bikes_spec)."""
+    folder = work / "pipelines"
+    folder.mkdir()
+    drops_folder = drops(work, [*DAYS, BAD_DAY], bad_days=(BAD_DAY,))
+    small_spec(work, drops_folder, VARIANTS, to=folder / "flights.yaml", monitoring=MONITORING,
+               execution={"max_active_train_runs": 2})
+    bikes_spec(folder / "bikes.yaml")
+    return folder
 
 
 def free_port() -> int:
@@ -113,7 +147,8 @@ class Cluster:
     env: dict[str, str]
     state: Path
     pids: dict[str, int]
-    ingest_runs: list[str] = field(default_factory=list)  # the shared fixture's ingest backfill
+    ingest_runs: list[str] = field(default_factory=list)  # the shared fixture's flights ingest backfill
+    bike_ingest_runs: list[str] = field(default_factory=list)  # and its bikes one
 
     def airflow(self, *args: str) -> str:
         done = subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True)
@@ -198,14 +233,16 @@ def _reset(name: str, redis_db: int) -> None:
 
 
 @contextlib.contextmanager
-def running(work: Path, name: str, redis_db: int, spec: Path, alerts_url: str, group_alive) -> Iterator[Cluster]:
-    """A fresh cluster (its databases and Redis db emptied first), stopped afterwards; this
-    process's MLflow clients log in like the workers meanwhile."""
+def running(work: Path, name: str, redis_db: int, pipelines: Path, alerts_url: str, group_alive) -> Iterator[Cluster]:
+    """A fresh cluster running every spec of the folder ``pipelines`` (its databases and
+    Redis db emptied first), stopped afterwards; this process's MLflow clients log in like
+    the workers meanwhile."""
     _reset(name, redis_db)
-    env = {**os.environ, "MLPIPE_CLUSTER_DIR": str(work / "state"), "MLPIPE_CLUSTER_NAME": name,
-           "AIRFLOW_CONN_MLPIPE_ALERTS": json.dumps({"conn_type": "http", "host": alerts_url}),
-           "MLPIPE_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "MLPIPE_AIRFLOW_PORT": str(free_port()),
-           "MLPIPE_MLFLOW_PORT": str(free_port()), "MLPIPE_SPEC": str(spec)}
+    env = {k: v for k, v in os.environ.items() if k != "MLPIPE_SPEC"}  # every spec of the folder, not just one
+    env |= {"MLPIPE_CLUSTER_DIR": str(work / "state"), "MLPIPE_CLUSTER_NAME": name,
+            "AIRFLOW_CONN_MLPIPE_ALERTS": json.dumps({"conn_type": "http", "host": alerts_url}),
+            "MLPIPE_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "MLPIPE_AIRFLOW_PORT": str(free_port()),
+            "MLPIPE_MLFLOW_PORT": str(free_port()), "MLPIPE_PIPELINES_DIR": str(pipelines)}
     up = subprocess.run([*SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
     pids = json.loads((work / "state/pids.json").read_text())
