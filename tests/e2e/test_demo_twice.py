@@ -27,7 +27,7 @@ from topology import INGEST, MONITOR, ROOT, SCORE, TRAIN, drops, free_port, smal
 
 pytestmark = pytest.mark.e2e
 
-FROM, TO, HOLDOUT = dt.date(2013, 1, 1), dt.date(2013, 1, 10), 3
+FROM, TO, HOLDOUT = dt.date(2013, 1, 1), dt.date(2013, 1, 7), 2
 DAYS = [FROM + dt.timedelta(days=i) for i in range((TO - FROM).days + 1)]
 
 
