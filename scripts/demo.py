@@ -248,7 +248,7 @@ def stages(demos: list[Demo]) -> None:
     phase("train", [(d.dag("train"), f"demo__{now:%Y%m%dT%H%M%S}") for d in demos],
           lambda: [trigger_train(d, now) for d in demos])
     promoted = [d for d in demos if d.ctx.tracking.champion_version(d.ctx.spec.registered_model) is not None]
-    for d in set(demos) - set(promoted):
+    for d in [d for d in demos if d not in promoted]:
         print(f"== {d.name}: no champion (the gate promoted nothing): not scoring it", flush=True)
     if not promoted:
         return
