@@ -54,6 +54,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
 
 MODEL_CACHE = "model_cache"
+VERSION_URI = re.compile(r"models:/([^/@]+)/(\d+)")  # a registered version, as version_uri writes it
 REFERENCE_DIR = "reference"
 
 
@@ -315,7 +316,7 @@ class Tracking:
         key holds the tracking URI and the version's run id, so a re-created model's
         version N is another entry. Other URIs are fetched as they are (a local store's
         files are used in place)."""
-        match = re.fullmatch(r"models:/([^/@]+)/(\d+)", uri)
+        match = VERSION_URI.fullmatch(uri)
         if not match:
             return self._download(uri, None)
         name, version = match.groups()
@@ -330,7 +331,7 @@ class Tracking:
         """Download with this store's URIs. MLflow resolves ``models:/`` URIs through the
         global registry URI, so they are turned into their artifact location here: a
         version's source, or (a version logged by MLflow 3's ``log_model``) its logged model's."""
-        if match := re.fullmatch(r"models:/([^/@]+)/(\d+)", uri):
+        if match := VERSION_URI.fullmatch(uri):
             uri = self.client.get_model_version_download_uri(*match.groups())
         if match := re.fullmatch(r"models:/(m-[0-9a-f]+)", uri):
             uri = self.client.get_logged_model(match.group(1)).artifact_location
