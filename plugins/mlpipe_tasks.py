@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import resource
 import time
+from collections.abc import Mapping
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -31,26 +32,71 @@ def trained(results: list) -> list[Candidate]:
     return [Candidate.from_dict(r) for group in results for r in (group or []) if r]
 
 
+class AirflowConnections(Mapping):
+    """conn_id -> SQLAlchemy URI, asked of Airflow the first time a SQL source needs it (so a
+    step that reads no source never looks a connection up); an unknown conn_id is missing,
+    and mlpipe's error names the source, the connection and the day."""
+
+    def __init__(self):
+        self._uris: dict[str, str] = {}
+
+    def __getitem__(self, conn_id: str) -> str:
+        if conn_id not in self._uris:
+            from airflow.sdk import BaseHook
+            from airflow.sdk.exceptions import AirflowNotFoundException
+
+            try:
+                connection = BaseHook.get_connection(conn_id)
+            except AirflowNotFoundException:
+                raise KeyError(conn_id) from None
+            self._uris[conn_id] = _sqlalchemy_uri(connection)
+        return self._uris[conn_id]
+
+    def __iter__(self):
+        return iter(self._uris)
+
+    def __len__(self) -> int:
+        return len(self._uris)
+
+
+def _sqlalchemy_uri(connection) -> str:
+    """The provider hook's SQLAlchemy URL (e.g. the postgres provider's driver and extras),
+    else the connection's own URI."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from mlpipe.sources.sql import sqlalchemy_uri
+
+    try:
+        return connection.get_hook().sqlalchemy_url.render_as_string(hide_password=False)
+    except (AirflowException, AttributeError, NotImplementedError, ImportError):  # no hook, or no SQLAlchemy URL
+        return sqlalchemy_uri(connection.get_uri())
+
+
 def run_step(step: str, spec: str | None = None, **kwargs):
     """Run the entry point ``step`` of ``mlpipe.steps.STEPS`` with a freshly loaded context of
     the pipeline whose spec file is ``spec`` (the DAG's; None: the only configured one);
     records in its result become dicts for XCom.
 
+    SQL sources' connections are asked of Airflow when a source needs them (``AirflowConnections``).
     Bad input (spec, source, data-quality, training-setup or registry requests) fails the task at
-    once: retrying cannot fix the data. Anything else may be transient and retries.
+    once: retrying cannot fix the data. Anything else may be transient and retries, as does a
+    database that cannot be reached (``SourceUnreachable``).
     """
     started = time.perf_counter()
     from mlpipe.context import Context
     from mlpipe.errors import RegistryError, SourceError, SpecError, TrainingError, ValidationFailed
+    from mlpipe.sources.sql import SourceUnreachable
     from mlpipe.steps import STEPS
 
     imported = time.perf_counter()
     try:
-        ctx = Context.load(spec)
+        ctx = Context.load(spec, connections=AirflowConnections())
         result = to_xcom(STEPS[step](ctx, **kwargs))
     except ValidationFailed as exc:
         validation_alert(exc, kwargs.get("day"), ctx.spec.name)
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    except SourceUnreachable:
+        raise  # the database may be back by the next try: the task's retries (finite) apply
     except (SpecError, SourceError, TrainingError, RegistryError) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     alert_for(step, result, ctx.spec.name)

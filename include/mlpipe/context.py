@@ -4,7 +4,8 @@ training window and its split into training and holdout rows."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -23,16 +24,27 @@ class Context:
     settings: Settings
     spec: PipelineSpec
     store: Store
+    # conn_id -> SQLAlchemy URI of the SQL sources' connections, resolved by the Airflow layer
+    # (mlpipe never imports airflow); a conn_id missing here is read from AIRFLOW_CONN_<CONN_ID>
+    connections: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, spec_path: str | Path | None = None, settings: Settings | None = None) -> Context:
+    def load(cls, spec_path: str | Path | None = None, settings: Settings | None = None,
+             connections: Mapping[str, str] | None = None) -> Context:
         """The context of the pipeline whose spec is ``spec_path`` (default: the only
         configured one; see mlpipe.pipelines)."""
         from mlpipe.pipelines import spec_file
 
         settings = settings or get_settings()
         spec = load_spec(spec_path or spec_file(settings=settings))
-        return cls(settings, spec, Store(settings.data_root, spec.name))
+        return cls(settings, spec, Store(settings.data_root, spec.name, settings.lock_url),
+                   {} if connections is None else connections)
+
+    def connection(self, conn_id: str) -> str:
+        """The SQLAlchemy URI of ``conn_id``, or a ``SourceError`` saying it is not defined."""
+        from mlpipe.sources.sql import connection_uri
+
+        return connection_uri(conn_id, self.connections)
 
     @classmethod
     def of(cls, pipeline: str | None, settings: Settings | None = None) -> Context:
@@ -64,7 +76,8 @@ class Context:
 
     @property
     def cache_dir(self) -> Path:
-        return Path(self.settings.data_root) / self.spec.name / ".cache"
+        """This host's cache for the pipeline (never shared: see mlpipe.settings)."""
+        return self.settings.cache_root / self.spec.name / ".cache"
 
 
 def resolve_window(spec: PipelineSpec, end: dt.date, start: dt.date | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,23 +55,69 @@ class JoinSpec(_Model):
 
 
 class SourceSpec(_Model):
-    """One named source file (CSV or Parquet): one file, or one per day with ``{date}`` in the
-    path. The first source is the primary: it decides the rows; the others join it."""
+    """One named source: a file (CSV or Parquet; one file, or one per day with ``{date}`` in
+    the path) or a SQL table or query read through a connection (``conn_id``; see
+    [sources](sources.md)). The first source is the primary: it decides the rows; the
+    others join it."""
 
-    path: str = Field(
-        description="File path, or ``pkg://<package>/<path inside it>``; ``{date}`` in it: one file per day")
+    path: str | None = Field(
+        None, description="File source: file path, or ``pkg://<package>/<path inside it>``; ``{date}`` in it: "
+                          "one file per day")
     format: Literal["csv", "parquet"] | None = Field(
         None, description="File format (default: from the extension, ``.parquet`` or ``.pq``, else csv)")
-    columns: list[str] | None = Field(None, description="Columns to keep, each required in the file (default: all)")
+    conn_id: str | None = Field(
+        None, min_length=1, description="SQL source: the connection id (an Airflow connection; outside Airflow the "
+                                        "``AIRFLOW_CONN_<CONN_ID>`` environment variable, a URI)")
+    table: str | None = Field(
+        None, description="SQL source: the table, ``name`` or ``schema.name`` (letters, digits, ``_``; quoted by the "
+                          "reader). The primary reads the rows whose partition column is in the day")
+    query: str | None = Field(
+        None, min_length=1, description="SQL source, instead of ``table``: a SELECT. The primary's must keep only "
+                                        "the day's rows with ``:start <= <partition column> AND <partition column> < "
+                                        ":end`` (bound as timestamps with time zone; every row read is checked)")
+    chunk_rows: int = Field(10_000, ge=1, description="SQL source: rows fetched per round trip")
+    columns: list[str] | None = Field(None, description="Columns to keep, each required in the source (default: all)")
     rename: dict[str, str] = Field({}, description="Old -> new column names, applied after reading")
     join: JoinSpec | None = Field(
         None, description="How this source joins the rows read so far: required after the first source, refused on it")
+
+    @field_validator("table")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not _TABLE.fullmatch(value):
+            raise ValueError(f"table {value!r} is not a table name: ``name`` or ``schema.name`` of letters, digits "
+                             "and _ (not starting with a digit)")
+        return value
+
+    @model_validator(mode="after")
+    def _file_or_sql(self) -> SourceSpec:
+        sql = [f for f in ("conn_id", "table", "query", "chunk_rows") if f in self.model_fields_set]
+        if self.path is not None and sql:
+            raise ValueError(f"a source is a file (path) or SQL (conn_id with table or query), not both: "
+                             f"drop path or {sql}")
+        if self.path is not None:
+            return self
+        if self.conn_id is None:
+            raise ValueError("table and query need conn_id, the connection they are read through" if sql else
+                             "a source needs path (a file) or conn_id with table or query (SQL)")
+        if (self.table is None) == (self.query is None):
+            raise ValueError("a SQL source needs exactly one of table or query")
+        if self.format is not None:
+            raise ValueError("format is for file sources; a SQL source has none")
+        return self
+
+    @property
+    def is_sql(self) -> bool:
+        return self.conn_id is not None
 
     @property
     def file_format(self) -> str:
         if self.format:
             return self.format
         return "parquet" if self.path.endswith((".parquet", ".pq")) else "csv"
+
+
+_TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 
 
 class PartitionSpec(_Model):

@@ -1,24 +1,32 @@
-"""Readers that assemble one partition of raw rows from the spec's sources, with the
-spec's column types applied to that day's rows."""
+"""Readers that assemble one partition of raw rows from the spec's sources (files, or SQL
+through a connection: ``sources.sql``), with the spec's column types applied to that
+day's rows.
+
+``connections`` (conn_id -> SQLAlchemy URI, what the Airflow layer resolved; see
+``Context.connections``) serves the SQL sources; a conn_id missing from it is looked up
+in the environment (``AIRFLOW_CONN_<CONN_ID>``)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from mlpipe.errors import SourceError
 from mlpipe.sources.files import has_rows, read_source, resolve
-from mlpipe.spec import PipelineSpec
+from mlpipe.sources.sql import describe, has_day, read_sql
+from mlpipe.spec import PipelineSpec, SourceSpec
 
 
-def read_day(spec: PipelineSpec, day: dt.date, cache_dir: Path) -> pd.DataFrame:
-    """The primary source's rows for ``day`` joined to every other source, in row-id order."""
+def read_day(spec: PipelineSpec, day: dt.date, cache_dir: Path,
+             connections: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The primary source's rows for ``day`` joined to every other source (read whole), in row-id order."""
     name = spec.primary
-    frame = typed(read_source(name, spec.sources[name], cache_dir, day=day, partition=spec.partition), spec)
+    frame = typed(_read(spec, name, spec.sources[name], day, cache_dir, connections, primary=True), spec)
     for other, source in list(spec.sources.items())[1:]:
-        right = typed(read_source(other, source, cache_dir), spec)
+        right = typed(_read(spec, other, source, day, cache_dir, connections, primary=False), spec)
         keys = source.join.keys
         missing = [k for k in keys if k not in frame.columns or k not in right.columns]
         if missing:
@@ -32,6 +40,15 @@ def read_day(spec: PipelineSpec, day: dt.date, cache_dir: Path) -> pd.DataFrame:
             raise SourceError(f"join {name} -> {other}: keys {keys} are not unique in {other}") from exc
     present = [c for c in spec.row_id if c in frame.columns]
     return frame.sort_values(present, kind="stable").reset_index(drop=True)
+
+
+def _read(spec: PipelineSpec, name: str, source: SourceSpec, day: dt.date, cache_dir: Path,
+          connections: Mapping[str, str] | None, primary: bool) -> pd.DataFrame:
+    if source.is_sql:
+        return read_sql(name, source, connections, day, spec.partition, whole=not primary)
+    if primary:
+        return read_source(name, source, cache_dir, day=day, partition=spec.partition)
+    return read_source(name, source, cache_dir)
 
 
 def typed(frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
@@ -62,11 +79,17 @@ def _converted(values: pd.Series, declared: str | None) -> pd.Series:
     return numbers.astype("Int64")
 
 
-def source_files(spec: PipelineSpec, day: dt.date) -> list[str]:
-    """The files a day's rows come from, primary source first (for messages and reports)."""
-    return [str(resolve(source.path, day)) for source in spec.sources.values()]
+def source_files(spec: PipelineSpec, day: dt.date, connections: Mapping[str, str] | None = None) -> list[str]:
+    """Where a day's rows come from, primary source first (for messages and reports): files,
+    or a SQL source's connection and table (never its password)."""
+    return [describe(source, connections) if source.is_sql
+            else str(resolve(source.path, day)) for source in spec.sources.values()]
 
 
-def day_has_rows(spec: PipelineSpec, day: dt.date, cache_dir: Path) -> bool:
+def day_has_rows(spec: PipelineSpec, day: dt.date, cache_dir: Path,
+                 connections: Mapping[str, str] | None = None) -> bool:
     """Whether the primary source has rows for ``day``, so its partition is expected."""
-    return has_rows(spec.sources[spec.primary], cache_dir, day, spec.partition)
+    source = spec.sources[spec.primary]
+    if source.is_sql:
+        return has_day(spec.primary, source, connections, day, spec.partition)
+    return has_rows(source, cache_dir, day, spec.partition)
