@@ -74,7 +74,8 @@ class SourceSpec(_Model):
     query: str | None = Field(
         None, min_length=1, description="SQL source, instead of ``table``: a SELECT. The primary's must keep only "
                                         "the day's rows with ``:start <= <partition column> AND <partition column> < "
-                                        ":end`` (bound as timestamps with time zone; every row read is checked)")
+                                        ":end`` (bound as timestamps with time zone; every row read is checked); "
+                                        "a joined source's may use them too")
     chunk_rows: int = Field(10_000, ge=1, description="SQL source: rows fetched per round trip")
     columns: list[str] | None = Field(None, description="Columns to keep, each required in the source (default: all)")
     rename: dict[str, str] = Field({}, description="Old -> new column names, applied after reading")

@@ -148,8 +148,8 @@ def _select(where: str, source: SourceSpec, partition: PartitionSpec, day: dt.da
     if whole:
         return statement, {}
     column = sa.column(partition.column)
-    return statement.where(column >= sa.bindparam("start", type_=stamp), column < sa.bindparam("end", type_=stamp)), \
-        bounds
+    day_rows = statement.where(column >= sa.bindparam("start", type_=stamp), column < sa.bindparam("end", type_=stamp))
+    return day_rows, bounds
 
 
 def _engine(uri: str):
@@ -157,9 +157,9 @@ def _engine(uri: str):
     from sqlalchemy.pool import NullPool
 
     url = sa.make_url(uri)
-    args = {"connect_timeout": CONNECT_TIMEOUT_S, "options": "-c timezone=UTC"} \
-        if url.get_backend_name() == "postgresql" else {}
-    return sa.create_engine(url, connect_args=args, poolclass=NullPool)
+    postgres = url.get_backend_name() == "postgresql"  # libpq: give up on a silent host; naive timestamps are UTC
+    args = {"connect_timeout": CONNECT_TIMEOUT_S, "options": "-c timezone=UTC"} if postgres else {}
+    return sa.create_engine(url, connect_args=args, poolclass=NullPool)  # one read, one connection: no pool
 
 
 def _fetch(where: str, uri: str, statement, params: dict, chunk_rows: int) -> pd.DataFrame:

