@@ -99,3 +99,48 @@ def log_figures(dag_id: str, pattern: str, by_map_index: bool = False) -> dict[s
 def median(values) -> float:
     values = list(values)
     return statistics.median(values) if values else float("nan")
+
+
+class S3Server:
+    """A real S3-compatible server (moto's standalone server) as a process on 127.0.0.1."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        import socket
+        import subprocess
+        import time
+        import urllib.request
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                                         "-p", str(self.port)], env={**os.environ, **(env or {})},
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"moto_server did not start on {self.endpoint}") from None
+                time.sleep(0.2)
+        # what every S3 client reads (boto3/aiobotocore, so s3fs): no credentials in any URL or spec
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def bucket(self, name: str) -> str:
+        """Create bucket ``name`` (if new); its ``s3://`` URL."""
+        import fsspec
+
+        fs = fsspec.filesystem("s3", skip_instance_cache=True, client_kwargs={"endpoint_url": self.endpoint},
+                               key="testing", secret="testing")
+        if not fs.exists(name):
+            fs.mkdir(name)
+        return f"s3://{name}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT / "bench"))  # appended: bench/'s module names never shadow an installed package
-from harness import load_script  # noqa: E402 - the one loader of scripts/*.py, shared with the benches
+from harness import S3Server, load_script  # noqa: E402 - shared with the benches
 
 _HOME = Path(tempfile.mkdtemp(prefix="mlpipe-tests-"))
 
@@ -72,3 +72,55 @@ def serve_webhook():
 def cluster_script():
     """scripts/cluster.py loaded as a module."""
     return load_script("cluster")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3 server for the session, its credentials and endpoint in this process's
+    environment (where s3fs looks for them, as a worker's would)."""
+    server = S3Server()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture
+def s3_root(s3_server, request):
+    """A fresh bucket for one test: ``s3://<bucket>/data`` (a data root on object storage)."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    return f"{s3_server.bucket(name)}/data"
+
+
+@pytest.fixture(scope="session")
+def lock_database():
+    """A fresh PostgreSQL database on the local server for cross-host locks; its URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"mlpipe_locks_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine("postgresql://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def strict_s3_server():
+    """A second S3 server that checks credentials (moto's IAM enforcement): it knows no
+    user, so every request is refused, as a bucket we may not read would be."""
+    server = S3Server(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    yield server
+    server.stop()

@@ -44,3 +44,13 @@ class RegistryError(MlpipeError):
 
 class NotFittedError(MlpipeError):
     """A model or preprocessor was used before ``fit``."""
+
+
+class StorageError(MlpipeError):
+    """The data root, an object store or a lock cannot be used as configured (a bad URL, no
+    lock for a data root shared between hosts, a store that does not answer). It may be
+    transient: a task's retries may outlive it."""
+
+
+class AccessDenied(StorageError):
+    """An object store refused our credentials: final, retrying cannot fix it."""

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
 
 from mlpipe import features as feat
 from mlpipe import report_index
 from mlpipe.context import Context
 from mlpipe.errors import ValidationFailed
 from mlpipe.sources import day_has_rows, read_day, source_files
-from mlpipe.storage import file_hash
+from mlpipe.storage import Location, file_hash, read_json
 
 log = logging.getLogger(__name__)
 
 
-def written(path: Path, rows: int) -> dict:
+def written(path: Location, rows: int) -> dict:
     return {"uri": str(path), "rows": rows, "sha256": file_hash(path)}
 
 
@@ -43,7 +42,7 @@ def validate_day(ctx: Context, day: dt.date) -> dict:
     origin = f"{store.path('raw', day)} (from {', '.join(source_files(ctx.spec, day))})"
     try:
         summary = run_suite(frame, ctx.spec, origin, lambda payload: store.write_report("validation", day, payload),
-                            DataDocs(store.report_dir("data_docs"), day))
+                            DataDocs.of(store, day))
     except ValidationFailed as exc:
         report_index.record(store, "day", str(day), {"validation": exc.report, "data_docs": exc.data_docs},
                             validation_status="failed", data_docs_status="Data Docs")
@@ -57,8 +56,6 @@ def validate_day(ctx: Context, day: dt.date) -> dict:
 def _quarantine(ctx: Context, day: dt.date, frame, exc: ValidationFailed) -> ValidationFailed:
     """Move the failed rows to ``quarantine/``, put back the day's last validated rows
     as ``raw`` (or remove ``raw`` if it never passed), and record both in the report."""
-    import json
-
     store = ctx.store
     quarantined = store.write("quarantine", day, frame)
     if store.exists("validated", day):
@@ -69,7 +66,7 @@ def _quarantine(ctx: Context, day: dt.date, frame, exc: ValidationFailed) -> Val
     else:
         store.remove("raw", day)
         kept, note = {}, f"rows quarantined in {quarantined}; the day has no validated data"
-    report = json.loads(Path(exc.report).read_text())
+    report = read_json(exc.report)
     store.write_report("validation", day, {**report, "quarantine": str(quarantined), "kept": kept})
     return ValidationFailed(f"{exc}\n{note}", exc.failures, exc.report, exc.data_docs)
 

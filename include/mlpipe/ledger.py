@@ -1,9 +1,10 @@
 """The promotion ledger: every train decision and rollback, in order, append-only.
 
-Each entry is one JSON file ``<data root>/<pipeline>/ledger/<seq>.json``, created
-exclusively (``atomic_write(..., exclusive=True)``) so an existing entry can never be
-replaced, and never rewritten. Decisions that may move an alias run under :func:`locked`,
-one at a time per pipeline.
+Each entry is one JSON file (one object, on object storage)
+``<data root>/<pipeline>/ledger/<seq>.json``, created exclusively (``atomic_write(...,
+exclusive=True)``) so an existing entry can never be replaced, and never rewritten; the
+ledger is read by listing that prefix. Decisions that may move an alias run under
+:func:`locked`, one at a time per pipeline on every host (see :mod:`mlpipe.locks`).
 
 Read it with ``python -m mlpipe.ledger`` (``--json`` for the raw entries).
 """
@@ -16,42 +17,39 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from mlpipe.records import LedgerEntry
-from mlpipe.storage import Store, atomic_write
+from mlpipe.storage import Location, Store, atomic_write, listing, read_json
 
 LOCK_TIMEOUT_S = 3600
 
 
-def ledger_dir(store: Store) -> Path:
-    return Path(store.root) / store.pipeline / "ledger"
+def ledger_dir(store: Store) -> Location:
+    return store.base / "ledger"
 
 
 @contextmanager
 def locked(store: Store, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold the pipeline's promotion lock (an OS file lock: released if the process dies)."""
-    from filelock import FileLock
-
-    folder = ledger_dir(store)
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(folder / ".lock", timeout=timeout):
+    """Hold the pipeline's promotion lock (released if the holder dies, on any host)."""
+    with store.lock("promotion", timeout):
         yield
 
 
+def _seqs(store: Store) -> list[int]:
+    return sorted(int(n[:-5]) for n in listing(ledger_dir(store)) if n.endswith(".json") and n[:-5].isdigit())
+
+
 def entries(store: Store) -> list[LedgerEntry]:
-    folder = ledger_dir(store)
-    paths = sorted(folder.glob("[0-9]*.json")) if folder.exists() else []
-    return [LedgerEntry.from_dict(json.loads(p.read_text())) for p in paths]
+    return [LedgerEntry.from_dict(read_json(entry_path(store, seq))) for seq in _seqs(store)]
 
 
-def entry_path(store: Store, seq: int) -> Path:
+def entry_path(store: Store, seq: int) -> Location:
     return ledger_dir(store) / f"{seq:06d}.json"
 
 
 def append(store: Store, entry: LedgerEntry) -> LedgerEntry:
     """Store ``entry`` with the next sequence number and the time; return it as stored."""
-    seq = max((int(p.stem) for p in ledger_dir(store).glob("[0-9]*.json")), default=0) + 1
+    seq = max(_seqs(store), default=0) + 1
     while True:
         stored = dataclasses.replace(entry, seq=seq,
                                      time=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
@@ -73,12 +71,15 @@ def pending(store: Store) -> tuple[LedgerEntry, list[tuple[str, str | None, str 
     path = ledger_dir(store) / "pending.json"
     if not path.exists():
         return None
-    found = json.loads(path.read_text())
+    found = read_json(path)
     return LedgerEntry.from_dict(found["entry"]), [tuple(m) for m in found["moves"]]
 
 
 def clear_pending(store: Store) -> None:
-    (ledger_dir(store) / "pending.json").unlink(missing_ok=True)
+    try:
+        (ledger_dir(store) / "pending.json").unlink()
+    except FileNotFoundError:
+        pass
 
 
 def previous_champion(store: Store, current: str | None) -> str | None:

@@ -63,7 +63,8 @@ def _measure(ctx: Context, day: dt.date) -> tuple[dict, str, str, int]:
 
 
 def _reference_dir(ctx: Context, version: str):
-    return ctx.store.report_path("monitoring-reference", f"v{version}", "")
+    """A version's reference, downloaded once per host (a cache: see mlpipe.settings)."""
+    return ctx.cache_dir / "monitoring-reference" / f"v{version}"
 
 
 def _current(ctx: Context, day: dt.date) -> tuple[pd.DataFrame, str]:

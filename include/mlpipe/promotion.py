@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +25,7 @@ from mlpipe.errors import RegistryError, TrainingError
 from mlpipe.evaluation import Decision, assess, score_champion, score_models
 from mlpipe.records import CHAMPION_KEY, MODES, Candidate, LedgerEntry, Window
 from mlpipe.spec import spec_hash
-from mlpipe.storage import Store, atomic_write
+from mlpipe.storage import Location, Store, atomic_write
 
 
 @dataclass(frozen=True)
@@ -316,7 +315,7 @@ def _report(ctx: Context, entry: LedgerEntry, y: np.ndarray, scores: dict[str, n
     return path, run_id
 
 
-def evaluation_page(store: Store, seq: int) -> Path:
+def evaluation_page(store: Store, seq: int) -> Location:
     """The evaluation report of the train run recorded as ledger entry ``seq``."""
     return store.report_path("evaluation", f"{seq:06d}", ".html")
 

@@ -310,7 +310,7 @@ class Tracking:
 
     def local_copy(self, uri: str) -> str:
         """The model at ``uri`` as a local directory. A registered version
-        (``models:/name/N``) is downloaded once, under the data root's ``model_cache/``: a
+        (``models:/name/N``) is downloaded once per host, under the cache's ``model_cache/``: a
         version's artifacts never change, so a score backfill fetches its model once rather
         than once a day (over HTTP from the tracking server in the distributed mode). The
         key holds the tracking URI and the version's run id, so a re-created model's
@@ -322,7 +322,7 @@ class Tracking:
         name, version = match.groups()
         run_id = self.client.get_model_version(name, version).run_id
         server = hashlib.sha256(self.uri.encode()).hexdigest()[:12]
-        target = self.settings.data_root / MODEL_CACHE / server / name / f"{version}-{run_id}"
+        target = self.settings.cache_root / MODEL_CACHE / server / name / f"{version}-{run_id}"
         if not target.exists():  # whole or not at all; a concurrent download that got there first wins
             atomic_write_dir(target, lambda scratch: Path(self._download(uri, scratch / "model")))
         return str(target)

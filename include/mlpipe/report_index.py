@@ -3,8 +3,8 @@ per day the validation report and its Data Docs page, the predictions summary an
 drift report; per train run the evaluation report and the ledger entry.
 
 Each task that writes a report records it (:func:`record`) in ``reports/index.json``
-under a file lock and rewrites the page, so parallel tasks never lose an entry and the
-page is always whole (written to a temporary file, then renamed). Links are relative to
+under the pipeline's ``report-index`` lock (:mod:`mlpipe.locks`: every host) and rewrites the page, so parallel tasks never lose an entry and the
+page is always whole (one write: ``storage.atomic_write``). Links are relative to
 ``reports/``: the folder can be copied or served as it is.
 """
 
@@ -12,39 +12,30 @@ from __future__ import annotations
 
 import html
 import json
-import os
-from pathlib import Path
 
-from mlpipe.storage import Store, atomic_write
+from mlpipe.storage import Location, Store, atomic_write, read_json, relative
 
 SECTIONS = ("day", "train")
 DAY_COLUMNS = ("validation", "data_docs", "predictions", "drift")
 TRAIN_COLUMNS = ("evaluation", "ledger")
 
 
-def record(store: Store, section: str, key: str, links: dict[str, str | None], **facts: str) -> Path:
+def record(store: Store, section: str, key: str, links: dict[str, str | None], **facts: str) -> Location:
     """Set ``links`` (column -> file path) and ``facts`` (column -> short text) of row
     ``key`` in ``section`` ("day" or "train"), keeping its other columns; returns the page."""
-    from filelock import FileLock
-
     if section not in SECTIONS:
         raise ValueError(f"unknown index section {section!r}; expected one of {SECTIONS}")
     folder = store.report_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(folder / ".index.lock", timeout=600):
+    with store.lock("report-index", timeout=600):
         path = folder / "index.json"
-        index = json.loads(path.read_text()) if path.exists() else {s: {} for s in SECTIONS}
+        index = read_json(path) if path.exists() else {s: {} for s in SECTIONS}
         row = index[section].setdefault(str(key), {})
-        row.update({k: _relative(v, folder) for k, v in links.items() if v})
+        row.update({k: relative(v, folder) for k, v in links.items() if v})
         row.update({k: str(v) for k, v in facts.items() if v is not None})
         atomic_write(path, json.dumps(index, indent=1, sort_keys=True))
         page = folder / "index.html"
         atomic_write(page, render(store.pipeline, index))
     return page
-
-
-def _relative(target: str, folder: Path) -> str:
-    return os.path.relpath(Path(target).resolve(), folder.resolve())
 
 
 def _cell(row: dict, column: str) -> str:

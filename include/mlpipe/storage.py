@@ -1,9 +1,19 @@
-"""Partitioned Parquet under a data root: ``<root>/<pipeline>/<layer>/date=YYYY-MM-DD.parquet``.
+"""Partitioned Parquet and reports under a data root that is a local folder or any fsspec
+URL (``s3://bucket/prefix``, ``gs://``, ``abfs://``, ``file://``):
+``<root>/<pipeline>/<layer>/date=YYYY-MM-DD.parquet``.
 
-Each partition is one file, written to a temporary name in the same folder and renamed
-into place, so a reader sees the old partition or the new one, never half of either,
-and a rerun replaces instead of duplicating. :func:`atomic_write` and
-:func:`atomic_write_dir` are the package's one way to write a file or a directory whole.
+:func:`location` is the one way a path or URL becomes something to read and write: a
+``pathlib.Path`` on a local disk, a ``UPath`` (fsspec behind ``pathlib``'s interface)
+elsewhere. Credentials are never in a URL or the spec: each store's own environment
+variables and config files (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``,
+``GOOGLE_APPLICATION_CREDENTIALS``, ...) apply, plus ``MLPIPE_STORAGE_OPTIONS`` (JSON
+fsspec options, which the Airflow layer fills from a connection).
+
+Each partition, report and ledger entry is one file written whole: on a local disk to a
+temporary name and renamed into place, on an object store as one object write (a reader
+sees the old object or the new one). A rerun replaces instead of duplicating.
+:func:`atomic_write` is the package's one way to write a file; listing a layer lists
+names (a prefix listing) and never reads a partition.
 """
 
 from __future__ import annotations
@@ -12,72 +22,146 @@ import datetime as dt
 import hashlib
 import json
 import os
+import posixpath
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
 
-import pandas as pd
+from mlpipe.errors import AccessDenied, MlpipeError, PartitionMissing, StorageError
 
-from mlpipe.errors import PartitionMissing
+if TYPE_CHECKING:
+    import pandas as pd
 
 LAYERS = ("raw", "validated", "features", "predictions", "quarantine")  # quarantine: rows that failed validation
+Location = Union[Path, Any]  # a pathlib.Path, or a upath.UPath on an fsspec filesystem
+
+
+def is_remote(url: str | os.PathLike) -> bool:
+    """Whether ``url`` names something other than a local file (``s3://``, ``gs://``, ...)."""
+    if isinstance(url, Path):
+        return False
+    text = str(url)
+    return "://" in text and not text.startswith(("file://", "pkg://"))
+
+
+def storage_options() -> dict:
+    """fsspec options for every remote location (``MLPIPE_STORAGE_OPTIONS``, JSON). Listings
+    are never cached: other hosts write between two listings of this process."""
+    raw = os.environ.get("MLPIPE_STORAGE_OPTIONS") or "{}"
+    try:
+        options = json.loads(raw)
+    except ValueError as exc:
+        raise StorageError(f"MLPIPE_STORAGE_OPTIONS is not JSON: {exc}") from exc
+    return {"use_listings_cache": False, **options}
+
+
+def location(url: str | os.PathLike) -> Location:
+    """``url`` as a ``Path`` (a local path or ``file://`` URL) or a ``UPath`` (any other
+    fsspec URL), ready for ``/``, ``exists()``, ``read_bytes()``, ``glob()``..."""
+    if isinstance(url, Path) or not isinstance(url, str) and hasattr(url, "fs"):
+        return url
+    text = os.fspath(url)
+    if text.startswith("file://"):
+        return Path(text[len("file://"):])
+    if not is_remote(text):
+        return Path(text)
+    from upath import UPath
+
+    return UPath(text, **storage_options())
+
+
+@contextmanager
+def guarded(path: Location) -> Iterator[None]:
+    """Name ``path`` in a remote store's errors: refused credentials are ``AccessDenied``
+    (final), anything else but a missing object a ``StorageError`` (may be transient)."""
+    if not is_remote(path):
+        yield
+        return
+    try:
+        yield
+    except (FileNotFoundError, FileExistsError, MlpipeError):
+        raise
+    except PermissionError as exc:
+        raise AccessDenied(f"{path}: access denied ({exc}): check the store's credentials") from exc
+    except Exception as exc:
+        raise StorageError(f"{path}: {type(exc).__name__}: {exc}") from exc
+
+
+def relative(target: str | os.PathLike, folder: Location) -> str:
+    """``target``'s path relative to ``folder`` (both on the same store), for links."""
+    target = location(target)
+    if is_remote(folder):
+        return posixpath.relpath(target.path, folder.path)
+    return os.path.relpath(Path(target).resolve(), Path(folder).resolve())
 
 
 @dataclass(frozen=True)
 class Store:
-    root: Path
-    pipeline: str
+    """One pipeline's data under ``root`` (a :func:`location`). ``lock_url``: where its
+    cross-host locks live (see :mod:`mlpipe.locks`)."""
 
-    def layer_dir(self, layer: str) -> Path:
+    root: Location
+    pipeline: str
+    lock_url: str | None = None
+
+    @property
+    def base(self) -> Location:
+        return location(self.root) / self.pipeline
+
+    def layer_dir(self, layer: str) -> Location:
         if layer not in LAYERS:
             raise ValueError(f"unknown layer {layer!r}; expected one of {LAYERS}")
-        return Path(self.root) / self.pipeline / layer
+        return self.base / layer
 
-    def path(self, layer: str, day: dt.date) -> Path:
+    def path(self, layer: str, day: dt.date) -> Location:
         return self.layer_dir(layer) / f"date={day.isoformat()}.parquet"
 
-    def report_dir(self, kind: str = "") -> Path:
+    def report_dir(self, kind: str = "") -> Location:
         """``<root>/<pipeline>/reports/<kind>``; without ``kind``, the reports folder itself:
         the one place report paths are made."""
-        return Path(self.root) / self.pipeline / "reports" / kind
+        folder = self.base / "reports"
+        return folder / kind if kind else folder
 
-    def report_path(self, kind: str, key: dt.date | str, suffix: str = ".json") -> Path:
+    def report_path(self, kind: str, key: dt.date | str, suffix: str = ".json") -> Location:
         name = key.isoformat() if isinstance(key, dt.date) else key
         return self.report_dir(kind) / f"{name}{suffix}"
 
     def exists(self, layer: str, day: dt.date) -> bool:
         return self.path(layer, day).exists()
 
-    def write(self, layer: str, day: dt.date, frame: pd.DataFrame) -> Path:
+    def write(self, layer: str, day: dt.date, frame: pd.DataFrame) -> Location:
         """Atomically write one partition and return its path."""
         return atomic_write(self.path(layer, day),
                             lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow", compression="zstd"))
 
     def remove(self, layer: str, day: dt.date) -> bool:
         """Delete a partition if it exists; whether it did."""
+        path = self.path(layer, day)
         try:
-            self.path(layer, day).unlink()
+            path.unlink()
             return True
         except FileNotFoundError:
             return False
 
     def read(self, layer: str, day: dt.date, columns: list[str] | None = None) -> pd.DataFrame:
         path = self.path(layer, day)
-        if not path.exists():
-            raise PartitionMissing(f"{layer} partition for {day} not found at {path}")
-        return pd.read_parquet(path, columns=columns)
+        try:
+            return read_parquet(path, columns)
+        except FileNotFoundError:
+            raise PartitionMissing(f"{layer} partition for {day} not found at {path}") from None
 
     def days(self, layer: str, start: dt.date, end: dt.date) -> list[dt.date]:
-        """Existing partition dates in ``[start, end)``, ascending."""
-        folder = self.layer_dir(layer)
-        if not folder.exists():
-            return []
+        """Existing partition dates in ``[start, end)``, ascending: from the names in the
+        layer's folder (one prefix listing), never from the partitions' contents."""
         found = []
-        for p in folder.glob("date=*.parquet"):
-            day = dt.date.fromisoformat(p.name[5:15])
-            if start <= day < end:
-                found.append(day)
+        for name in listing(self.layer_dir(layer)):
+            if name.startswith("date=") and name.endswith(".parquet"):
+                day = dt.date.fromisoformat(name[5:15])
+                if start <= day < end:
+                    found.append(day)
         return sorted(found)
 
     def read_range(
@@ -88,6 +172,8 @@ class Store:
 
         With ``date_column``, each row gets its partition's date in that column.
         """
+        import pandas as pd
+
         days = self.days(layer, start, end)
         frames = [self.read(layer, d, columns) for d in days]
         if date_column:
@@ -103,7 +189,8 @@ class Store:
 
         total = 0
         for day in self.days(layer, start, end):
-            meta = pq.read_metadata(self.path(layer, day))
+            with self.path(layer, day).open("rb") as fh:
+                meta = pq.read_metadata(fh)
             index = meta.schema.to_arrow_schema().get_field_index(column)
             if index < 0:  # a partition without the column has no values of it
                 continue
@@ -114,22 +201,68 @@ class Store:
                 total += int(self.read(layer, day, [column])[column].notna().sum())
         return total
 
-    def write_report(self, kind: str, key: dt.date | str, payload: dict) -> Path:
+    def write_report(self, kind: str, key: dt.date | str, payload: dict) -> Location:
         """Write a JSON report (validation per day, decisions per train run) atomically."""
         return atomic_write(self.report_path(kind, key), json.dumps(payload, indent=2, default=str))
+
+    def lock(self, name: str, timeout: float) -> Any:
+        """A context manager holding this pipeline's lock ``name`` across every host that
+        shares the data root (see :mod:`mlpipe.locks`)."""
+        from mlpipe import locks
+
+        return locks.held(self.lock_url, self.pipeline, name, timeout,
+                          None if is_remote(self.root) else Path(self.root) / ".locks")
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    path = location(path)
+    if is_remote(path):
+        with guarded(path):
+            return pd.read_parquet(path.path, columns=columns, filesystem=path.fs)
+    return pd.read_parquet(path, columns=columns)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(location(path).read_bytes())
+
+
+def listing(folder: str | os.PathLike) -> list[str]:
+    """The names in ``folder`` (none if it does not exist): one listing, no file opened."""
+    folder = location(folder)
+    if not is_remote(folder):
+        try:
+            return os.listdir(folder)
+        except FileNotFoundError:
+            return []
+    try:
+        with guarded(folder):
+            return [posixpath.basename(p.rstrip("/")) for p in folder.fs.ls(folder.path, detail=False, refresh=True)]
+    except FileNotFoundError:
+        return []
 
 
 _UMASK = os.umask(0o022)  # read once (umask can only be read by setting it), then restored
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], object], exclusive: bool = False) -> Path:
-    """Write ``path`` whole or not at all and return it: ``data`` (text, bytes, or a
-    function writing the file it is given) goes to a temporary file in the same folder,
-    flushed to disk, then renamed over ``path``. ``exclusive``: an existing ``path`` is
-    never replaced (FileExistsError) -- the ledger's entries. Readers never see half a
-    file; a failed write leaves the old one and no temporary file."""
-    path = Path(path)
+def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], object],
+                 exclusive: bool = False) -> Location:
+    """Write ``path`` whole or not at all and return it. ``data``: text, bytes, or a function
+    writing the local file it is given. ``exclusive``: an existing ``path`` is never
+    replaced (FileExistsError) -- the ledger's entries. Readers never see half a file; a
+    failed write leaves the old one and nothing else.
+
+    On a local disk the data goes to a temporary file in the same folder, flushed, then
+    renamed (or, exclusive, hard-linked) over ``path``. On an object store it is one object
+    write, conditional (``If-None-Match``) when exclusive."""
+    path = location(path)
+    if is_remote(path):
+        payload = _as_bytes(data)
+        with guarded(path):
+            _put_object(path, payload, exclusive)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -150,11 +283,34 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], object],
     return path
 
 
+def _as_bytes(data: str | bytes | Callable[[Path], object]) -> bytes:
+    if not callable(data):
+        return data.encode() if isinstance(data, str) else data
+    with tempfile.TemporaryDirectory(prefix="mlpipe-") as scratch:
+        tmp = Path(scratch) / "object"
+        data(tmp)
+        return tmp.read_bytes()
+
+
+def _put_object(path: Location, payload: bytes, exclusive: bool) -> None:
+    fs = path.fs
+    if not exclusive:
+        fs.pipe_file(path.path, payload)
+        return
+    try:  # a conditional create, where the store has one (S3: If-None-Match)
+        with fs.open(path.path, "xb") as fh:
+            fh.write(payload)
+    except (ValueError, NotImplementedError):  # no exclusive mode: callers hold the pipeline's lock
+        if fs.exists(path.path):
+            raise FileExistsError(str(path)) from None
+        fs.pipe_file(path.path, payload)
+
+
 def atomic_write_dir(path: Path, build: Callable[[Path], Path | None]) -> bool:
-    """Create the directory ``path`` whole or not at all: ``build(scratch)`` builds it
-    under a scratch folder next to ``path`` and returns it (None: nothing to create),
-    then it is renamed into place. A ``path`` that a concurrent writer created first is
-    kept. Whether ``path`` is there afterwards (False when ``build`` built nothing)."""
+    """Create the local directory ``path`` (a cache) whole or not at all: ``build(scratch)``
+    builds it under a scratch folder next to ``path`` and returns it (None: nothing to
+    create), then it is renamed into place. A ``path`` that a concurrent writer created
+    first is kept. Whether ``path`` is there afterwards (False when ``build`` built nothing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
         built = build(Path(scratch))
@@ -168,9 +324,9 @@ def atomic_write_dir(path: Path, build: Callable[[Path], Path | None]) -> bool:
     return True
 
 
-def file_hash(path: str | Path) -> str:
+def file_hash(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with location(path).open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

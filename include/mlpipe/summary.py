@@ -15,11 +15,12 @@ def latest_decision(ctx: Context) -> LedgerEntry | None:
 
 def summary(ctx: Context) -> str:
     from mlpipe import registry
+    from mlpipe.storage import listing
 
     lines = [f"pipeline {ctx.spec.name!r}: data {ctx.settings.data_root}, MLflow {ctx.settings.tracking_uri}"]
     for layer in ("raw", "validated", "features", "predictions"):
-        folder = ctx.store.layer_dir(layer)
-        lines.append(f"  {layer:<12} {len(list(folder.glob('*.parquet'))) if folder.exists() else 0} partitions")
+        names = listing(ctx.store.layer_dir(layer))
+        lines.append(f"  {layer:<12} {sum(n.endswith('.parquet') for n in names)} partitions")
     decision = latest_decision(ctx)
     lines += decision_lines(ctx, decision) if decision else ["no train decision recorded yet"]
     for alias in (registry.CHAMPION, registry.CHALLENGER):

@@ -132,3 +132,35 @@ def test_the_run_for_a_data_day_is_the_next_logical_date(spec, tmp_path, days, c
     assert ingest.logical_date_for(days[2], ctx) == days[3]
     with pytest.raises(SourceError, match="outside the spec's schedule"):
         ingest.logical_date_for(days[-1] + dt.timedelta(days=1), ctx)
+
+
+def test_ingest_on_object_storage_writes_the_same_partitions(spec, spec_dict, toy_dir, days, tmp_path, s3_root,
+                                                              lock_database, write_spec):
+    """In-process, against the S3 server process: sources and data root in a bucket, no
+    local data folder; the partitions are byte for byte those of a local run, and the
+    day's report, Data Docs page and index row are objects in the bucket."""
+    from mlpipe.storage import listing, location
+
+    bucket = s3_root.rsplit("/", 1)[0]
+    for name in ("events.csv", "stores.csv"):
+        location(f"{bucket}/sources/{name}").write_bytes((toy_dir / name).read_bytes())
+    remote = {**spec_dict, "sources": {**spec_dict["sources"],
+                                       "events": {"path": f"{bucket}/sources/events.csv"},
+                                       "stores": {**spec_dict["sources"]["stores"], "path": f"{bucket}/sources/stores.csv"}}}
+    s3_spec = load_spec(write_spec(tmp_path, remote, "s3.yaml"))
+    settings = dataclasses.replace(get_settings(), data_root=location(s3_root), cache_dir=tmp_path / "host-cache",
+                                   lock_url=lock_database)
+    on_s3 = Context(settings, s3_spec, Store(settings.data_root, s3_spec.name, lock_database))
+    local = context(spec, tmp_path / "local")
+    for day in days[:3]:
+        ingest_day(on_s3, day)
+        ingest_day(local, day)
+    for layer in ("raw", "validated", "features"):
+        assert listing(on_s3.store.layer_dir(layer)) == [f"date={d}.parquet" for d in days[:3]]
+        for day in days[:3]:
+            assert file_hash(on_s3.store.path(layer, day)) == file_hash(local.store.path(layer, day)), (layer, day)
+    index = json.loads((on_s3.store.report_dir() / "index.json").read_text())
+    row = index["day"][str(days[2])]
+    assert row["validation"] == f"validation/{days[2]}.json" and row["data_docs"].startswith("data_docs/validations/")
+    assert (on_s3.store.report_dir() / row["data_docs"]).exists()
+    assert not (tmp_path / "host-cache").joinpath("toy", "raw").exists()  # only caches on this host

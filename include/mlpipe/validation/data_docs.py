@@ -8,7 +8,10 @@ A day's result key is the day itself (run name and run time), so re-validating a
 replaces its result and its page (same path) instead of adding one. Each update renders
 only that day's page, the suite's when it changed (``resource_identifiers``) and the index, which lists
 the latest :data:`INDEX_DAYS` days, so an update costs no more after years of days than after a month.
-Updates hold a file lock: parallel ingest tasks share the site.
+Updates hold the pipeline's ``data-docs`` lock (:mod:`mlpipe.locks`): parallel ingest tasks,
+on any host, share the site. Every file goes through :mod:`mlpipe.storage`
+(``gx_store.LocationStoreBackend``), so the site may live on object storage too; a page's
+address is then its URL there (serve the bucket, or copy the folder, to browse it).
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import logging
 import os
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from mlpipe.storage import Location, atomic_write, is_remote
 
 log = logging.getLogger(__name__)
 SITE = "local_site"
@@ -31,17 +37,31 @@ BATCH = "raw"  # the layer validated; the last part of a page's path
 
 @dataclass(frozen=True)
 class DataDocs:
-    """Where a validation's page goes: the site folder and the partition day it is for."""
+    """Where a validation's page goes: the site folder, the partition day it is for, and
+    the lock its updates hold (None: a lock file in a local site)."""
 
-    site: Path
+    site: Location
     day: dt.date
+    lock: Callable[[], AbstractContextManager] | None = None
+
+    @classmethod
+    def of(cls, store, day: dt.date) -> DataDocs:
+        """The pipeline's site in ``store``, under the pipeline's ``data-docs`` lock."""
+        return cls(store.report_dir("data_docs"), day, lambda: store.lock("data-docs", LOCK_TIMEOUT_S))
+
+    def locked(self) -> AbstractContextManager:
+        if self.lock is not None:
+            return self.lock()
+        from filelock import FileLock
+
+        self.site.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.site / ".lock", timeout=LOCK_TIMEOUT_S)
 
 
 def publish(result: Any, docs: DataDocs) -> str | None:
     """Store ``result`` (a GX suite validation result) as ``docs.day``'s and render its
     page, the suite's and the index; returns the page's path. GX logs a rendering error
     instead of raising it: then there is no page, None, and the validation goes on."""
-    from filelock import FileLock
     from great_expectations import ExpectationSuite
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
@@ -54,21 +74,28 @@ def publish(result: Any, docs: DataDocs) -> str | None:
                                                                           tzinfo=dt.timezone.utc))
     key = ValidationResultIdentifier(ExpectationSuiteIdentifier(result.suite_name), run_id, BATCH)
     result.meta["run_id"] = run_id  # the page's header shows the day, not "__none__"
-    docs.site.mkdir(parents=True, exist_ok=True)
     suite = ExpectationSuite(result.suite_name, [r.expectation_config for r in result.results])
-    with FileLock(docs.site / ".lock", timeout=LOCK_TIMEOUT_S):
-        context = _context(docs.site)
+    with docs.locked():
+        import great_expectations as gx
+
+        stamp = docs.site / "static" / f".mlpipe-gx-{gx.__version__}"  # GX's static files, this version's, are there
+        static_ready = stamp.exists()
+        context = _context(docs.site, static_ready)
         context.suites.add(suite)  # the day's page links to the suite's
         context.validation_results_store.set(key, result)
         context.build_data_docs(site_names=[SITE], resource_identifiers=[key, *_suite_if_changed(docs.site, suite, key)])
         url = context.get_docs_sites_urls(resource_identifier=key, site_name=SITE)[0]["site_url"]
+        if not static_ready:
+            atomic_write(stamp, "")
     if url is None:
         log.warning("no Data Docs page for %s: Great Expectations could not render it (its error is logged)", day)
         return None
+    if is_remote(docs.site):
+        return url
     return urllib.request.url2pathname(urllib.parse.urlparse(url).path)
 
 
-def _suite_if_changed(site: Path, suite: Any, key: Any) -> list:
+def _suite_if_changed(site: Location, suite: Any, key: Any) -> list:
     """The suite's identifier when its page must be rendered (new or changed suite), else
     nothing: the suite is the same every day, and its page costs a quarter of an update."""
     import hashlib
@@ -80,16 +107,15 @@ def _suite_if_changed(site: Path, suite: Any, key: Any) -> list:
     digest = hashlib.sha256(json.dumps(rules, sort_keys=True, default=str).encode())
     stamp = site / "expectations" / f".{suite.name}.sha256"
     page = site / "expectations" / f"{suite.name.replace('.', '/')}.html"  # GX's layout: dots become folders
-    if page.exists() and stamp.exists() \
-            and stamp.read_text() == digest.hexdigest():
+    if page.exists() and stamp.exists() and stamp.read_bytes().decode() == digest.hexdigest():
         return []
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(digest.hexdigest())  # under the site's lock; rendered just after
+    atomic_write(stamp, digest.hexdigest())  # under the site's lock; rendered just after
     return [key.expectation_suite_identifier]
 
 
-def _context(site: Path):
-    """An ephemeral GX context whose validation results and Data Docs are files in ``site``."""
+def _context(site: Location, static_ready: bool = False):
+    """An ephemeral GX context whose validation results and Data Docs are files in ``site``
+    (``static_ready``: its static files need no copying)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -99,12 +125,13 @@ def _context(site: Path):
     )
 
     defaults = InMemoryStoreBackendDefaults()
+    backend = {"module_name": "mlpipe.validation.gx_store", "class_name": "LocationStoreBackend",
+               "static_ready": static_ready}
     defaults.stores[defaults.validation_results_store_name]["store_backend"] = {
-        "class_name": "TupleFilesystemStoreBackend", "base_directory": str(site / "results"),
-        "suppress_store_backend_id": True}  # no id file for parallel tasks to race on
+        **backend, "base_directory": str(site / "results")}
     defaults.data_docs_sites = {SITE: {
         "class_name": "SiteBuilder", "show_how_to_buttons": False,
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)},
+        "store_backend": {**backend, "base_directory": str(site)},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "validation_results_limit": INDEX_DAYS},
         # the limit is the index's only: a backfilled old day still gets its page
         "site_section_builders": {"profiling": "None",

@@ -176,3 +176,20 @@ def test_the_suite_page_is_rendered_again_only_when_the_suite_changes(check, spe
 
     assert [bool(r) for r in rendered] == [True, False, True]
     assert len(list((store.report_dir("data_docs") / "expectations").rglob("*.html"))) == 1
+
+
+def test_gx_static_files_are_copied_once_per_site(check, store, days, monkeypatch):
+    """GX copies its 20 static files (CSS, fonts) on every build; the site keeps them, and
+    a stamp per GX version says so, so later updates write only the day's page and the index."""
+    from mlpipe.validation import gx_store
+
+    written = []
+    real = gx_store.atomic_write
+    monkeypatch.setattr(gx_store, "atomic_write", lambda path, data, **kw: written.append(str(path)) or real(path, data, **kw))
+    check(days[0])
+    first = [p for p in written if "/static/" in p]
+    written.clear()
+    check(days[1])
+    assert len(first) >= 10 and all(Path(p).is_file() for p in first)
+    assert [p for p in written if "/static/" in p] == []
+    assert any(p.endswith("index.html") for p in written) and any("2024-01-02" in p for p in written)
