@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -16,6 +17,60 @@ COMPOSE = yaml.safe_load(TEXT)
 SERVICES = COMPOSE["services"]
 AIRFLOW = {name: s for name, s in SERVICES.items() if name.startswith("airflow-")}
 REQUIRED = set(re.findall(r"\$\{(\w+):\?", TEXT))
+OVERRIDE_TEXT = (ROOT / "docker-compose.object-storage.yaml").read_text()
+DATA_MOUNT = "mlpipe-data:/opt/airflow/data"
+STORE_SETTINGS = ("MLPIPE_DATA_ROOT", "MLPIPE_LOCK_URL", "MLPIPE_CACHE_DIR", "MLPIPE_STORAGE_OPTIONS",
+                  "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+
+
+class Tagged(list):
+    """A sequence under one of Compose's merge tags (``!override``, ``!reset``)."""
+
+    def __init__(self, tag: str, items: list):
+        super().__init__(items)
+        self.tag = tag
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader plus Compose's merge tags, which plain YAML refuses."""
+
+
+for _tag in ("!override", "!reset"):
+    ComposeLoader.add_constructor(
+        _tag, lambda loader, node: Tagged(node.tag, loader.construct_sequence(node)
+                                          if isinstance(node, yaml.SequenceNode) else []))
+
+OVERRIDE = yaml.load(OVERRIDE_TEXT, Loader=ComposeLoader)
+
+
+def merged(base: dict, layer: dict) -> dict:
+    """``layer`` over ``base`` as Compose merges the keys these files use: mappings key by
+    key, a tagged sequence replaces, ``volumes`` merge by their target path, other
+    sequences append."""
+    out = dict(base)
+    for key, value in layer.items():
+        old = out.get(key)
+        if isinstance(value, Tagged):
+            out[key] = [] if value.tag == "!reset" else list(value)
+        elif isinstance(value, dict) and isinstance(old, dict):
+            out[key] = merged(old, value)
+        elif key == "volumes" and isinstance(old, list):
+            targets = {v.split(":")[1] for v in value}
+            out[key] = [v for v in old if v.split(":")[1] not in targets] + value
+        elif isinstance(value, list) and isinstance(old, list):
+            out[key] = old + value
+        else:
+            out[key] = value
+    return out
+
+
+def unset(text: str) -> str:
+    """``text`` as Compose resolves it with every optional variable unset: ``${VAR:-x}``
+    becomes ``x``, any other reference (required, or ``$${...}`` for the shell) ``<ref>``."""
+    reference = re.compile(r"(\$?)\$\{\w+(?:(:?-)([^{}]*)|[^{}]*)\}")
+    while (step := reference.sub(lambda m: m[3] if m[2] and not m[1] else "<ref>", text)) != text:
+        text = step  # innermost first: a default may hold references
+    return text
 
 
 def queues(service: dict) -> set[str]:
@@ -59,17 +114,18 @@ def test_only_the_gpu_worker_consumes_the_gpu_queue_and_it_reserves_a_gpu():
 
 
 def test_every_secret_comes_from_the_environment():
-    secretish = re.compile(r"PASSWORD|SECRET|FERNET|JWT")
-    for name, service in SERVICES.items():
+    secretish = re.compile(r"PASSWORD|SECRET|FERNET|JWT|STORAGE_OPTIONS|ACCESS_KEY")
+    for name, service in [*SERVICES.items(), *OVERRIDE["services"].items()]:
         env = service.get("environment") or {}
         for key, value in env.items():
-            if secretish.search(key):
-                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", str(value)), f"{name}: {key} is not ${{VAR:?message}}"
-            masked = re.sub(r"\$?\$\{[^}]+\}", "<ref>", str(value))
-            for credentials in re.findall(r"//([^@/]*)@", masked):  # user:password@ in a URL
+            if secretish.search(key):  # required (${VAR:?message}) or optional with no value (${VAR:-})
+                assert re.fullmatch(rf"\$\{{\w+:\?[^}}]+\}}|\$\{{{key}:-\}}", str(value)), \
+                    f"{name}: {key} is neither ${{VAR:?message}} nor ${{{key}:-}}"
+            for credentials in re.findall(r"//([^@/]*)@", unset(str(value))):  # user:password@ in a URL
                 assert credentials.partition(":")[2] in ("", "<ref>"), f"{name}: {key} has a literal password"
     assert {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_ADMIN_PASSWORD"} <= REQUIRED
-    assert "admin:admin" not in TEXT and "airflow:airflow" not in TEXT
+    for text in (TEXT, OVERRIDE_TEXT):
+        assert "admin:admin" not in text and "airflow:airflow" not in text
 
 
 def test_env_example_names_every_required_variable_with_placeholders_only():
@@ -173,3 +229,88 @@ def test_every_service_runs_every_pipeline_of_the_mounted_folder():
     assert "./include:/opt/airflow/include" in common["volumes"]
     text = (ROOT / "docker-compose.yaml").read_text() + (ROOT / ".env.example").read_text()
     assert "MLPIPE_SPEC" not in text and "MLPIPE_PIPELINE=" not in text and "MLPIPE_PIPELINE:" not in text
+
+
+def test_every_airflow_service_gets_the_data_root_locks_cache_and_store_settings():
+    """All optional but the data root, and none with a literal value: unset, each means
+    what mlpipe.settings says (empty counts as unset), so compose passes them all."""
+    common = COMPOSE["x-airflow-common"]["environment"]
+    for name, service in AIRFLOW.items():
+        assert set(STORE_SETTINGS) <= set(service["environment"]), name
+    assert common["MLPIPE_DATA_ROOT"] == "${MLPIPE_DATA_ROOT:-/opt/airflow/data}"  # the volume's mount point
+    for key in ("MLPIPE_CACHE_DIR", "MLPIPE_STORAGE_OPTIONS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                "AWS_ENDPOINT_URL"):
+        assert common[key] == f"${{{key}:-}}", key
+    # an empty AWS_DEFAULT_REGION makes botocore build the endpoint https://s3..amazonaws.com
+    assert re.fullmatch(r"\$\{AWS_DEFAULT_REGION:-[a-z]+-[a-z]+-\d\}", common["AWS_DEFAULT_REGION"])
+
+
+def test_locks_default_to_the_compose_postgres_airflow_database():
+    """Advisory locks on the database every Airflow service already reaches: they hold
+    across workers with the shared volume or without it."""
+    common = COMPOSE["x-airflow-common"]["environment"]
+    lock = common["MLPIPE_LOCK_URL"]
+    assert lock.startswith("${MLPIPE_LOCK_URL:-postgresql://") and lock.endswith("@postgres/airflow}")
+    default = lock[len("${MLPIPE_LOCK_URL:-"):-1]
+    airflow_db = common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert default == airflow_db.replace("postgresql+psycopg2://", "postgresql://")  # SQLAlchemy's psycopg2 default
+    assert "${POSTGRES_PASSWORD:?" in default
+
+
+def test_the_object_storage_override_drops_the_data_volume_from_every_service():
+    services = OVERRIDE["services"]
+    assert set(services) == set(AIRFLOW)  # a misspelt name would add a service, not change one
+    common = COMPOSE["x-airflow-common"]
+    for name, layer in services.items():
+        assert isinstance(layer["volumes"], Tagged) and layer["volumes"].tag == "!override", name
+        result = merged(SERVICES[name], layer)
+        assert result["volumes"] == [v for v in common["volumes"] if v != DATA_MOUNT], name
+        env = result["environment"]
+        assert env["MLPIPE_DATA_ROOT"].startswith("${MLPIPE_DATA_ROOT:?"), name  # a bucket URL, no local default
+        assert env["MLPIPE_LOCK_URL"] == common["environment"]["MLPIPE_LOCK_URL"], name
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name  # the base settings stay
+    every = {name: merged(service, services.get(name, {})) for name, service in SERVICES.items()}
+    assert not [name for name, s in every.items() if any("mlpipe-data" in str(v) for v in s.get("volumes", []))]
+    # the merge model tells a plain list (appended: the volume would stay) from the tag
+    plain = yaml.safe_load(OVERRIDE_TEXT.replace("!override", ""))["services"]["airflow-worker"]
+    assert DATA_MOUNT in merged(SERVICES["airflow-worker"], plain)["volumes"]
+
+
+def test_airflow_init_owns_the_data_volume_only_where_it_is_mounted(tmp_path):
+    script = SERVICES["airflow-init"]["command"][1].replace("$$", "$").replace("/opt/airflow", str(tmp_path))
+    script = script[:script.index("/entrypoint")]  # the ownership lines only
+    stub = f'chown() {{ echo "$*" >> {tmp_path / "chowned"}; }}\n'
+    (tmp_path / "logs").mkdir()
+    for mounted in (False, True):
+        if mounted:
+            (tmp_path / "data").mkdir()
+        (tmp_path / "chowned").unlink(missing_ok=True)
+        done = subprocess.run(["bash", "-c", stub + script], env={"PATH": "/usr/bin:/bin"}, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        owned = {line.split()[-1] for line in (tmp_path / "chowned").read_text().splitlines()}
+        assert owned == {str(tmp_path / "logs"), *([str(tmp_path / "data")] if mounted else [])}
+
+
+def test_env_example_shows_both_data_root_setups_as_optional_lines():
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    optional = dict(line[2:].split("=", 1) for line in lines if re.match(r"# [A-Z_]+=", line))
+    for key in ("MLPIPE_DATA_ROOT", "MLPIPE_LOCK_URL", "MLPIPE_CACHE_DIR", "MLPIPE_STORAGE_OPTIONS",
+                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "COMPOSE_FILE"):
+        assert key in optional, key
+    assert optional["MLPIPE_DATA_ROOT"].startswith("s3://")
+    assert optional["COMPOSE_FILE"].split()[0] == "docker-compose.yaml:docker-compose.object-storage.yaml"
+    assert not [line for line in lines if re.match(r"(MLPIPE|AWS)_", line)]  # the volume stays the default
+    for key in ("AWS_SECRET_ACCESS_KEY", "MLPIPE_LOCK_URL"):
+        assert "<" in optional[key], key  # placeholders, never a credential
+
+
+@pytest.mark.skipif(_compose() is None, reason="neither `docker compose` nor `docker-compose` is installed")
+def test_docker_compose_accepts_the_object_storage_override(tmp_path):
+    env = tmp_path / "store.env"
+    env.write_text((ROOT / ".env.example").read_text() + "MLPIPE_DATA_ROOT=s3://bucket/mlpipe\n")
+    files = ["-f", "docker-compose.yaml", "-f", "docker-compose.object-storage.yaml"]
+    done = subprocess.run([*_compose(), "--env-file", str(env), *files, "config", "--format", "json"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "mlpipe-data" not in str([s.get("volumes") for s in json.loads(done.stdout)["services"].values()])
