@@ -18,9 +18,12 @@ Settings (environment): MLPIPE_CLUSTER_NAME (database-name prefix, default ``mlp
 MLPIPE_PG_URL (server, default ``postgresql://postgres@127.0.0.1:5432``), MLPIPE_REDIS_URL
 (broker, default ``redis://127.0.0.1:6379/0``), MLPIPE_AIRFLOW_PORT (8080),
 MLPIPE_MLFLOW_PORT (5000), MLPIPE_WORKER_CONCURRENCY (2), MLPIPE_GPU_WORKER_CONCURRENCY
-(1), MLPIPE_GPU_POOL_SLOTS (1), MLPIPE_CLUSTER_DATA_ROOT (``<dir>/data``; a path every
-worker sees), MLPIPE_ADMIN_USER (``admin``), MLPIPE_ADMIN_PASSWORD
-(default: generated, written to ``<dir>/admin-password``).
+(1), MLPIPE_GPU_POOL_SLOTS (1), MLPIPE_CLUSTER_DATA_ROOT (``<dir>/data``; or an object
+store URL such as ``s3://bucket/mlpipe``, its credentials in the store's usual environment
+variables), MLPIPE_LOCK_URL (default: the cluster's Airflow database, so locks hold across
+workers with no shared disk), MLPIPE_ADMIN_USER (``admin``), MLPIPE_ADMIN_PASSWORD
+(default: generated, written to ``<dir>/admin-password``). Each worker keeps its caches
+in its own folder (``<dir>/cache-<worker>``): workers share no directory.
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ def environment(state: Path) -> dict[str, str]:
         "MLFLOW_TRACKING_USERNAME": MLFLOW_USER,
         "MLFLOW_TRACKING_PASSWORD": keys["mlflow_password"],
         "MLPIPE_DATA_ROOT": _setting("MLPIPE_CLUSTER_DATA_ROOT", str(state / "data")),
+        "MLPIPE_LOCK_URL": _setting("MLPIPE_LOCK_URL", f"{pg}/{name}_airflow"),  # advisory locks
+        "MLPIPE_CACHE_DIR": str(state / "cache-scheduler"),  # this host's; each worker has its own below
         "MLPIPE_GPU_QUEUE": "gpu",
         "MLPIPE_GPU_POOL": _setting("MLPIPE_GPU_POOL", "gpu"),
         "GX_ANALYTICS_ENABLED": "false",
@@ -163,10 +168,10 @@ def services(state: Path, env: dict[str, str]) -> dict[str, tuple[list[str], dic
         "triggerer": ([str(BIN / "airflow"), "triggerer"], {}),
         "worker-default": ([*worker, "--queues", "default", "--celery-hostname", f"default@{HOST}",
                             "--concurrency", _setting("MLPIPE_WORKER_CONCURRENCY", "2")],
-                           {"MLPIPE_HOSTNAME": f"{HOST}-default"}),
+                           {"MLPIPE_HOSTNAME": f"{HOST}-default", "MLPIPE_CACHE_DIR": str(state / "cache-default")}),
         "worker-gpu": ([*worker, "--queues", "gpu", "--celery-hostname", f"gpu@{HOST}",
                         "--concurrency", _setting("MLPIPE_GPU_WORKER_CONCURRENCY", "1")],
-                       {"MLPIPE_HOSTNAME": f"{HOST}-gpu"}),
+                       {"MLPIPE_HOSTNAME": f"{HOST}-gpu", "MLPIPE_CACHE_DIR": str(state / "cache-gpu")}),
     }
 
 

@@ -9,6 +9,10 @@ much again.
 
 What a module may rely on when its first test runs (see topology.shared_pipelines):
 
+- no shared data directory: the data root is a bucket on the session's S3 server
+  (``cluster.env["MLPIPE_DATA_ROOT"]``, ``s3://...``; read it with ``cluster.store()``),
+  flights' daily drops are objects there too, locks are PostgreSQL advisory locks on the
+  cluster's Airflow DB, and each worker keeps its caches in its own folder;
 - two pipelines side by side, from a pipelines folder (MLPIPE_PIPELINES_DIR):
   ``flights`` (``topology.PIPELINE``: every variant of ``topology.VARIANTS``, the
   ``topology.MONITORING`` settings, two train runs at once) and ``bikes``
@@ -56,10 +60,12 @@ def alerts(serve_webhook):
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory, alerts, cluster_script):
+def cluster(tmp_path_factory, alerts, cluster_script, s3_server):
     """The session's distributed cluster (topology.Cluster), ingested as described above."""
     work = tmp_path_factory.mktemp("cluster")
-    with running(work, "mlpipe_e2e", 13, shared_pipelines(work), alerts["url"], cluster_script.group_alive) as handle:
+    bucket = s3_server.bucket("mlpipe-e2e")
+    with running(work, "mlpipe_e2e", 13, shared_pipelines(work, bucket), alerts["url"], cluster_script.group_alive,
+                 data_root=f"{bucket}/data") as handle:
         for dag_id in (INGEST, TRAIN, SCORE, BIKES_INGEST, BIKES_TRAIN, BIKES_SCORE):
             handle.airflow("dags", "unpause", dag_id)
         # created while the scheduler runs (Postgres allows it; SQLite does not)

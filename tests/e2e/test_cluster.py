@@ -66,6 +66,30 @@ def test_the_ingest_backfill_fails_only_the_bad_day_and_alerts_once(cluster, ale
     assert any(a["task_id"] == "validate" and a["dag_id"] == INGEST for a in sent(alerts, "task_failure"))
 
 
+def test_the_data_lives_in_the_bucket_and_the_workers_share_no_directory(cluster, cluster_script):
+    """Through the scheduler: the fixture's ingest wrote every partition, report and Data
+    Docs page as objects on the S3 server (the drops it read are objects there too); the
+    cluster has no data folder, each worker caches in its own folder, locks are advisory
+    locks in PostgreSQL."""
+    from mlpipe.report_index import SECTIONS
+    from mlpipe.storage import listing, read_json
+
+    assert cluster.env["MLPIPE_DATA_ROOT"].startswith("s3://")
+    assert cluster.env["MLPIPE_LOCK_URL"].startswith("postgresql")
+    store = cluster.store()
+    for layer in ("raw", "validated", "features"):
+        assert listing(store.layer_dir(layer)) == [f"date={d}.parquet" for d in DAYS], layer
+    assert listing(store.layer_dir("quarantine")) == [f"date={BAD_DAY}.parquet"]
+    index = read_json(store.report_dir() / "index.json")
+    assert set(index) == set(SECTIONS) and {str(d) for d in (*DAYS, BAD_DAY)} <= set(index["day"])
+    page = store.report_dir() / index["day"][str(DAYS[-1])]["data_docs"]
+    assert str(page).startswith("s3://") and str(DAYS[-1]) in page.read_text()
+    assert not (cluster.state / "data").exists()
+    services = cluster_script.services(cluster.state, cluster.env)
+    caches = [services[w][1]["MLPIPE_CACHE_DIR"] for w in ("worker-default", "worker-gpu")]
+    assert len(set(caches)) == 2 and cluster.env["MLPIPE_CACHE_DIR"] not in caches
+
+
 def test_train_and_score_run_on_their_queues(cluster, alerts):
     """Through the scheduler: torch and TensorFlow training on the `gpu` worker, the rest on
     the `default` one; an alert for the promotion this train run made, if it made one."""

@@ -212,13 +212,14 @@ TAMPER = "tampered-by-test_faults"  # a file added to a model's bundle: its hash
 
 def _bundles(cluster, version: str) -> list[Path]:
     """The bundle directories of ``version``: in the tracking server's artifact store and
-    in the workers' model cache (a copy downloaded earlier)."""
+    in each worker's model cache (a copy downloaded earlier; every worker has its own)."""
     client = cluster.mlflow()
     run_id = client.get_model_version("flights", version).run_id
     uri = client.get_model_version_download_uri("flights", version)  # mlflow-artifacts:[//host]/<path>
     served = cluster.state / "mlflow-artifacts" / re.sub(r"^mlflow-artifacts:(//[^/]*)?/", "", uri)
-    cache = Path(cluster.env["MLPIPE_DATA_ROOT"]) / "model_cache"
-    return [*served.rglob("bundle"), *cache.glob(f"*/flights/{version}-{run_id}/**/bundle")]
+    cached = [bundle for cache in cluster.state.glob("cache-*")
+              for bundle in (cache / "model_cache").glob(f"*/flights/{version}-{run_id}/**/bundle")]
+    return [*served.rglob("bundle"), *cached]
 
 
 def test_a_champion_whose_artifact_changed_is_replaced_by_the_previous_one_and_alerts(cluster, alerts):

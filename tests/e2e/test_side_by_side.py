@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import pytest
 from topology import BIKE_DAYS, BIKES, BIKES_MONITOR, BIKES_TRAIN, DAYS, PIPELINE, TRAIN
@@ -102,9 +101,11 @@ def test_dag_runs_and_asset_events_stay_with_their_pipeline(cluster):
 
 
 def test_partitions_stay_under_their_pipeline(cluster):
-    root = Path(cluster.env["MLPIPE_DATA_ROOT"])
+    from mlpipe.storage import LAYERS, listing
+
     for pipeline in RUNS:
-        days = {dt.date.fromisoformat(p.stem.removeprefix("date=")) for p in (root / pipeline).glob("*/date=*")}
+        store = cluster.store(pipeline)
+        days = {dt.date.fromisoformat(name[5:15]) for layer in LAYERS for name in listing(store.layer_dir(layer))}
         assert days and {day.year for day in days} == {YEAR[pipeline]}, pipeline
     for day in BIKE_DAYS:
         assert cluster.store(BIKES).exists("features", day) and not cluster.store(FLIGHTS).exists("features", day)

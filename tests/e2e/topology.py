@@ -122,15 +122,22 @@ def bikes_spec(to: Path) -> Path:
     return to
 
 
-def shared_pipelines(work: Path) -> Path:
+def shared_pipelines(work: Path, bucket: str) -> Path:
     """The pipelines folder of the shared cluster: flights.yaml (daily drops of DAYS and
-    BAD_DAY, every variant above, two train runs at once allowed (test_faults runs two),
-    MONITORING) and bikes.yaml (bikes_spec)."""
+    BAD_DAY, as objects under ``<bucket>/drops/``, every variant above, two train runs at
+    once allowed (test_faults runs two), MONITORING) and bikes.yaml (bikes_spec)."""
+    from mlpipe.storage import location
+
     folder = work / "pipelines"
     folder.mkdir()
-    drops_folder = drops(work, [*DAYS, BAD_DAY], bad_days=(BAD_DAY,))
-    small_spec(work, drops_folder, VARIANTS, to=folder / "flights.yaml", monitoring=MONITORING,
+    local = drops(work, [*DAYS, BAD_DAY], bad_days=(BAD_DAY,))
+    for path in local.iterdir():
+        location(f"{bucket}/drops/{path.name}").write_bytes(path.read_bytes())
+    small_spec(work, local, VARIANTS, to=folder / "flights.yaml", monitoring=MONITORING,
                execution={"max_active_train_runs": 2})
+    spec = yaml.safe_load((folder / "flights.yaml").read_text())
+    spec["sources"]["flights"]["path"] = f"{bucket}/drops/{{date}}.csv"
+    (folder / "flights.yaml").write_text(yaml.safe_dump(spec))
     bikes_spec(folder / "bikes.yaml")
     return folder
 
@@ -208,9 +215,10 @@ class Cluster:
         self.airflow("backfill", "create", "--dag-id", dag_id, "--from-date", str(start), "--to-date", str(end))
 
     def store(self, pipeline: str = PIPELINE):
-        from mlpipe.storage import Store
+        """The pipeline's data as the workers see it (the data root may be a bucket)."""
+        from mlpipe.storage import Store, location
 
-        return Store(Path(self.env["MLPIPE_DATA_ROOT"]), pipeline)
+        return Store(location(self.env["MLPIPE_DATA_ROOT"]), pipeline, self.env["MLPIPE_LOCK_URL"])
 
     def mlflow(self):
         from mlflow.tracking import MlflowClient
@@ -233,16 +241,20 @@ def _reset(name: str, redis_db: int) -> None:
 
 
 @contextlib.contextmanager
-def running(work: Path, name: str, redis_db: int, pipelines: Path, alerts_url: str, group_alive) -> Iterator[Cluster]:
+def running(work: Path, name: str, redis_db: int, pipelines: Path, alerts_url: str, group_alive,
+            data_root: str | None = None) -> Iterator[Cluster]:
     """A fresh cluster running every spec of the folder ``pipelines`` (its databases and
     Redis db emptied first), stopped afterwards; this process's MLflow clients log in like
-    the workers meanwhile."""
+    the workers meanwhile. ``data_root``: where the workers keep the data (default a folder
+    under ``work``; an ``s3://`` URL puts it on the S3 server whose credentials and
+    endpoint this process's environment holds, which the services inherit)."""
     _reset(name, redis_db)
     env = {k: v for k, v in os.environ.items() if k != "MLPIPE_SPEC"}  # every spec of the folder, not just one
     env |= {"MLPIPE_CLUSTER_DIR": str(work / "state"), "MLPIPE_CLUSTER_NAME": name,
             "AIRFLOW_CONN_MLPIPE_ALERTS": json.dumps({"conn_type": "http", "host": alerts_url}),
             "MLPIPE_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "MLPIPE_AIRFLOW_PORT": str(free_port()),
-            "MLPIPE_MLFLOW_PORT": str(free_port()), "MLPIPE_PIPELINES_DIR": str(pipelines)}
+            "MLPIPE_MLFLOW_PORT": str(free_port()), "MLPIPE_PIPELINES_DIR": str(pipelines),
+            **({"MLPIPE_CLUSTER_DATA_ROOT": data_root} if data_root else {})}
     up = subprocess.run([*SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
     pids = json.loads((work / "state/pids.json").read_text())

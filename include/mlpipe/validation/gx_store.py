@@ -11,7 +11,7 @@ import posixpath
 from great_expectations.data_context.store.tuple_store_backend import TupleStoreBackend
 from great_expectations.exceptions import InvalidKeyError
 
-from mlpipe.storage import atomic_write, is_remote, location
+from mlpipe.storage import atomic_write, is_remote, location, read_bytes
 
 
 class LocationStoreBackend(TupleStoreBackend):
@@ -38,7 +38,7 @@ class LocationStoreBackend(TupleStoreBackend):
 
     def _get(self, key):
         try:
-            return self._path(key).read_bytes().decode("utf-8").rstrip("\n")
+            return read_bytes(self._path(key)).decode("utf-8").rstrip("\n")
         except FileNotFoundError as exc:
             raise InvalidKeyError(f"no object for key {key} at {self._path(key)}") from exc
 
@@ -57,7 +57,7 @@ class LocationStoreBackend(TupleStoreBackend):
         source = self._path(source_key)
         if not source.exists():
             return False
-        atomic_write(self._path(dest_key), source.read_bytes())
+        atomic_write(self._path(dest_key), read_bytes(source))
         source.unlink()
         return dest_key
 
