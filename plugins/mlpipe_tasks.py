@@ -72,24 +72,48 @@ def _sqlalchemy_uri(connection) -> str:
         return sqlalchemy_uri(connection.get_uri())
 
 
+def storage_options() -> None:
+    """``MLPIPE_STORAGE_CONN_ID``: an Airflow connection whose credentials become the fsspec
+    options of every remote location this task reaches (``MLPIPE_STORAGE_OPTIONS``, which
+    wins if set too). For S3 (an ``aws`` connection): login = access key id, password =
+    secret key, extra ``endpoint_url`` / ``region_name``; any store: extra ``storage_options``
+    (fsspec options as they are). A task process's environment is its own."""
+    import json
+    import os
+
+    conn_id = os.environ.get("MLPIPE_STORAGE_CONN_ID")
+    if not conn_id or os.environ.get("MLPIPE_STORAGE_OPTIONS"):
+        return
+    from airflow.sdk import BaseHook
+
+    connection = BaseHook.get_connection(conn_id)
+    extra = connection.extra_dejson
+    options = {"key": connection.login, "secret": connection.password} if connection.login else {}
+    client = {k: extra[k] for k in ("endpoint_url", "region_name") if extra.get(k)}
+    os.environ["MLPIPE_STORAGE_OPTIONS"] = json.dumps(
+        {**options, **({"client_kwargs": client} if client else {}), **extra.get("storage_options", {})})
+
+
 def run_step(step: str, spec: str | None = None, **kwargs):
     """Run the entry point ``step`` of ``mlpipe.steps.STEPS`` with a freshly loaded context of
     the pipeline whose spec file is ``spec`` (the DAG's; None: the only configured one);
     records in its result become dicts for XCom.
 
     SQL sources' connections are asked of Airflow when a source needs them (``AirflowConnections``).
-    Bad input (spec, source, data-quality, training-setup or registry requests) fails the task at
+    Bad input (spec, source, data-quality, training-setup or registry requests, credentials an
+    object store refuses) fails the task at
     once: retrying cannot fix the data. Anything else may be transient and retries, as does a
     database that cannot be reached (``SourceUnreachable``).
     """
     started = time.perf_counter()
     from mlpipe.context import Context
-    from mlpipe.errors import RegistryError, SourceError, SpecError, TrainingError, ValidationFailed
+    from mlpipe.errors import AccessDenied, RegistryError, SourceError, SpecError, TrainingError, ValidationFailed
     from mlpipe.sources.sql import SourceUnreachable
     from mlpipe.steps import STEPS
 
     imported = time.perf_counter()
     try:
+        storage_options()
         ctx = Context.load(spec, connections=AirflowConnections())
         result = to_xcom(STEPS[step](ctx, **kwargs))
     except ValidationFailed as exc:
@@ -97,7 +121,7 @@ def run_step(step: str, spec: str | None = None, **kwargs):
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     except SourceUnreachable:
         raise  # the database may be back by the next try: the task's retries (finite) apply
-    except (SpecError, SourceError, TrainingError, RegistryError) as exc:
+    except (SpecError, SourceError, TrainingError, RegistryError, AccessDenied) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     alert_for(step, result, ctx.spec.name)
     # bench/ reads this line: the step's imports and run, and the task process's peak RSS
