@@ -307,6 +307,10 @@ def _evaluate_in_process(ctx, candidates, barrier, run_id):
 
 
 def test_two_runs_at_once_move_champion_exactly_once(ctx):
+    _two_runs_at_once(ctx)
+
+
+def _two_runs_at_once(ctx):
     noise = register_noise_model(ctx)
     ctx.tracking.move_alias(ctx.spec.registered_model, registry.CHAMPION, noise["version"], None)
     first, second = train(ctx), train(ctx)
@@ -325,6 +329,19 @@ def test_two_runs_at_once_move_champion_exactly_once(ctx):
     assert len(moved) == 1 and moved[0]["champion_before"] == noise["version"]
     kept = next(e for e in entries if not e["moved"])
     assert kept["champion_before"] == moved[0]["champion_after"] == champion(ctx)  # compared with the new one
+
+
+def test_two_runs_with_no_shared_disk_move_champion_exactly_once(ctx, s3_root, lock_database):
+    """Two processes whose data root is a bucket on the S3 server (no disk in common) and
+    whose lock is a PostgreSQL advisory lock: still one promotion, one keep."""
+    from mlpipe.storage import Store, location
+
+    remote = Store(location(s3_root), ctx.store.pipeline, lock_database)
+    for day in ctx.store.days("features", *_span()):
+        remote.write("features", day, ctx.store.read("features", day))
+    ctx = dataclasses.replace(ctx, settings=dataclasses.replace(ctx.settings, data_root=remote.root,
+                                                                lock_url=lock_database), store=remote)
+    _two_runs_at_once(ctx)
 
 
 def test_score_shadows_the_challenger(ctx):
