@@ -22,7 +22,8 @@ from mlpipe.spec import PipelineSpec, SourceSpec
 
 def read_day(spec: PipelineSpec, day: dt.date, cache_dir: Path,
              connections: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The primary source's rows for ``day`` joined to every other source (read whole), in row-id order."""
+    """The primary source's rows for ``day`` joined to every other source (read whole, or a SQL query
+    taking the day's bounds), in row-id order."""
     name = spec.primary
     frame = typed(_read(spec, name, spec.sources[name], day, cache_dir, connections, primary=True), spec)
     for other, source in list(spec.sources.items())[1:]:

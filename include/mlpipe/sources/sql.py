@@ -179,8 +179,7 @@ def _fetch(where: str, uri: str, statement, params: dict, chunk_rows: int) -> pd
                 result = connection.execution_options(stream_results=True, yield_per=chunk_rows).execute(
                     statement, params)
                 names = list(result.keys())
-                chunks = [_as_text(pd.DataFrame([tuple(r) for r in rows], columns=names, dtype=object))
-                          for rows in result.partitions()]
+                chunks = [_as_text(names, rows) for rows in result.partitions()]
             except sa.exc.DBAPIError as exc:
                 if exc.connection_invalidated:
                     raise SourceUnreachable(f"{where}: lost the connection: {_reason(exc)}") from exc
@@ -189,7 +188,7 @@ def _fetch(where: str, uri: str, statement, params: dict, chunk_rows: int) -> pd
                 raise SourceError(f"{where}: {_reason(exc)}") from exc
     finally:
         engine.dispose()
-    return pd.concat(chunks, ignore_index=True) if chunks else _as_text(pd.DataFrame(columns=names, dtype=object))
+    return pd.concat(chunks, ignore_index=True) if chunks else _as_text(names, [])
 
 
 def _connect_failed(where: str, exc) -> SourceError:
@@ -204,12 +203,14 @@ def _reason(exc) -> str:
     return " ".join(line.strip() for line in text.splitlines()[:2] if line.strip())
 
 
-def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({c: _column_text(frame[c]) for c in frame.columns}, index=frame.index)
+def _as_text(names: list[str], rows) -> pd.DataFrame:
+    """One chunk of rows as a frame of text columns."""
+    columns = list(zip(*rows, strict=True)) or [()] * len(names)  # rows to columns, in C
+    return pd.DataFrame({n: _column_text(pd.Series(c, dtype=object)) for n, c in zip(names, columns, strict=True)})
 
 
 def _column_text(values: pd.Series) -> pd.Series:
-    kinds = {type(v) for v in values}
+    kinds = set(map(type, values.to_numpy()))
     if kinds <= _PLAIN:
         return values.astype("str")  # str() of each, in C: the same text as _text, 10x faster
     present = values.dropna()

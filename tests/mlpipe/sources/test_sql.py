@@ -100,7 +100,7 @@ def test_rows_are_fetched_in_chunks_of_chunk_rows(toy_db, monkeypatch, days):
     """In-process: a day of 20 rows read 7 at a time is three chunks, each rendered on its own."""
     chunks = []
     render = reader._as_text
-    monkeypatch.setattr(reader, "_as_text", lambda frame: chunks.append(len(frame)) or render(frame))
+    monkeypatch.setattr(reader, "_as_text", lambda names, rows: chunks.append(len(rows)) or render(names, rows))
     source = SourceSpec(conn_id="toy", table="events", chunk_rows=7)
     frame = reader.read_sql("events", source, {"toy": toy_db}, days[0], PartitionSpec(column="ts"))
     assert chunks == [7, 7, 6] and len(frame) == 20
@@ -248,7 +248,7 @@ def test_sql_days_give_byte_identical_partitions_to_the_csv_source(flights_env, 
 @pytest.mark.integration
 def test_a_day_is_the_time_zones_midnights_across_daylight_saving(flights_db):
     """In-process: rows at the local midnights of a 23-hour and a 25-hour day in a timestamptz
-    column; each day reads exactly its own, so re-reading a day is reproducible."""
+    column; each day reads exactly its own, and a re-read after a late row arrived adds only it."""
     assert [end - start for start, end in (day_bounds(d, "America/New_York") for d in
             (SPRING_FORWARD, dt.date(2013, 11, 3), NEXT_DAY))] == [dt.timedelta(hours=h) for h in (23, 25, 24)]
     engine = sa.create_engine(flights_db)
@@ -259,12 +259,16 @@ def test_a_day_is_the_time_zones_midnights_across_daylight_saving(flights_db):
         conn.execute(sa.text("TRUNCATE stamps"))
         conn.execute(sa.text("INSERT INTO stamps VALUES (:id, CAST(:ts AS timestamptz))"),
                      [{"id": i, "ts": ts} for i, ts in enumerate(stamps)])
-    engine.dispose()
     source = SourceSpec(conn_id="db", table="stamps")
     ids = {day: reader.read_sql("stamps", source, {"db": flights_db}, day, NEW_YORK)["id"].tolist()
            for day in (SPRING_FORWARD, NEXT_DAY, dt.date(2013, 11, 3), dt.date(2013, 11, 4))}
     assert ids == {SPRING_FORWARD: ["0", "1"], NEXT_DAY: ["2"], dt.date(2013, 11, 3): ["3", "4", "5"],
                    dt.date(2013, 11, 4): ["6"]}
+    with engine.begin() as conn:  # a late row of the 10th arrives; re-reading the days picks up just it
+        conn.execute(sa.text("INSERT INTO stamps VALUES (7, '2013-03-10 12:00-04')"))
+    engine.dispose()
+    assert [reader.read_sql("stamps", source, {"db": flights_db}, day, NEW_YORK)["id"].tolist()
+            for day in (SPRING_FORWARD, NEXT_DAY)] == [["0", "1", "7"], ["2"]]
 
 
 def _extract_fails(ctx: Context, day: dt.date, *patterns: str) -> SourceError:
