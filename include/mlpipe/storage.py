@@ -7,7 +7,7 @@ URL (``s3://bucket/prefix``, ``gs://``, ``abfs://``, ``file://``):
 elsewhere. Credentials are never in a URL or the spec: each store's own environment
 variables and config files (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``,
 ``GOOGLE_APPLICATION_CREDENTIALS``, ...) apply, plus ``MLPIPE_STORAGE_OPTIONS`` (JSON
-fsspec options, which the Airflow layer fills from a connection).
+fsspec options, which the Airflow layer fills from the connection ``MLPIPE_STORAGE_CONN_ID``).
 
 Each partition, report and ledger entry is one file written whole: on a local disk to a
 temporary name and renamed into place, on an object store as one object write (a reader
