@@ -85,8 +85,12 @@ def storage_options() -> None:
     if not conn_id or os.environ.get("MLPIPE_STORAGE_OPTIONS"):
         return
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    connection = BaseHook.get_connection(conn_id)
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise AirflowFailException(f"MLPIPE_STORAGE_CONN_ID={conn_id}: no such Airflow connection") from None
     extra = connection.extra_dejson
     options = {"key": connection.login, "secret": connection.password} if connection.login else {}
     client = {k: extra[k] for k in ("endpoint_url", "region_name") if extra.get(k)}

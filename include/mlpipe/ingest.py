@@ -27,7 +27,7 @@ def written(path: Location, rows: int) -> dict:
 
 
 def extract_day(ctx: Context, day: dt.date) -> dict:
-    frame = read_day(ctx.spec, day, ctx.cache_dir)
+    frame = read_day(ctx.spec, day, ctx.cache_dir, ctx.connections)
     return written(ctx.store.write("raw", day, frame), len(frame))
 
 
@@ -39,7 +39,7 @@ def validate_day(ctx: Context, day: dt.date) -> dict:
 
     store = ctx.store
     frame = store.read("raw", day)
-    origin = f"{store.path('raw', day)} (from {', '.join(source_files(ctx.spec, day))})"
+    origin = f"{store.path('raw', day)} (from {', '.join(source_files(ctx.spec, day, ctx.connections))})"
     try:
         summary = run_suite(frame, ctx.spec, origin, lambda payload: store.write_report("validation", day, payload),
                             DataDocs.of(store, day))
@@ -80,7 +80,7 @@ def build_day_features(ctx: Context, day: dt.date) -> dict:
     rows = store.read("validated", day)
     start, end = feat.history_days(spec, day)
     expected = [start + dt.timedelta(days=i) for i in range((end - start).days)]
-    warm_up = [d for d in expected if not store.exists("validated", d) and day_has_rows(spec, d, ctx.cache_dir)]
+    warm_up = [d for d in expected if not store.exists("validated", d) and day_has_rows(spec, d, ctx.cache_dir, ctx.connections)]
     gaps = [str(d) for d in warm_up if not _ingested(ctx, d)]
     if warm_up:
         log.info("features for %s: ingested %d earlier day(s) for history first: %s%s", day, len(warm_up),

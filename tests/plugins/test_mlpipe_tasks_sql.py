@@ -22,7 +22,6 @@ from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
 
 import mlpipe_tasks  # noqa: E402
 from mlpipe import steps  # noqa: E402
-from mlpipe.sources import read_day  # noqa: E402
 from mlpipe.sources.sql import SourceUnreachable  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -65,18 +64,26 @@ def _airflow_json(database: str, port: int = 5432) -> str:
 
 
 def test_run_step_reads_through_the_connection_airflow_resolves(database, tmp_path, monkeypatch):
-    """In-process: the step's context holds Airflow's URI (the postgres provider hook's, with
-    its driver); the source reads the day's two rows through it."""
-    monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_TASKS_DB", _airflow_json(database))
+    """In-process, the real extract step: the source reads the day's two rows through the URI
+    Airflow resolves (the postgres provider hook's, with its driver), which the step's
+    context holds."""
+    from mlpipe.storage import Store
 
-    def extract(ctx, day):  # what extract_day reads, with the context's connections
-        frame = read_day(ctx.spec, day, ctx.cache_dir, connections=ctx.connections)
-        return {"flights": frame["flight"].tolist(), "resolved": dict(ctx.connections)}
+    monkeypatch.setenv("AIRFLOW_CONN_MLPIPE_TASKS_DB", _airflow_json(database))
+    monkeypatch.setenv("MLPIPE_DATA_ROOT", str(tmp_path / "data"))
+    resolved = {}
+    real = steps.STEPS["extract_day"]
+
+    def extract(ctx, day):
+        out = real(ctx, day=day)
+        resolved.update(ctx.connections)
+        return out
 
     monkeypatch.setitem(steps.STEPS, "extract_day", extract)
     result = mlpipe_tasks.run_step("extract_day", _spec(tmp_path, "mlpipe_tasks_db"), day=DAY)
-    assert sorted(result["flights"]) == [1, 2]  # 2013-03-11 03:00Z is still the 10th in New York; 04:00Z is not
-    assert result["resolved"] == {"mlpipe_tasks_db": f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"}
+    raw = Store(tmp_path / "data", "flights").read("raw", DAY)
+    assert result["rows"] == 2 and sorted(raw["flight"]) == [1, 2]  # 2013-03-11 03:00Z is still the 10th in New York
+    assert resolved == {"mlpipe_tasks_db": f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"}
 
 
 def test_a_step_that_reads_no_source_never_looks_a_connection_up(tmp_path, monkeypatch):

@@ -70,3 +70,10 @@ def _object(server, url: str) -> bytes:
     fs = fsspec.filesystem("s3", skip_instance_cache=True, key="testing", secret="testing",
                            client_kwargs={"endpoint_url": server.endpoint})
     return fs.cat_file(url[len("s3://"):])
+
+
+def test_an_unknown_storage_connection_fails_without_retry(monkeypatch):
+    monkeypatch.setenv("MLPIPE_STORAGE_CONN_ID", "no_such_store")
+    monkeypatch.delenv("MLPIPE_STORAGE_OPTIONS", raising=False)
+    with pytest.raises(AirflowFailException, match="MLPIPE_STORAGE_CONN_ID=no_such_store: no such Airflow connection"):
+        mlpipe_tasks.run_step("extract_day", FLIGHTS, day=dt.date(2013, 1, 1))
