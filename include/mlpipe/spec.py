@@ -61,8 +61,9 @@ class SourceSpec(_Model):
     others join it."""
 
     path: str | None = Field(
-        None, description="File source: file path, or ``pkg://<package>/<path inside it>``; ``{date}`` in it: "
-                          "one file per day")
+        None, description="File source: a file path, an fsspec URL (``s3://bucket/key``; credentials from the "
+                          "store's environment, never here), or ``pkg://<package>/<path inside it>``; ``{date}`` in "
+                          "it: one file per day")
     format: Literal["csv", "parquet"] | None = Field(
         None, description="File format (default: from the extension, ``.parquet`` or ``.pq``, else csv)")
     conn_id: str | None = Field(
