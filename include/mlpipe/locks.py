@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mlpipe.errors import StorageError
 
-POLL_S = 0.2
+POLL_S = 0.05  # as filelock polls: parallel ingest tasks take the report and Data Docs locks by turns
 
 
 @contextmanager
