@@ -7,7 +7,11 @@ validation results the index is built from.
 A day's result key is the day itself (run name and run time), so re-validating a day
 replaces its result and its page (same path) instead of adding one. Each update renders
 only that day's page, the suite's when it changed (``resource_identifiers``) and the index, which lists
-the latest :data:`INDEX_DAYS` days, so an update costs no more after years of days than after a month.
+the latest :data:`INDEX_DAYS` days. GX's builders list every stored result on each build
+(O(days) per update, O(days²) per backfill), so they are shown only the keys in
+``.recent-results.json`` (the newest days, kept under the lock) and the day's own: an update reads
+and renders a bounded set, whatever the history. Every day keeps its page; the pipeline's
+report index (:mod:`mlpipe.report_index`) links them all.
 Updates hold the pipeline's ``data-docs`` lock (:mod:`mlpipe.locks`): parallel ingest tasks,
 on any host, share the site. Every file goes through :mod:`mlpipe.storage`
 (``gx_store.LocationStoreBackend``), so the site may live on object storage too; a page's
@@ -17,6 +21,7 @@ address is then its URL there (serve the bucket, or copy the folder, to browse i
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import urllib.parse
@@ -26,11 +31,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from mlpipe.storage import Location, atomic_write, is_remote
+from mlpipe.storage import Location, atomic_write, is_remote, read_bytes
 
 log = logging.getLogger(__name__)
 SITE = "local_site"
 INDEX_DAYS = 14  # the index reads each listed day's result (~20 ms for flights'): bound it; every page stays
+RECENT = ".recent-results.json"  # the keys of the newest INDEX_DAYS results: what GX's builders are shown
 LOCK_TIMEOUT_S = 600
 BATCH = "raw"  # the layer validated; the last part of a page's path
 
@@ -80,11 +86,13 @@ def publish(result: Any, docs: DataDocs) -> str | None:
 
         stamp = docs.site / "static" / f".mlpipe-gx-{gx.__version__}"  # GX's static files, this version's, are there
         static_ready = stamp.exists()
-        context = _context(docs.site, static_ready)
+        recent = _recent(docs.site, key.to_tuple())
+        context = _context(docs.site, static_ready, recent)
         context.suites.add(suite)  # the day's page links to the suite's
         context.validation_results_store.set(key, result)
         context.build_data_docs(site_names=[SITE], resource_identifiers=[key, *_suite_if_changed(docs.site, suite, key)])
         url = context.get_docs_sites_urls(resource_identifier=key, site_name=SITE)[0]["site_url"]
+        atomic_write(docs.site / RECENT, json.dumps(recent[:INDEX_DAYS]))
         if not static_ready:
             atomic_write(stamp, "")
     if url is None:
@@ -95,11 +103,25 @@ def publish(result: Any, docs: DataDocs) -> str | None:
     return urllib.request.url2pathname(urllib.parse.urlparse(url).path)
 
 
+def _recent(site: Location, key: tuple) -> list[list[str]]:
+    """The newest :data:`INDEX_DAYS` result keys with ``key`` among them, newest first
+    (sorted by run time, as GX's index is): from ``.recent-results.json``, or, in a site
+    written before it existed, from one listing of the results."""
+    try:
+        keys = json.loads(read_bytes(site / RECENT))
+    except FileNotFoundError:
+        from mlpipe.validation.gx_store import LocationStoreBackend
+
+        keys = LocationStoreBackend(str(site / "results"), filepath_suffix=".json").list_keys()
+    keys = {tuple(k) for k in keys} | {key}
+    newest = sorted(keys, key=lambda k: k[-2], reverse=True)[:INDEX_DAYS]  # k[-2]: the run time
+    return [list(k) for k in newest if k != key] + [list(key)]  # an older day's own key stays listed: its page
+
+
 def _suite_if_changed(site: Location, suite: Any, key: Any) -> list:
     """The suite's identifier when its page must be rendered (new or changed suite), else
     nothing: the suite is the same every day, and its page costs a quarter of an update."""
     import hashlib
-    import json
 
     # the rules as configured: without GX's per-run ids and the batch each result came from
     rules = [{**e, "id": None, "kwargs": {k: v for k, v in e.get("kwargs", {}).items() if k != "batch_id"}}
@@ -113,9 +135,10 @@ def _suite_if_changed(site: Location, suite: Any, key: Any) -> list:
     return [key.expectation_suite_identifier]
 
 
-def _context(site: Location, static_ready: bool = False):
+def _context(site: Location, static_ready: bool = False, listed: list | None = None):
     """An ephemeral GX context whose validation results and Data Docs are files in ``site``
-    (``static_ready``: its static files need no copying)."""
+    (``static_ready``: its static files need no copying; ``listed``: the result keys its
+    builders see, None for all)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -126,7 +149,7 @@ def _context(site: Location, static_ready: bool = False):
 
     defaults = InMemoryStoreBackendDefaults()
     backend = {"module_name": "mlpipe.validation.gx_store", "class_name": "LocationStoreBackend",
-               "static_ready": static_ready}
+               "static_ready": static_ready, "listed": listed}
     defaults.stores[defaults.validation_results_store_name]["store_backend"] = {
         **backend, "base_directory": str(site / "results")}
     defaults.data_docs_sites = {SITE: {

@@ -1,7 +1,11 @@
 """A Great Expectations store backend on :mod:`mlpipe.storage`: GX's
 ``TupleFilesystemStoreBackend`` for any location the data root may be (a folder or an
 fsspec URL), so validation results and Data Docs pages go through the same layer as
-partitions, each file written whole. Imported by GX (``module_name``), never at parse time."""
+partitions, each file written whole. Imported by GX (``module_name``), never at parse time.
+
+``listed`` (optional) is the validation-result keys the backend lists, instead of listing
+its folder: GX's site builders list every result on each build, which grows with the
+history (see :mod:`mlpipe.validation.data_docs`)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ class LocationStoreBackend(TupleStoreBackend):
     def __init__(self, base_directory: str, filepath_template=None, filepath_prefix=None, filepath_suffix=None,
                  forbidden_substrings=None, fixed_length_key=False, suppress_store_backend_id=True,
                  manually_initialize_store_backend_id: str = "", base_public_path=None, store_name=None,
-                 static_ready: bool = False, **_ignored) -> None:
+                 static_ready: bool = False, listed: list | None = None, **_ignored) -> None:
         super().__init__(filepath_template=filepath_template, filepath_prefix=filepath_prefix,
                          filepath_suffix=filepath_suffix, forbidden_substrings=forbidden_substrings,
                          platform_specific_separator=False, fixed_length_key=fixed_length_key,
@@ -27,11 +31,13 @@ class LocationStoreBackend(TupleStoreBackend):
                          base_public_path=base_public_path, store_name=store_name)
         self.base = location(base_directory)
         self.static_ready = static_ready  # the site has this GX version's static assets: skip rewriting them
+        # results (no prefix) and their pages ("validations/"): the site's other backends list their folders
+        self.listed = listed if filepath_prefix in (None, "validations") else None
         self._config = {k: v for k, v in {
             "base_directory": str(base_directory), "filepath_template": filepath_template,
             "filepath_prefix": filepath_prefix, "filepath_suffix": filepath_suffix,
             "fixed_length_key": fixed_length_key, "base_public_path": base_public_path, "store_name": store_name,
-            "static_ready": static_ready, "module_name": __name__, "class_name": type(self).__name__}.items() if v}
+            "static_ready": static_ready, "listed": listed, "module_name": __name__, "class_name": type(self).__name__}.items() if v}
 
     def _path(self, key):
         return self.base / self._convert_key_to_filepath(key)
@@ -62,6 +68,8 @@ class LocationStoreBackend(TupleStoreBackend):
         return dest_key
 
     def list_keys(self, prefix: tuple = ()) -> list[tuple]:
+        if self.listed is not None:
+            return [tuple(k) for k in self.listed if tuple(k[:len(prefix)]) == tuple(prefix)]
         keys = []
         for name in _files_under(self.base.joinpath(*prefix) if prefix else self.base):
             relative = posixpath.join(*prefix, name) if prefix else name

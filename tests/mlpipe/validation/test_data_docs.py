@@ -15,7 +15,7 @@ import pytest
 from mlpipe.errors import ValidationFailed
 from mlpipe.sources import read_day
 from mlpipe.storage import Store
-from mlpipe.validation import data_docs, validate
+from mlpipe.validation import data_docs, gx_store, validate
 from mlpipe.validation.data_docs import DataDocs
 
 # What GX's pages fetch from the network: styling and scripts (Bootstrap, jQuery,
@@ -121,6 +121,26 @@ def test_the_index_lists_the_latest_days_and_every_day_keeps_its_page(check, sto
     index = _index(store)
     assert [day for day, page in sorted(pages.items()) if _link(store, page) in index] == [days[2], days[3]]
     assert all(Path(page).is_file() for page in pages.values())
+
+
+def test_an_update_lists_no_stored_result_so_its_cost_does_not_grow_with_the_history(check, store, days,
+                                                                                    monkeypatch):
+    """GX's builders list every stored result and page on each build; here they see only the
+    newest days' keys (``.recent-results.json``), so day 400 lists as little as day 2. A site
+    without that file (written before it existed) is listed once to start it."""
+    site = store.report_dir("data_docs")
+    check(days[0])
+    (site / data_docs.RECENT).unlink()
+    listed = []
+    real = gx_store._files_under
+    monkeypatch.setattr(gx_store, "_files_under", lambda folder: listed.append(str(folder)) or real(folder))
+    check(days[1])
+    assert str(site / "results") in listed  # the one listing that starts the file
+    listed.clear()
+    check(days[2])
+    assert listed and not [f for f in listed if f.startswith((str(site / "results"), str(site / "validations")))]
+    index = _index(store)
+    assert all(f"validations/toy/raw/{day}/" in index for day in days[:3])
 
 
 def _in_a_process(*args) -> tuple[bool, str]:
