@@ -233,6 +233,8 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     if not is_remote(path):
         return path.read_bytes()
     with guarded(path):
+        if "s3" in path.fs.protocol:  # else s3fs HEADs the object first, to choose ranged reads for big ones
+            return path.fs.cat_file(path.path, max_concurrency=1)
         return path.fs.cat_file(path.path)
 
 

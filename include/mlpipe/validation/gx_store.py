@@ -71,6 +71,8 @@ class LocationStoreBackend(TupleStoreBackend):
         if self.listed is not None:
             return [tuple(k) for k in self.listed if tuple(k[:len(prefix)]) == tuple(prefix)]
         keys = []
+        if not prefix and self.filepath_prefix:  # the site's backends share its folder: list only this one's part
+            prefix = tuple(self.filepath_prefix.split("/"))
         for name in _files_under(self.base.joinpath(*prefix) if prefix else self.base):
             relative = posixpath.join(*prefix, name) if prefix else name
             if self._is_missing_prefix_or_suffix(self.filepath_prefix, self.filepath_suffix, relative):
