@@ -156,13 +156,18 @@ class Store:
 
     def days(self, layer: str, start: dt.date, end: dt.date) -> list[dt.date]:
         """Existing partition dates in ``[start, end)``, ascending: from the names in the
-        layer's folder (one prefix listing), never from the partitions' contents."""
+        layer's folder, never from the partitions' contents. A range within a few months
+        lists only those months' names (``date=YYYY-MM`` prefixes): a day's look-back costs
+        the same after years of partitions; a longer range lists the layer once."""
+        months = sorted({(start + dt.timedelta(days=i)).strftime("%Y-%m") for i in range(min((end - start).days, 93))})
+        prefixes = [f"date={m}" for m in months] if (end - start).days <= 62 else ["date="]
         found = []
-        for name in listing(self.layer_dir(layer)):
-            if name.startswith("date=") and name.endswith(".parquet"):
-                day = dt.date.fromisoformat(name[5:15])
-                if start <= day < end:
-                    found.append(day)
+        for prefix in prefixes:
+            for name in listing(self.layer_dir(layer), prefix):
+                if name.startswith(prefix) and name.endswith(".parquet"):
+                    day = dt.date.fromisoformat(name[5:15])
+                    if start <= day < end:
+                        found.append(day)
         return sorted(found)
 
     def read_range(
@@ -251,8 +256,10 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(read_bytes(path))
 
 
-def listing(folder: str | os.PathLike) -> list[str]:
-    """The names in ``folder`` (none if it does not exist): one listing, no file opened."""
+def listing(folder: str | os.PathLike, prefix: str = "") -> list[str]:
+    """The names in ``folder`` (none if it does not exist): one listing, no file opened.
+    With ``prefix``, an object store is asked only for names that start with it (a
+    server-side filter); callers filter the names themselves (another store may ignore it)."""
     folder = location(folder)
     if not is_remote(folder):
         try:
@@ -261,7 +268,11 @@ def listing(folder: str | os.PathLike) -> list[str]:
             return []
     try:
         with guarded(folder):
-            return [posixpath.basename(p.rstrip("/")) for p in folder.fs.ls(folder.path, detail=False, refresh=True)]
+            if prefix:
+                found = folder.fs.find(folder.path, maxdepth=1, prefix=prefix)
+            else:
+                found = folder.fs.ls(folder.path, detail=False, refresh=True)
+            return [posixpath.basename(p.rstrip("/")) for p in found]
     except FileNotFoundError:
         return []
 

@@ -66,6 +66,25 @@ def test_listing_partitions_reads_no_object(s3_store, monkeypatch):
     assert opened == []
 
 
+def test_a_short_range_lists_only_its_months_so_its_cost_does_not_grow_with_the_history(s3_store, monkeypatch):
+    """A day's look-back asks the store for its months' names (``date=YYYY-MM`` prefixes),
+    not for every partition of the layer."""
+    days = [dt.date(2023, 1, 1) + dt.timedelta(days=i) for i in range(0, 400, 9)]
+    for day in days:
+        s3_store.write("raw", day, _frame(n=1))
+    fs = s3_store.base.fs
+    asked = []
+    for name in ("_lsdir", "_ls"):
+        real = getattr(fs, name)
+        monkeypatch.setattr(fs, name, lambda *a, _real=real, **k: asked.append(k.get("prefix", "")) or _real(*a, **k))
+    start, end = dt.date(2023, 12, 25), dt.date(2024, 1, 8)
+    assert s3_store.days("raw", start, end) == [d for d in days if start <= d < end]
+    assert sorted(asked) == ["date=2023-12", "date=2024-01"]
+    asked.clear()
+    assert s3_store.days("raw", days[0], days[-1] + dt.timedelta(days=1)) == days  # a long range: one listing
+    assert len(asked) == 1
+
+
 def test_an_exclusive_write_never_replaces_an_object(s3_store):
     path = s3_store.base / "ledger" / "000001.json"
     atomic_write(path, "first", exclusive=True)
