@@ -118,6 +118,11 @@ def phase(label: str, selection: list[tuple[str, object]], create) -> dict[str, 
     t0, last, tty = time.time(), None, sys.stdout.isatty()
     create()
     dag_ids = [dag_id for dag_id, _ in selection]
+    states = run_states(selection)
+    if states and not any(s in ("queued", "running", "None") for s in states):  # a demo run again: all done
+        STAGE_TIMES[label] = time.time() - t0
+        print(f"  {label}: nothing to run: {states}", flush=True)
+        return states
     scheduler = Service("scheduler", "scheduler")
     try:
         while True:

@@ -67,7 +67,7 @@ def cluster(tmp_path_factory, alerts, cluster_script, s3_server):
     with running(work, "mlpipe_e2e", 13, shared_pipelines(work, bucket), alerts["url"], cluster_script.group_alive,
                  data_root=f"{bucket}/data") as handle:
         for dag_id in (INGEST, TRAIN, SCORE, BIKES_INGEST, BIKES_TRAIN, BIKES_SCORE):
-            handle.airflow("dags", "unpause", dag_id)
+            handle.unpause(dag_id)
         # created while the scheduler runs (Postgres allows it; SQLite does not)
         assert handle.query("SELECT count(*) FROM job WHERE job_type = 'SchedulerJob' AND state = 'running'") == [(1,)]
         handle.backfill(INGEST, DAYS[0], BAD_DAY)

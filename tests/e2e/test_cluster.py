@@ -98,8 +98,7 @@ def test_train_and_score_run_on_their_queues(cluster, alerts):
     mark, trains, scores = len(alerts["received"]), cluster.runs(TRAIN), cluster.runs(SCORE)
     end = LAST + dt.timedelta(days=1)
     conf = {"window_start": str(FIRST), "window_end": str(end), "holdout_days": 2}
-    cluster.airflow("dags", "trigger", TRAIN, "--conf", json.dumps(conf), "--run-id", TRAIN_RUN,
-                    "--logical-date", f"{end}T06:00:00+00:00")
+    cluster.trigger(TRAIN, conf, TRAIN_RUN, f"{end}T06:00:00+00:00")
     assert cluster.wait_runs(TRAIN, 1, since=trains) == ["success"]
     (entry,) = [e for e in entries(cluster.store()) if e.run_id == TRAIN_RUN]
     promotions = [a for a in alerts["received"][mark:] if a["kind"] == "promotion"]
@@ -176,7 +175,7 @@ def _shifted_day(cluster, day: dt.date) -> None:
 
 def _monitor(cluster, day: dt.date) -> dict:
     before = cluster.runs(MONITOR)
-    cluster.airflow("dags", "trigger", MONITOR, "--conf", json.dumps({"day": str(day)}))
+    cluster.trigger(MONITOR, {"day": str(day)})
     assert cluster.wait_runs(MONITOR, 1, since=before) == ["success"]
     return json.loads(cluster.store().report_path("drift", day).read_text())
 
@@ -189,7 +188,7 @@ def test_sustained_drift_asks_for_one_retrain_and_the_cooldown_holds_the_next(cl
     """Through the scheduler: monitor runs, and the train run the asset event starts."""
     for day in [*DRIFTED, *BACKFILLED]:
         _shifted_day(cluster, day)
-    cluster.airflow("dags", "unpause", MONITOR)
+    cluster.unpause(MONITOR)
     trains, requested = cluster.runs(TRAIN), _asset_triggered(cluster)
     first, second = _monitor(cluster, DRIFTED[0]), _monitor(cluster, DRIFTED[1])
     assert first["drifted_columns"] == ["distance"] and first["decision"]["action"] == "none"

@@ -26,7 +26,6 @@ ledger, runs and alerts so far) and asserts on what its own runs changed.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import signal
@@ -46,8 +45,7 @@ SECOND = f"manual__{SECOND_END}T00:00:00"  # the run whose fit is killed: the se
 def _train(cluster, end: dt.date, at: str, **conf) -> str:
     conf = {"window_start": str(DAYS[0]), "window_end": str(end), "holdout_days": 2, **conf}
     run_id = f"manual__{end}T{at}"
-    cluster.airflow("dags", "trigger", TRAIN, "--conf", json.dumps(conf), "--logical-date", f"{end}T{at}+00:00",
-                    "--run-id", run_id)
+    cluster.trigger(TRAIN, conf, run_id, f"{end}T{at}+00:00")
     return run_id
 
 
@@ -83,10 +81,9 @@ def _weak_champion(cluster) -> str:
         assert cluster.wait_runs(TRAIN, 1, since=before) == ["success"]
         stumps = [_entry(cluster, stump).candidates[STUMP]["version"]]
     if _champion(cluster) != stumps[-1]:
-        cluster.airflow("dags", "unpause", ROLLBACK)
+        cluster.unpause(ROLLBACK)
         rollbacks = cluster.runs(ROLLBACK)
-        cluster.airflow("dags", "trigger", ROLLBACK, "--conf", json.dumps({"version": stumps[-1],
-                                                                              "reason": "test_faults: a weak champion"}))
+        cluster.trigger(ROLLBACK, {"version": stumps[-1], "reason": "test_faults: a weak champion"})
         assert cluster.wait_runs(ROLLBACK, 1, since=rollbacks) == ["success"]
     assert _champion(cluster) == stumps[-1]
     return stumps[-1]

@@ -51,8 +51,7 @@ def test_a_train_run_of_each_pipeline_at_once(cluster):
         start, end = WINDOWS[pipeline]
         conf = {"window_start": str(start), "window_end": str(end), "holdout_days": 2,
                 "variants": VARIANTS[pipeline]}
-        cluster.airflow("dags", "trigger", dag_id(pipeline, "train"), "--conf", json.dumps(conf), "--run-id", run_id,
-                        "--logical-date", f"{end}T12:00:00+00:00")
+        cluster.trigger(dag_id(pipeline, "train"), conf, run_id, f"{end}T12:00:00+00:00")
     for pipeline in RUNS:
         assert cluster.wait_runs(dag_id(pipeline, "train"), 1, since=before[pipeline]) == ["success"], pipeline
     for pipeline, run_id in RUNS.items():
@@ -172,10 +171,10 @@ def test_a_retrain_request_of_bikes_starts_only_bikes_train(cluster):
     """Through the scheduler: bikes' monitor decides `trigger`, and the asset event it emits
     starts a bikes__train run; flights__train gets none."""
     _drifted_day(cluster)
-    cluster.airflow("dags", "unpause", BIKES_MONITOR)
+    cluster.unpause(BIKES_MONITOR)
     monitors, trains = cluster.runs(BIKES_MONITOR), cluster.runs(BIKES_TRAIN)
     requested = {p: _asset_triggered(cluster, dag_id(p, "train")) for p in RUNS}
-    cluster.airflow("dags", "trigger", BIKES_MONITOR, "--conf", json.dumps({"day": str(DRIFTED)}))
+    cluster.trigger(BIKES_MONITOR, {"day": str(DRIFTED)})
     assert cluster.wait_runs(BIKES_MONITOR, 1, since=monitors) == ["success"]
     decision = json.loads(cluster.store(BIKES).report_path("drift", DRIFTED).read_text())["decision"]
     assert decision["action"] == "trigger", decision
