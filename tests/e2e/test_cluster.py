@@ -71,8 +71,8 @@ def test_the_data_lives_in_the_bucket_and_the_workers_share_no_directory(cluster
     Docs page as objects on the S3 server (the drops it read are objects there too); the
     cluster has no data folder, each worker caches in its own folder, locks are advisory
     locks in PostgreSQL."""
-    from mlpipe.report_index import SECTIONS
-    from mlpipe.storage import listing, read_json
+    from mlpipe import report_index
+    from mlpipe.storage import listing
 
     assert cluster.env["MLPIPE_DATA_ROOT"].startswith("s3://")
     assert cluster.env["MLPIPE_LOCK_URL"].startswith("postgresql")
@@ -80,8 +80,8 @@ def test_the_data_lives_in_the_bucket_and_the_workers_share_no_directory(cluster
     for layer in ("raw", "validated", "features"):
         assert listing(store.layer_dir(layer)) == [f"date={d}.parquet" for d in DAYS], layer
     assert listing(store.layer_dir("quarantine")) == [f"date={BAD_DAY}.parquet"]
-    index = read_json(store.report_dir() / "index.json")
-    assert set(index) == set(SECTIONS) and {str(d) for d in (*DAYS, BAD_DAY)} <= set(index["day"])
+    index = report_index.load(store)
+    assert set(index) == set(report_index.SECTIONS) and {str(d) for d in (*DAYS, BAD_DAY)} <= set(index["day"])
     page = store.report_dir() / index["day"][str(DAYS[-1])]["data_docs"]
     assert str(page).startswith("s3://") and str(DAYS[-1]) in page.read_text()
     assert not (cluster.state / "data").exists()

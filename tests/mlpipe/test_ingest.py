@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlpipe import ingest
+from mlpipe import ingest, report_index
 from mlpipe.context import Context
 from mlpipe.errors import SourceError, ValidationFailed
 from mlpipe.settings import get_settings
@@ -159,8 +159,7 @@ def test_ingest_on_object_storage_writes_the_same_partitions(spec, spec_dict, to
         assert listing(on_s3.store.layer_dir(layer)) == [f"date={d}.parquet" for d in days[:3]]
         for day in days[:3]:
             assert file_hash(on_s3.store.path(layer, day)) == file_hash(local.store.path(layer, day)), (layer, day)
-    index = json.loads((on_s3.store.report_dir() / "index.json").read_text())
-    row = index["day"][str(days[2])]
+    row = report_index.load(on_s3.store)["day"][str(days[2])]
     assert row["validation"] == f"validation/{days[2]}.json" and row["data_docs"].startswith("data_docs/validations/")
     assert (on_s3.store.report_dir() / row["data_docs"]).exists()
     assert not (tmp_path / "host-cache").joinpath("toy", "raw").exists()  # only caches on this host

@@ -13,7 +13,7 @@ import pytest
 
 from mlpipe import ledger, report_index
 from mlpipe.records import LedgerEntry
-from mlpipe.storage import Store, atomic_write, file_hash, listing, location, read_json
+from mlpipe.storage import Store, atomic_write, file_hash, listing, location
 
 pytestmark = pytest.mark.integration
 D1, D2, D3 = (dt.date(2024, 1, d) for d in (1, 2, 3))
@@ -106,7 +106,7 @@ def test_the_ledger_and_report_index_live_in_the_bucket(s3_root, lock_database):
     report = store.write_report("validation", D1, {"success": True})
     page = report_index.record(store, "day", str(D1), {"validation": str(report)}, validation_status="passed")
     assert str(page) == f"{s3_root}/toy/reports/index.html"
-    assert read_json(store.report_dir() / "index.json")["day"][str(D1)]["validation"] == "validation/2024-01-01.json"
+    assert report_index.load(store)["day"][str(D1)]["validation"] == "validation/2024-01-01.json"
     assert 'href="validation/2024-01-01.json"' in page.read_text()
 
 
