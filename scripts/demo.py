@@ -111,6 +111,10 @@ def progress(label: str, states: dict[str, int], running: int, elapsed: float) -
 STAGE_TIMES: dict[str, float] = {}  # label -> seconds, printed at the end
 
 
+def _done(states: dict[str, int]) -> bool:
+    return bool(states) and not any(s in ("queued", "running", "None") for s in states)
+
+
 def phase(label: str, selection: list[tuple[str, object]], create) -> dict[str, int]:
     """Create runs with the scheduler stopped, then run a scheduler until every run of
     ``selection`` (see run_states; several pipelines' DAGs run side by side) is done,
@@ -119,23 +123,23 @@ def phase(label: str, selection: list[tuple[str, object]], create) -> dict[str, 
     create()
     dag_ids = [dag_id for dag_id, _ in selection]
     states = run_states(selection)
-    if states and not any(s in ("queued", "running", "None") for s in states):  # a demo run again: all done
+    if _done(states):  # a demo run again on the same window: nothing to schedule
         STAGE_TIMES[label] = time.time() - t0
         print(f"  {label}: nothing to run: {states}", flush=True)
         return states
     scheduler = Service("scheduler", "scheduler")
     try:
         while True:
-            states = run_states(selection)
             if tty:
                 print("\r" + progress(label, states, running_tasks(dag_ids), time.time() - t0).ljust(100), end="",
                       flush=True)
             elif states != last:
                 print(progress(label, states, running_tasks(dag_ids), time.time() - t0), flush=True)
             last = states
-            if states and not any(s in ("queued", "running", "None") for s in states):
+            if _done(states):
                 break
             time.sleep(1 if tty else 3)
+            states = run_states(selection)
     finally:
         scheduler.stop()
     STAGE_TIMES[label] = time.time() - t0

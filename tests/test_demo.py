@@ -55,6 +55,22 @@ def test_a_phase_records_the_time_from_creating_its_runs_until_all_are_done(monk
     assert "score finished in 11s: {'success': 2}" in out
 
 
+def test_a_phase_whose_runs_are_all_done_starts_no_scheduler(monkeypatch, capsys):
+    """In-process: a second `make demo` on the same window creates nothing new, so the
+    phase reports it and never starts a scheduler."""
+    demo = _demo()
+
+    class NoScheduler:
+        def __init__(self, *args):
+            raise AssertionError("a scheduler was started")
+
+    monkeypatch.setattr(demo, "Service", NoScheduler)
+    monkeypatch.setattr(demo, "run_states", lambda selection: {"success": 3})
+    selection = [("flights__score", ("2013-01-01", "2013-01-03"))]
+    assert demo.phase("score", selection, lambda: None) == {"success": 3}
+    assert "score: nothing to run: {'success': 3}" in capsys.readouterr().out
+
+
 def test_each_pipeline_runs_its_spec_demo_window_unless_the_command_line_names_one():
     from types import SimpleNamespace
 
