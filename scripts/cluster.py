@@ -196,11 +196,34 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _workers_answer(env: dict[str, str]) -> bool:
-    code = ("from airflow.providers.celery.executors.celery_executor import app;"
-            "print(sorted(h for r in app.control.ping(timeout=2) for h in r))")
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
-    return f"default@{HOST}" in done.stdout and f"gpu@{HOST}" in done.stdout
+def _wait_workers(env: dict[str, str], timeout: float = 180) -> None:
+    """One process pings until both workers answer (a process per ping would import
+    Airflow each second, on the cores the starting workers need)."""
+    code = ("import sys, time\n"
+            "from airflow.providers.celery.executors.celery_executor import app\n"
+            f"want, deadline = {{'default@{HOST}', 'gpu@{HOST}'}}, time.time() + {timeout}\n"
+            "while want - {h for r in app.control.ping(timeout=1) for h in r}:\n"
+            "    if time.time() > deadline: sys.exit(1)\n"
+            "    time.sleep(1)\n")
+    if subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}).returncode != 0:
+        raise SystemExit(f"celery workers not ready after {timeout:.0f}s (logs: {cluster_dir() / 'logs'})")
+
+
+# argv: the logins as JSON [[user, role, password], ...], the GPU pool's name and slots.
+# FAB's security manager is what `airflow users create` calls; an existing login is kept.
+ACCOUNTS = """
+import json, sys
+from airflow.models.pool import Pool
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+with get_application_builder() as appbuilder:
+    for user, role, password in json.loads(sys.argv[1]):
+        if appbuilder.sm.find_user(username=user) is None:
+            added = appbuilder.sm.add_user(user, user, "mlpipe", f"{user}@localhost", appbuilder.sm.find_role(role),
+                                           password=password)
+            if not added:
+                sys.exit(f"could not create the login {user}")
+Pool.create_or_update_pool(sys.argv[2], int(sys.argv[3]), "GPU training slots", include_deferred=False)
+"""
 
 
 def up() -> int:
@@ -214,20 +237,23 @@ def up() -> int:
     _ensure_databases([f"{name}_airflow", f"{name}_mlflow"])
     _airflow(env, "db", "migrate")
     admin = _setting("MLPIPE_ADMIN_USER", "admin")
-    _airflow(env, "users", "create", "--role", "Admin", "--username", admin,
-             f"--password={_secrets(state)['admin_password']}", "--email", f"{admin}@localhost", "--firstname", admin,
-             "--lastname", "mlpipe", tolerate="already exist")
-    for user, role in ROLES:
-        _airflow(env, "users", "create", "--role", role, "--username", user,
-                 f"--password={_secrets(state)['logins'][user]}", "--email", f"{user}@localhost",
-                 "--firstname", user, "--lastname", "mlpipe", tolerate="already exist")
-    _airflow(env, "pools", "set", env["MLPIPE_GPU_POOL"], _setting("MLPIPE_GPU_POOL_SLOTS", "1"), "GPU training slots")
+    logins = [(admin, "Admin", _secrets(state)["admin_password"])]
+    logins += [(user, role, _secrets(state)["logins"][user]) for user, role in ROLES]
+    # One process for the logins and the pool, beside the services' start: an airflow CLI
+    # call per login costs seconds of imports each on a loaded two-core machine.
+    accounts = subprocess.Popen([sys.executable, "-c", ACCOUNTS, json.dumps(logins), env["MLPIPE_GPU_POOL"],
+                                 _setting("MLPIPE_GPU_POOL_SLOTS", "1")], env={**os.environ, **env},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for service in services(state, env):
             start(service)
         _wait("api-server", lambda: _answers(f"http://localhost:{env['AIRFLOW__API__PORT']}/api/v2/version"))
-        _wait("celery workers", lambda: _workers_answer(env))
+        _wait_workers(env)
+        output = accounts.communicate()[0]
+        if accounts.returncode != 0:
+            raise SystemExit(f"creating the logins and the GPU pool failed:\n{output}")
     except BaseException:
+        accounts.kill()
         down()
         raise
     print(f"cluster up: Airflow http://localhost:{env['AIRFLOW__API__PORT']} (login {admin}, password in "
