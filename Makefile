@@ -26,7 +26,7 @@ FROM ?=
 TO ?=
 HOLDOUT ?=
 
-.PHONY: install browser demo test lint up clean ledger rollback ingest-day cluster cluster-down
+.PHONY: install browser demo test lint up clean ledger rollback ingest-day ingest-range cluster cluster-down
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -78,6 +78,13 @@ ingest-day: install
 	$(BIN)/airflow db migrate >/dev/null
 	dag=$$($(DAG_ID) ingest) && logical=$$($(BIN)/python -m mlpipe.ingest $(PIPELINE_ARG) --logical-date $(DAY)) && \
 	  $(BIN)/airflow dags test $$dag "$$logical"
+
+# Ingest a range of data days, a task per chunk of days (the backfill way: see docs/stages.md), on a
+# running Airflow (make up), e.g. make ingest-range PIPELINE=flights FROM=2013-01-01 TO=2013-12-31
+ingest-range: install
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make ingest-range [PIPELINE=name] FROM=YYYY-MM-DD TO=YYYY-MM-DD" >&2; exit 2; }
+	dag=$$($(DAG_ID) ingest_range) && $(BIN)/airflow dags unpause $$dag >/dev/null && \
+	  $(BIN)/airflow dags trigger $$dag --conf '{"start": "$(FROM)", "end": "$(TO)"}'
 
 up: install
 	$(BIN)/python scripts/up.py

@@ -1,6 +1,7 @@
 """Per-day ingest cost after 30, 365 and 1,460 stored days, in one invocation.
 
     .venv/bin/python bench/history.py [--points 30,365,1460] [--measure 5] [--sources one_row,flights]
+                                      [--airflow-days 30,365] [--airflow-runs 1]
 
 For each source and each point N, a data root holding N stored days, then ``--measure``
 more days ingested in this process with the pipeline's own steps (extract, validate,
@@ -19,6 +20,10 @@ That is the store a backfill over years leaves, without years of backfill here.
 Prints per source the median seconds a day of each step at each point, the growth from the
 first point to the last (target <= 1.2x), and the whole day against its target (one_row
 <= 0.3 s, flights <= 1.0 s).
+
+Then, through Airflow, for each of ``--airflow-days`` (flights from 2013-01-01): bench/backfill.py's
+ingest, score and ingest_range runs against trivial DAGs of the same shapes (its figures
+and targets: ingest <= 1.3x, score <= 1.5x). ``--airflow-days ""`` leaves them out.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import datetime as dt
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -184,6 +190,8 @@ def main() -> int:
     parser.add_argument("--measure", type=int, default=5, help="days ingested and timed at each point")
     parser.add_argument("--template", type=int, default=7, help="days ingested for real before the copies")
     parser.add_argument("--sources", default="one_row,flights")
+    parser.add_argument("--airflow-days", default="30,365", help="backfills through Airflow over these many days")
+    parser.add_argument("--airflow-runs", type=int, default=1, help="bench/backfill.py --runs")
     args = parser.parse_args()
     points = sorted(int(p) for p in args.points.split(","))
     if points[0] < args.template:
@@ -202,6 +210,13 @@ def main() -> int:
             results[name] = run_source(name, spec, points, args.measure, args.template, work)
     for name, figures in results.items():
         report(name, figures, args.measure)
+    for days in filter(None, args.airflow_days.split(",")):
+        print(f"\nthrough Airflow, {days} days (bench/backfill.py --start 2013-01-01 --days {days} "
+              f"--runs {args.airflow_runs}):", flush=True)
+        done = subprocess.run([sys.executable, str(Path(__file__).parent / "backfill.py"), "--start", "2013-01-01",
+                               "--days", days, "--runs", str(args.airflow_runs)], capture_output=True, text=True)
+        out = done.stdout
+        print(out[out.find("medians of"):] if done.returncode == 0 else out[-2000:] + done.stderr[-3000:])
     return 0
 
 

@@ -96,16 +96,24 @@ class FailureNotifier(BaseNotifier):
 def validation_alert(exc, day, pipeline: str) -> dict:
     """A ``validation_failed`` alert: each failed rule's column, rule and rows, the report
     and the day's Data Docs page."""
+    return _validation_alert(day, str(exc), exc.failures, exc.report, exc.data_docs, pipeline)
+
+
+def _validation_alert(day, message: str, failures: list[dict], report, data_docs, pipeline: str) -> dict:
     rules = [{"column": f.get("column") or ", ".join(f.get("kwargs", {}).get("column_list") or []) or None,
               "rule": f.get("expectation"), "rows": (f.get("result") or {}).get("unexpected_count"),
-              "kwargs": f.get("kwargs")} for f in exc.failures]
-    return send("validation_failed", {"day": str(day) if day else None, "failures": rules, "report": exc.report,
-                                      "data_docs": exc.data_docs,
-                                      "message": str(exc).splitlines()[0]}, pipeline)
+              "kwargs": f.get("kwargs")} for f in failures]
+    return send("validation_failed", {"day": str(day) if day else None, "failures": rules, "report": report,
+                                      "data_docs": data_docs, "message": message.splitlines()[0]}, pipeline)
 
 
 def alert_for(step: str, result, pipeline: str) -> dict | None:
-    """The alert a step's result calls for: a promotion, a rollback, a fallback model."""
+    """The alert a step's result calls for: a promotion, a rollback, a fallback model, each
+    day of a range ingest that failed validation."""
+    if step == "validate_range" and isinstance(result, dict):
+        sent = [_validation_alert(f["day"], f["error"].removeprefix("ValidationFailed: "), f["failures"], f["report"],
+                                  f["data_docs"], pipeline) for f in result.get("failed", ()) if "failures" in f]
+        return sent[-1] if sent else None
     if step in ("evaluate_and_promote", "rollback") and isinstance(result, dict) and result.get("moved") \
             and not result.get("replayed"):  # a retry returning the recorded decision alerted the first time
         kind = "promotion" if step == "evaluate_and_promote" else "rollback"

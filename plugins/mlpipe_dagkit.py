@@ -138,6 +138,12 @@ def training_slots(spec) -> int:
     return max(1, len(os.sched_getaffinity(0)) // get_settings().task_cpus)
 
 
+def range_slots() -> int:
+    """How many chunk tasks of one ingest_range DAG may run at once: MLPIPE_RANGE_SLOTS, else
+    this host's cores (the executor's other slots stay free for live daily runs)."""
+    return max(1, int(os.environ.get("MLPIPE_RANGE_SLOTS") or len(os.sched_getaffinity(0))))
+
+
 def schedule_dates(spec, extra_days: int = 0) -> dict:
     """``start_date`` / ``end_date`` DAG kwargs from the spec's ``schedule`` section."""
     sched = spec.schedule

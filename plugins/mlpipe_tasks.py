@@ -111,7 +111,15 @@ def run_step(step: str, spec: str | None = None, **kwargs):
     """
     started = time.perf_counter()
     from mlpipe.context import Context
-    from mlpipe.errors import AccessDenied, RegistryError, SourceError, SpecError, TrainingError, ValidationFailed
+    from mlpipe.errors import (
+        AccessDenied,
+        DaysFailed,
+        RegistryError,
+        SourceError,
+        SpecError,
+        TrainingError,
+        ValidationFailed,
+    )
     from mlpipe.sources.sql import SourceUnreachable
     from mlpipe.steps import STEPS
 
@@ -125,7 +133,7 @@ def run_step(step: str, spec: str | None = None, **kwargs):
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     except SourceUnreachable:
         raise  # the database may be back by the next try: the task's retries (finite) apply
-    except (SpecError, SourceError, TrainingError, RegistryError, AccessDenied) as exc:
+    except (SpecError, SourceError, TrainingError, RegistryError, AccessDenied, DaysFailed) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     alert_for(step, result, ctx.spec.name)
     # bench/ reads this line: the step's imports and run, and the task process's peak RSS

@@ -30,6 +30,10 @@ class ValidationFailed(MlpipeError):
         self.data_docs = data_docs
 
 
+class DaysFailed(MlpipeError):
+    """Some days of a range ingest failed; the message names each day and its error."""
+
+
 class PartitionMissing(MlpipeError):
     """A partition the step needs does not exist yet."""
 

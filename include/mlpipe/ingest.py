@@ -71,25 +71,35 @@ def _quarantine(ctx: Context, day: dt.date, frame, exc: ValidationFailed) -> Val
     return ValidationFailed(f"{exc}\n{note}", exc.failures, exc.report, exc.data_docs)
 
 
-def build_day_features(ctx: Context, day: dt.date) -> dict:
+def build_day_features(ctx: Context, day: dt.date, warm_up: bool = True) -> dict:
     """The day's features. History reads only earlier validated days; a day in the
     history window that the source has rows for but that is not validated yet (the
     start of a backfill, or a day a parallel run has not reached) is ingested first
-    (extract + validate, no features), so any window backfills with no manual step."""
+    (extract + validate, no features), so any window backfills with no manual step.
+    ``warm_up=False`` (a range ingest, which validated its days first) leaves such a day
+    out of the history and lists it in ``history_gaps``."""
     spec, store = ctx.spec, ctx.store
     rows = store.read("validated", day)
     start, end = feat.history_days(spec, day)
-    expected = [start + dt.timedelta(days=i) for i in range((end - start).days)]
-    warm_up = [d for d in expected if not store.exists("validated", d) and day_has_rows(spec, d, ctx.cache_dir, ctx.connections)]
-    gaps = [str(d) for d in warm_up if not _ingested(ctx, d)]
-    if warm_up:
-        log.info("features for %s: ingested %d earlier day(s) for history first: %s%s", day, len(warm_up),
-                 [str(d) for d in warm_up], f"; failed validation (no history from them): {gaps}" if gaps else "")
+    missing = unvalidated_history(ctx, day)
+    warm = missing if warm_up else []
+    gaps = [str(d) for d in warm if not _ingested(ctx, d)] if warm_up else [str(d) for d in missing]
+    if warm:
+        log.info("features for %s: ingested %d earlier day(s) for history first: %s%s", day, len(warm),
+                 [str(d) for d in warm], f"; failed validation (no history from them): {gaps}" if gaps else "")
     past, days = store.read_range("validated", start, end, columns=feat.history_columns(spec),
                                   date_column=feat.PARTITION_DATE)
     frame = feat.build_features(spec, day, rows, past)
     return {**written(store.write("features", day, frame), len(frame)), "history_days": [str(d) for d in days],
-            "warmed_up": [str(d) for d in warm_up], "history_gaps": gaps}
+            "warmed_up": [str(d) for d in warm], "history_gaps": gaps}
+
+
+def unvalidated_history(ctx: Context, day: dt.date) -> list[dt.date]:
+    """The days of ``day``'s history window that the source has rows for but that are not validated."""
+    start, end = feat.history_days(ctx.spec, day)
+    expected = [start + dt.timedelta(days=i) for i in range((end - start).days)]
+    return [d for d in expected
+            if not ctx.store.exists("validated", d) and day_has_rows(ctx.spec, d, ctx.cache_dir, ctx.connections)]
 
 
 def _ingested(ctx: Context, day: dt.date) -> bool:
@@ -101,6 +111,85 @@ def _ingested(ctx: Context, day: dt.date) -> bool:
     except ValidationFailed as exc:
         log.warning("history day %s failed validation: %s", day, str(exc).splitlines()[0])
         return False
+
+
+# A range of days in one task per chunk (the <pipeline>__ingest_range DAG): a backfill pays
+# a task start-up per chunk, not three per day. The same per-day steps write the same
+# partitions and reports as the daily DAG.
+
+def plan_range(ctx: Context, start: dt.date, end: dt.date, chunk_days: int) -> list[dict]:
+    """``[start, end]`` (inclusive) in chunks of at most ``chunk_days`` days, in order; the
+    first also ingests the earlier days its first day's history reads (``warm_up``), so no
+    two chunks ever ingest the same day. A bad range is a ``SourceError`` naming it."""
+    from mlpipe.errors import SourceError
+
+    if end < start:
+        raise SourceError(f"ingest range {start} .. {end}: the end is before the start")
+    if chunk_days < 1:
+        raise SourceError(f"ingest range: chunk_days must be at least 1, not {chunk_days}")
+    for day in (start, end):
+        logical_date_for(day, ctx)  # inside the spec's schedule, else a SourceError naming it
+    chunks, first = [], start
+    while first <= end:
+        last = min(end, first + dt.timedelta(days=chunk_days - 1))
+        chunks.append({"start": str(first), "end": str(last), "warm_up": first == start})
+        first = last + dt.timedelta(days=1)
+    return chunks
+
+
+def validate_range(ctx: Context, start: str, end: str, warm_up: bool = False) -> dict:
+    """Extract and validate each day of ``[start, end]`` in order (with ``warm_up``, after
+    the earlier days the first day's history reads that are not validated yet). A day that
+    fails validation is quarantined as in a daily run, and one whose source is bad is
+    skipped; either is listed in ``failed`` with its error, and the other days go on.
+    Features come later (``features_range``), once every chunk's days are validated."""
+    from mlpipe.errors import SourceError
+
+    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    warm = unvalidated_history(ctx, first) if warm_up else []
+    days = warm + [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    passed, failed = [], []
+    for day in days:
+        try:
+            extract_day(ctx, day)
+            validate_day(ctx, day)
+        except ValidationFailed as exc:
+            failed.append({"day": str(day), "error": f"{type(exc).__name__}: {exc}", "failures": exc.failures,
+                           "report": exc.report, "data_docs": exc.data_docs})
+            continue
+        except SourceError as exc:
+            failed.append({"day": str(day), "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        if day >= first:  # warm-up days get no features, as in a daily run
+            passed.append(str(day))
+    log.info("range %s .. %s: %d day(s) validated, %d failed%s", start, end, len(passed), len(failed),
+             f", {len(warm)} earlier day(s) ingested for history" if warm else "")
+    return {"start": start, "end": end, "passed": passed, "failed": failed, "warmed_up": [str(d) for d in warm]}
+
+
+def features_range(ctx: Context, checked: dict) -> dict:
+    """The features of each day ``validate_range`` passed (``checked``), in order."""
+    built = [build_day_features(ctx, dt.date.fromisoformat(day), warm_up=False) for day in checked["passed"]]
+    return {"start": checked["start"], "end": checked["end"], "days": len(built),
+            "rows": sum(b["rows"] for b in built)}
+
+
+def check_range(ctx: Context, results: list[dict]) -> dict:
+    """Fail (``DaysFailed``) naming every day of the range that failed and how to rerun it
+    alone; else the range's totals."""
+    from mlpipe.errors import DaysFailed
+    from mlpipe.pipelines import dag_id
+
+    failed = [f for r in results for f in r["failed"]]
+    days = sum(len(r["passed"]) for r in results)
+    if failed:
+        lines = "\n".join(f"  {f['day']}: {f['error'].splitlines()[0]}" for f in failed)
+        name = ctx.spec.name
+        raise DaysFailed(
+            f"{len(failed)} day(s) of the range failed ({days} validated); a failed day keeps its last validated "
+            f"partitions (rows quarantined):\n{lines}\nRerun one day alone: make ingest-day PIPELINE={name} "
+            f"DAY=<day>, or trigger {dag_id(name, 'ingest_range')} with start = end = <day>.")
+    return {"days": days, "chunks": len(results)}
 
 
 def logical_date_for(day: dt.date, ctx: Context) -> dt.date:

@@ -43,6 +43,13 @@ def entries(store: Store) -> list[LedgerEntry]:
     return [LedgerEntry.from_dict(read_json(entry_path(store, seq))) for seq in _seqs(store)]
 
 
+def newest_first(store: Store) -> Iterator[LedgerEntry]:
+    """The entries from the latest back, each read only when reached: a reader that wants
+    the latest entry of some kind reads what came after it, not years of entries."""
+    for seq in reversed(_seqs(store)):
+        yield LedgerEntry.from_dict(read_json(entry_path(store, seq)))
+
+
 def entry_path(store: Store, seq: int) -> Location:
     return ledger_dir(store) / f"{seq:06d}.json"
 
@@ -98,7 +105,7 @@ def previous_champion(store: Store, current: str | None) -> str | None:
 
 def recorded_hash(store: Store, version: str) -> str | None:
     """The bundle hash the ledger recorded when ``version`` was a train run's candidate."""
-    for entry in reversed(entries(store)):
+    for entry in newest_first(store):
         for candidate in entry.candidates.values():
             if str(candidate.get("version")) == str(version) and candidate.get("sha256"):
                 return candidate["sha256"]

@@ -214,20 +214,22 @@ def _guardrail(ctx: Context, day: dt.date, train_in_flight: bool) -> str | None:
     validation = store.report_path("validation", day)
     if validation.exists() and not json.loads(validation.read_text()).get("success", True):
         return f"validation of {day} failed"
-    # the last train on data up to this day (a backfill looks at an earlier day than the latest train)
-    ends = [e.window.end for e in ledger.entries(store) if e.kind == "train" and e.window]
-    last_end = max((end for end in ends if end <= day + dt.timedelta(days=1)), default=None)
+    # the latest train on data up to this day (a backfill looks at an earlier day than the latest train); the
+    # ledger is read from its end back to that entry only
+    last_end = next((e.window.end for e in ledger.newest_first(store)
+                     if e.kind == "train" and e.window and e.window.end <= day + dt.timedelta(days=1)), None)
     if last_end is not None and (day - last_end).days + 1 < policy.cooldown_days:
         return f"cooldown: the last train's window ended {last_end}, less than {policy.cooldown_days} days ago"
     since = last_end or spec.schedule.start
-    labelled = _labelled_rows(ctx, since, day + dt.timedelta(days=1))
+    labelled = _labelled_rows(ctx, since, day + dt.timedelta(days=1), policy.min_new_labelled_rows)
     if labelled < policy.min_new_labelled_rows:
         return f"{labelled} labelled rows since {since}, fewer than {policy.min_new_labelled_rows}"
     return None
 
 
-def _labelled_rows(ctx: Context, start: dt.date, end: dt.date) -> int:
-    return ctx.store.count_values("features", start, end, ctx.spec.target.name)
+def _labelled_rows(ctx: Context, start: dt.date, end: dt.date, enough: int) -> int:
+    """Labelled rows in ``[start, end)``, counted from the latest day back until ``enough``."""
+    return ctx.store.count_values("features", start, end, ctx.spec.target.name, enough)
 
 
 def _log(summary: dict) -> None:

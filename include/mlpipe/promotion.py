@@ -152,7 +152,7 @@ def _recorded(ctx: Context, run_tags: dict[str, str]) -> LedgerEntry | None:
     key = (run_tags.get("airflow.dag_id"), run_tags.get("airflow.run_id"))
     if None in key:
         return None
-    return next((e for e in reversed(ledger.entries(ctx.store))
+    return next((e for e in ledger.newest_first(ctx.store)
                  if e.kind == "train" and (e.dag_id, e.run_id) == key), None)
 
 
@@ -266,7 +266,7 @@ def recover(ctx: Context) -> LedgerEntry | None:
             ctx.tracking.move_alias(entry.model, alias, new, old)
         elif now != new:
             notes.append(f"@{alias} is v{now}, not v{new}: moved by someone else since")
-    stored = next((e for e in reversed(ledger.entries(ctx.store)) if (e.kind, e.dag_id, e.run_id, e.champion_after)
+    stored = next((e for e in ledger.newest_first(ctx.store) if (e.kind, e.dag_id, e.run_id, e.champion_after)
                    == (entry.kind, entry.dag_id, entry.run_id, entry.champion_after)), None)
     if stored is None:
         note = "; completed after an interrupted commit" + "".join(f"; {n}" for n in notes)

@@ -62,10 +62,10 @@ def point_in_time_version(ctx: Context, day: dt.date, current: str, allow_curren
     with every row flagged ``current_champion``."""
     from mlpipe import ledger
 
-    promoted = [e for e in ledger.entries(ctx.store) if e.kind == "train" and e.moved and e.window
-                and e.window.holdout_start <= day]  # fitted on [start, holdout_start) only
+    promoted = next((e for e in ledger.newest_first(ctx.store) if e.kind == "train" and e.moved and e.window
+                     and e.window.holdout_start <= day), None)  # fitted on [start, holdout_start) only
     if promoted:
-        return str(promoted[-1].champion_after), "point_in_time"
+        return str(promoted.champion_after), "point_in_time"
     if allow_current:
         return current, "current_champion"
     raise RegistryError(f"no model trained only on data before {day} was ever champion (the ledger's promotions all "

@@ -14,6 +14,11 @@ STEPS: dict[str, Callable] = {
     "extract_day": ingest.extract_day,
     "validate_day": ingest.validate_day,
     "build_day_features": ingest.build_day_features,
+    # ingest_range DAG
+    "plan_range": ingest.plan_range,
+    "validate_range": ingest.validate_range,
+    "features_range": ingest.features_range,
+    "check_range": ingest.check_range,
     # train DAG
     "plan_training": training.plan_training,
     "train_variant": training.train_variant,

@@ -200,13 +200,17 @@ class Store:
             blobs = fs.cat([p.path for p in paths], on_error="raise")
         return [pd.read_parquet(io.BytesIO(blobs[p.path]), columns=columns) for p in paths]
 
-    def count_values(self, layer: str, start: dt.date, end: dt.date, column: str) -> int:
+    def count_values(self, layer: str, start: dt.date, end: dt.date, column: str, enough: int | None = None) -> int:
         """Non-null values of ``column`` in the existing partitions in ``[start, end)``,
-        from the Parquet footers' statistics (no data read; a file without them is read)."""
+        from the Parquet footers' statistics (no data read; a file without them is read),
+        latest day first; with ``enough``, it stops once that many are counted (a bound
+        that holds whatever the span)."""
         import pyarrow.parquet as pq
 
         total = 0
-        for day in self.days(layer, start, end):
+        for day in reversed(self.days(layer, start, end)):
+            if enough is not None and total >= enough:
+                break
             with self.path(layer, day).open("rb") as fh:
                 meta = pq.read_metadata(fh)
             index = meta.schema.to_arrow_schema().get_field_index(column)

@@ -10,7 +10,7 @@ from mlpipe.records import LedgerEntry
 
 def latest_decision(ctx: Context) -> LedgerEntry | None:
     """The ledger's latest train entry."""
-    return next((e for e in reversed(ledger.entries(ctx.store)) if e.kind == "train"), None)
+    return next((e for e in ledger.newest_first(ctx.store) if e.kind == "train"), None)
 
 
 def summary(ctx: Context) -> str:

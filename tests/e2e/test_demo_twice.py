@@ -1,9 +1,9 @@
 """`make demo` twice on one short window: the demo (scripts/demo.py, run as `make demo`
 runs it) through its own scheduler, LocalExecutor and api-server, on the embedded SQLite
 metadata DB and MLflow store of a fresh Airflow home. The first run ingests, trains and
-promotes a first champion, scores and monitors the holdout; the second, on the same
-window, creates no new ingest, score or monitor run and promotes nothing: its train run
-keeps the champion. Checked from the Airflow metadata DB, the ledger and the MLflow
+promotes a first champion, scores and monitors the holdout (the ingest as one run of the
+ingest_range DAG, every day's features written); the second, on the same window, creates
+no new ingest, score or monitor run and promotes nothing: its train run keeps the champion. Checked from the Airflow metadata DB, the ledger and the MLflow
 aliases, not from the printed text alone.
 
 A small spec (two quick variants on daily drops of the bundled data) keeps the module to
@@ -23,12 +23,15 @@ import time
 from pathlib import Path
 
 import pytest
-from topology import INGEST, MONITOR, ROOT, SCORE, TRAIN, drops, free_port, small_spec
+from topology import INGEST, MONITOR, PIPELINE, ROOT, SCORE, TRAIN, drops, free_port, small_spec
+
+from mlpipe.pipelines import dag_id as dag_id_of
 
 pytestmark = pytest.mark.e2e
 
 FROM, TO, HOLDOUT = dt.date(2013, 1, 1), dt.date(2013, 1, 7), 2
 DAYS = [FROM + dt.timedelta(days=i) for i in range((TO - FROM).days + 1)]
+INGEST_RANGE = dag_id_of(PIPELINE, "ingest_range")
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +85,14 @@ def _state(home) -> dict:
 
 def test_the_first_demo_ingests_the_window_promotes_a_champion_and_scores_the_holdout(home):
     """Through the demo's scheduler (LocalExecutor)."""
+    from mlpipe.storage import Store
+
     out = _demo(home)
     home["first"] = state = _state(home)
     holdout = len(DAYS[-HOLDOUT:])
-    assert sorted(state["runs"][INGEST].values()) == ["success"] * len(DAYS)
+    assert list(state["runs"][INGEST_RANGE].values()) == ["success"] and INGEST not in state["runs"]
+    store = Store(Path(home["env"]["MLPIPE_DATA_ROOT"]), PIPELINE)
+    assert [d for d in DAYS if store.exists("features", d)] == DAYS
     assert list(state["runs"][TRAIN].values()) == ["success"]
     assert sorted(state["runs"][SCORE].values()) == ["success"] * holdout
     assert sorted(state["runs"][MONITOR].values()) == ["success"] * holdout
@@ -99,8 +106,8 @@ def test_a_second_demo_creates_no_new_ingest_score_or_monitor_run_and_promotes_n
     first = home["first"]
     _demo(home)
     second = _state(home)
-    for dag_id in (INGEST, SCORE, MONITOR):
-        assert second["runs"][dag_id] == first["runs"][dag_id], dag_id  # the same runs, no new one
+    for dag in (INGEST_RANGE, SCORE, MONITOR):
+        assert second["runs"][dag] == first["runs"][dag], dag  # the same runs, no new one
     (new_train,) = set(second["runs"][TRAIN]) - set(first["runs"][TRAIN])  # the demo always trains
     assert second["runs"][TRAIN][new_train] == "success"
     (entry,) = second["ledger"][len(first["ledger"]):]

@@ -127,6 +127,67 @@ def test_a_backfill_starting_mid_way_needs_no_manual_prefill(long_history, days,
         pd.testing.assert_frame_equal(mid_way.store.read("features", day), from_start.store.read("features", day))
 
 
+def ingest_range(ctx, start, end, chunk_days):
+    """What the ingest_range DAG runs: every chunk's validation, then every chunk's features, then the check."""
+    checked = [ingest.validate_range(ctx, **chunk) for chunk in ingest.plan_range(ctx, start, end, chunk_days)]
+    built = [ingest.features_range(ctx, c) for c in checked]
+    return checked, built, ingest.check_range(ctx, checked)
+
+
+def test_a_range_ingest_writes_what_daily_runs_write(long_history, days, tmp_path):
+    """In-process: chunks of 3 days from mid-way (the first chunk ingests the history it needs
+    first) give the same validated and feature partitions as one daily run per day."""
+    first = days[0] + dt.timedelta(days=30)
+    window = [first + dt.timedelta(days=i) for i in range(8)]
+    daily = context(long_history, tmp_path / "daily")
+    for day in window:
+        ingest_day(daily, day)
+    ranged = context(long_history, tmp_path / "ranged")
+    checked, built, total = ingest_range(ranged, window[0], window[-1], 3)
+    assert [(c["start"], c["end"]) for c in checked] == [(str(window[0]), str(window[2])), (str(window[3]), str(window[5])),
+                                                        (str(window[6]), str(window[7]))]
+    assert checked[0]["warmed_up"] == [str(first - dt.timedelta(days=i)) for i in range(14, 0, -1)]
+    assert [c["warmed_up"] for c in checked[1:]] == [[], []]
+    assert total == {"days": 8, "chunks": 3} and sum(b["days"] for b in built) == 8
+    for day in window:
+        for layer in ("validated", "features"):
+            pd.testing.assert_frame_equal(ranged.store.read(layer, day), daily.store.read(layer, day))
+    assert not ranged.store.exists("features", first - dt.timedelta(days=1))  # warm-up days: no features
+    assert set(reports_index(ranged.store)) == set(reports_index(daily.store))
+
+
+def test_a_day_that_fails_in_a_range_is_named_and_the_other_days_go_on(spec, toy_dir, days, tmp_path):
+    from mlpipe.errors import DaysFailed
+
+    ctx = context(spec, tmp_path / "data")
+    events = pd.read_csv(toy_dir / "events.csv")
+    events.loc[pd.to_datetime(events["ts"]).dt.date == days[1], "channel"] = "fax"
+    events.to_csv(toy_dir / "events.csv", index=False)
+    checked = [ingest.validate_range(ctx, **chunk) for chunk in ingest.plan_range(ctx, days[0], days[3], 2)]
+    (failed,) = [f for c in checked for f in c["failed"]]
+    assert failed["day"] == str(days[1]) and "channel" in failed["error"] and failed["failures"]
+    assert ctx.store.exists("quarantine", days[1]) and not ctx.store.exists("validated", days[1])
+    assert [ingest.features_range(ctx, c)["days"] for c in checked] == [1, 2]
+    assert [d for d in days[:4] if ctx.store.exists("features", d)] == [days[0], days[2], days[3]]
+    with pytest.raises(DaysFailed, match=rf"(?s)1 day\(s\) of the range failed \(3 validated\).*{days[1]}: "
+                                         rf"ValidationFailed.*make ingest-day PIPELINE={spec.name} DAY=<day>"):
+        ingest.check_range(ctx, checked)
+
+
+def test_a_range_is_planned_in_order_and_a_bad_one_is_named(spec, tmp_path, days):
+    ctx = context(spec, tmp_path / "data")
+    chunks = ingest.plan_range(ctx, days[0], days[4], 2)
+    assert chunks == [{"start": str(days[0]), "end": str(days[1]), "warm_up": True},
+                      {"start": str(days[2]), "end": str(days[3]), "warm_up": False},
+                      {"start": str(days[4]), "end": str(days[4]), "warm_up": False}]
+    with pytest.raises(SourceError, match="the end is before the start"):
+        ingest.plan_range(ctx, days[2], days[1], 2)
+    with pytest.raises(SourceError, match="outside the spec's schedule"):
+        ingest.plan_range(ctx, days[0], days[-1] + dt.timedelta(days=1), 2)
+    with pytest.raises(SourceError, match="chunk_days must be at least 1"):
+        ingest.plan_range(ctx, days[0], days[1], 0)
+
+
 def test_the_run_for_a_data_day_is_the_next_logical_date(spec, tmp_path, days, capsys):
     ctx = context(spec, tmp_path / "data")
     assert ingest.logical_date_for(days[2], ctx) == days[3]

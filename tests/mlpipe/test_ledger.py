@@ -28,6 +28,19 @@ def test_entries_are_numbered_timestamped_and_read_in_order(store):
     assert not list(ledger.ledger_dir(store).glob("*.tmp"))
 
 
+def test_newest_first_reads_back_only_as_far_as_asked(store, monkeypatch):
+    """A score or monitor day after years of weekly trains reads the entries after the one it
+    wants, not the whole ledger."""
+    for i in range(30):
+        ledger.append(store, entry({"decision": "promote" if i == 25 else "keep", "reason": str(i)}))
+    read = []
+    real = ledger.read_json
+    monkeypatch.setattr(ledger, "read_json", lambda path: read.append(path) or real(path))
+    found = next(e for e in ledger.newest_first(store) if e.decision == "promote")
+    assert (found.seq, found.reason) == (26, "25") and len(read) == 5
+    assert [e.seq for e in ledger.newest_first(store)] == list(range(30, 0, -1))
+
+
 def test_an_existing_entry_is_never_overwritten(store, monkeypatch):
     ledger.append(store, entry({"kind": "train", "decision": "keep"}))
     original = (ledger.ledger_dir(store) / "000001.json").read_text()

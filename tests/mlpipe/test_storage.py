@@ -127,6 +127,21 @@ def test_count_values_reads_footers_and_matches_the_data(store, monkeypatch):
     assert store.count_values("features", dt.date(2013, 1, 1), dt.date(2013, 1, 9), "nope") == 0
 
 
+def test_count_values_with_enough_reads_only_the_latest_footers(store, monkeypatch):
+    """A bound on what a monitoring day reads, whatever the span since the last train."""
+    import pyarrow.parquet as pq
+
+    days = [dt.date(2013, 1, 1) + dt.timedelta(days=i) for i in range(40)]
+    for day in days:
+        store.write("features", day, pd.DataFrame({"late": [1.0, 0.0, None]}))
+    opened = []
+    real = pq.read_metadata
+    monkeypatch.setattr(pq, "read_metadata", lambda fh: opened.append(fh) or real(fh))
+    assert store.count_values("features", days[0], days[-1] + dt.timedelta(days=1), "late", enough=5) == 6
+    assert len(opened) == 3
+    assert store.count_values("features", days[0], days[-1] + dt.timedelta(days=1), "late") == 80
+
+
 def test_atomic_write_replaces_whole_or_keeps_the_old_file(tmp_path):
     path = tmp_path / "sub" / "a.txt"
     assert atomic_write(path, "one") == path and path.read_text() == "one"

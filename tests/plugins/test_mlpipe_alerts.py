@@ -41,6 +41,22 @@ def test_a_validation_failure_alert_names_column_rule_rows_report_and_data_docs_
                                   "kwargs": {"min_value": 1}}]
 
 
+def test_a_range_ingest_alerts_once_per_day_that_failed_validation(webhook):
+    failure = {"expectation": "expect_column_values_to_be_in_set", "column": "carrier", "kwargs": {},
+               "result": {"unexpected_count": 3}}
+    failed = [{"day": "2013-01-03", "error": "ValidationFailed: raw/date=2013-01-03.parquet: 1 of 30 rules failed\n...",
+               "failures": [failure], "report": "/r/3.json", "data_docs": "/d/3.html"},
+              {"day": "2013-01-05", "error": "SourceError: flights.csv: no column dep_time"}]  # no validation ran
+    last = mlpipe_alerts.alert_for("validate_range", {"passed": ["2013-01-04"], "failed": failed}, "flights")
+    (alert,) = webhook
+    assert alert == last
+    assert (alert["kind"], alert["day"], alert["report"], alert["data_docs"]) == (
+        "validation_failed", "2013-01-03", "/r/3.json", "/d/3.html")
+    assert alert["message"] == "raw/date=2013-01-03.parquet: 1 of 30 rules failed"
+    assert alert["failures"][0]["column"] == "carrier" and alert["failures"][0]["rows"] == 3
+    assert mlpipe_alerts.alert_for("validate_range", {"passed": ["2013-01-04"], "failed": []}, "flights") is None
+
+
 def test_promotion_rollback_and_fallback_alert_and_nothing_else_does(webhook):
     moved = {"moved": True, "model": "flights", "champion_before": "3", "champion_after": "5", "reason": "gain"}
     assert mlpipe_alerts.alert_for("evaluate_and_promote", moved, "flights")["kind"] == "promotion"
