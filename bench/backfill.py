@@ -40,6 +40,7 @@ PIPELINE = "flights"  # the bundled pipeline whose ingest and score DAGs are tim
 IMPORTS, RUN = r"mlpipe step \w+: imports ([0-9.]+)s", r"mlpipe step \w+: imports [0-9.]+s, run ([0-9.]+)s"
 TRIVIAL = '''
 import datetime as dt
+import os
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 START = dt.datetime(2013, 1, 1, tzinfo=dt.timezone.utc)
@@ -70,19 +71,23 @@ def trivial_score():
     score_partition()
 
 
+SLOTS = len(os.sched_getaffinity(0))  # as mlpipe_dagkit.range_slots without MLPIPE_RANGE_SLOTS
+
+
 @dag(schedule=None, start_date=START, catchup=False, max_active_runs=1, tags=["bench"],
-     params={"start": "2013-01-01", "end": "2013-01-30", "chunk_days": 30})
+     params={"start": "2013-01-01", "end": "2013-01-30"})
 def trivial_range():
     @task
-    def plan(params=None):
+    def plan(params=None):  # as mlpipe.ingest.plan_range's default chunks
         first, last = (dt.date.fromisoformat(params[k]) for k in ("start", "end"))
-        return [{"start": str(first + dt.timedelta(days=d))}
-                for d in range(0, (last - first).days + 1, params["chunk_days"])]
+        days = (last - first).days + 1
+        size = -(-days // max(min(SLOTS, days), -(-days // 30)))
+        return [{"start": str(first + dt.timedelta(days=d))} for d in range(0, days, size)]
 
-    @task(priority_weight=0, weight_rule="absolute")
+    @task(priority_weight=0, weight_rule="absolute", max_active_tis_per_dag=SLOTS)
     def validate(chunk): return chunk
 
-    @task(priority_weight=0, weight_rule="absolute")
+    @task(priority_weight=0, weight_rule="absolute", max_active_tis_per_dag=SLOTS)
     def build_features(checked): return 1
 
     @task

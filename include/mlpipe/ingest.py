@@ -116,19 +116,26 @@ def _ingested(ctx: Context, day: dt.date) -> bool:
 # A range of days in one task per chunk (the <pipeline>__ingest_range DAG): a backfill pays
 # a task start-up per chunk, not three per day. The same per-day steps write the same
 # partitions and reports as the daily DAG.
+CHUNK_DAYS = 30  # the default chunk's most days
 
-def plan_range(ctx: Context, start: dt.date, end: dt.date, chunk_days: int) -> list[dict]:
-    """``[start, end]`` (inclusive) in chunks of at most ``chunk_days`` days, in order; the
-    first also ingests the earlier days its first day's history reads (``warm_up``), so no
-    two chunks ever ingest the same day. A bad range is a ``SourceError`` naming it."""
+def plan_range(ctx: Context, start: dt.date, end: dt.date, chunk_days: int | None = None, slots: int = 1) -> list[dict]:
+    """``[start, end]`` (inclusive) in chunks of at most ``chunk_days`` days, in order
+    (None: at most :data:`CHUNK_DAYS`, and at least ``slots`` chunks when there are that
+    many days, so every slot has one); the first also ingests the earlier days its first
+    day's history reads (``warm_up``), so no two chunks ever ingest the same day. A bad
+    range is a ``SourceError`` naming it."""
     from mlpipe.errors import SourceError
 
     if end < start:
         raise SourceError(f"ingest range {start} .. {end}: the end is before the start")
-    if chunk_days < 1:
+    if chunk_days is not None and chunk_days < 1:
         raise SourceError(f"ingest range: chunk_days must be at least 1, not {chunk_days}")
     for day in (start, end):
         logical_date_for(day, ctx)  # inside the spec's schedule, else a SourceError naming it
+    days = (end - start).days + 1
+    if chunk_days is None:
+        chunks = max(min(slots, days), -(-days // CHUNK_DAYS))
+        chunk_days = -(-days // chunks)
     chunks, first = [], start
     while first <= end:
         last = min(end, first + dt.timedelta(days=chunk_days - 1))

@@ -1,7 +1,8 @@
 """Ingest a range of days in a few tasks: the way to backfill a long history.
 
 The daily `<pipeline>__ingest` DAG pays three task start-ups per day; this DAG, triggered
-by hand (Params `start`, `end`, `chunk_days`), cuts the range into chunks of days and
+by hand (Params `start`, `end`, `chunk_days`), cuts the range into chunks of days (by
+default at most 30, and one for each of its slots at least) and
 runs one mapped task per chunk: first every chunk extracts and validates its days (in
 parallel; the first chunk also ingests the earlier days its first day's history reads),
 then, with every day validated, every chunk builds its days' features. Each day goes
@@ -25,8 +26,6 @@ from airflow.sdk import DAG, Asset, Param, dag, get_current_context, task
 from mlpipe_dagkit import asset_uri, dag_kwargs, range_slots, schedule_dates
 from mlpipe_tasks import run_step
 
-CHUNK_DAYS = 30
-
 
 def params(spec) -> dict:
     end = spec.schedule.end
@@ -35,15 +34,17 @@ def params(spec) -> dict:
                        description="First data day to ingest (YYYY-MM-DD)"),
         "end": Param(end and str(end), type=["null", "string"], format="date",
                      description="Last data day to ingest, inclusive (empty: the day before the run)"),
-        "chunk_days": Param(CHUNK_DAYS, type="integer", minimum=1,
-                            description="Days per task: fewer start-ups with more, more parallelism with fewer"),
+        "chunk_days": Param(None, type=["null", "integer"], minimum=1,
+                            description="Days per task (empty: at most 30, and a chunk for each of the range's "
+                                        "slots): fewer start-ups with more, more parallelism with fewer"),
     }
 
 
 def build(path: str, spec) -> DAG:
     features = Asset(asset_uri(spec, "features"))
     # below the daily ingest's tasks, and never every slot of the executor
-    background = {"priority_weight": 0, "weight_rule": "absolute", "max_active_tis_per_dag": range_slots()}
+    slots = range_slots()
+    background = {"priority_weight": 0, "weight_rule": "absolute", "max_active_tis_per_dag": slots}
 
     @dag(schedule=None, start_date=schedule_dates(spec)["start_date"], catchup=False, max_active_runs=1,
          params=params(spec), **dag_kwargs(spec, "ingest_range", "ingest"), doc_md=__doc__)
@@ -53,7 +54,7 @@ def build(path: str, spec) -> DAG:
             """The range's chunks of days, checked against the spec's schedule."""
             end = params["end"] or str(dag_run.run_after.date() - dt.timedelta(days=1))
             return run_step("plan_range", path, start=dt.date.fromisoformat(params["start"]),
-                            end=dt.date.fromisoformat(end), chunk_days=params["chunk_days"])
+                            end=dt.date.fromisoformat(end), chunk_days=params["chunk_days"], slots=slots)
 
         @task(map_index_template="{{ days }}", **background,
               doc_md="Extract and validate each day of a chunk (a day that fails is quarantined and listed).")

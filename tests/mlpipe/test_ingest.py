@@ -180,6 +180,15 @@ def test_a_range_is_planned_in_order_and_a_bad_one_is_named(spec, tmp_path, days
     assert chunks == [{"start": str(days[0]), "end": str(days[1]), "warm_up": True},
                       {"start": str(days[2]), "end": str(days[3]), "warm_up": False},
                       {"start": str(days[4]), "end": str(days[4]), "warm_up": False}]
+    def sizes(on, days, slots):  # the default chunks' lengths
+        chunks = ingest.plan_range(on, on.spec.schedule.start, on.spec.schedule.start + dt.timedelta(days=days - 1),
+                                   None, slots)
+        return [(dt.date.fromisoformat(c["end"]) - dt.date.fromisoformat(c["start"])).days + 1 for c in chunks]
+
+    assert sizes(ctx, 6, 2) == [3, 3] and sizes(ctx, 6, 1) == [6] and sizes(ctx, 1, 4) == [1]
+    year = dataclasses.replace(ctx, spec=spec.model_copy(update={"schedule": spec.schedule.model_copy(
+        update={"end": days[0] + dt.timedelta(days=400)})}))
+    assert sizes(year, 365, 2) == [29] * 12 + [17] and sizes(year, 40, 2) == [20, 20]
     with pytest.raises(SourceError, match="the end is before the start"):
         ingest.plan_range(ctx, days[2], days[1], 2)
     with pytest.raises(SourceError, match="outside the spec's schedule"):
