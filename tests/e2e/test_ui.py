@@ -109,12 +109,14 @@ def shot(browser, name: str) -> None:
 
 
 def wait_for(browser, condition, timeout: float = 60, what: str = ""):
-    """WebDriverWait's until, with a screenshot (``failed-<what>``) when it times out."""
-    from selenium.common.exceptions import TimeoutException
+    """WebDriverWait's until, with a screenshot (``failed-<what>``) when it times out. An
+    element the page re-rendered while the condition read it is asked for again."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(browser, timeout).until(condition, message=what)
+        return WebDriverWait(browser, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+            condition, message=what)
     except TimeoutException:
         shot(browser, f"failed-{what.replace(' ', '-')}")
         (SHOTS / f"failed-{what.replace(' ', '-')}.txt").write_text(page_text(browser))
