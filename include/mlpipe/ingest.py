@@ -15,7 +15,7 @@ import logging
 from mlpipe import features as feat
 from mlpipe import report_index
 from mlpipe.context import Context
-from mlpipe.errors import ValidationFailed
+from mlpipe.errors import DaysFailed, SourceError, ValidationFailed
 from mlpipe.sources import day_has_rows, read_day, source_files
 from mlpipe.storage import Location, file_hash, read_json
 
@@ -83,7 +83,7 @@ def build_day_features(ctx: Context, day: dt.date, warm_up: bool = True) -> dict
     start, end = feat.history_days(spec, day)
     missing = unvalidated_history(ctx, day)
     warm = missing if warm_up else []
-    gaps = [str(d) for d in warm if not _ingested(ctx, d)] if warm_up else [str(d) for d in missing]
+    gaps = [str(d) for d in missing if not (warm_up and _ingested(ctx, d))]
     if warm:
         log.info("features for %s: ingested %d earlier day(s) for history first: %s%s", day, len(warm),
                  [str(d) for d in warm], f"; failed validation (no history from them): {gaps}" if gaps else "")
@@ -118,14 +118,13 @@ def _ingested(ctx: Context, day: dt.date) -> bool:
 # partitions and reports as the daily DAG.
 CHUNK_DAYS = 30  # the default chunk's most days
 
+
 def plan_range(ctx: Context, start: dt.date, end: dt.date, chunk_days: int | None = None, slots: int = 1) -> list[dict]:
     """``[start, end]`` (inclusive) in chunks of at most ``chunk_days`` days, in order
     (None: at most :data:`CHUNK_DAYS`, and at least ``slots`` chunks when there are that
     many days, so every slot has one); the first also ingests the earlier days its first
     day's history reads (``warm_up``), so no two chunks ever ingest the same day. A bad
     range is a ``SourceError`` naming it."""
-    from mlpipe.errors import SourceError
-
     if end < start:
         raise SourceError(f"ingest range {start} .. {end}: the end is before the start")
     if chunk_days is not None and chunk_days < 1:
@@ -150,8 +149,6 @@ def validate_range(ctx: Context, start: str, end: str, warm_up: bool = False) ->
     fails validation is quarantined as in a daily run, and one whose source is bad is
     skipped; either is listed in ``failed`` with its error, and the other days go on.
     Features come later (``features_range``), once every chunk's days are validated."""
-    from mlpipe.errors import SourceError
-
     first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
     warm = unvalidated_history(ctx, first) if warm_up else []
     days = warm + [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
@@ -184,7 +181,6 @@ def features_range(ctx: Context, checked: dict) -> dict:
 def check_range(ctx: Context, results: list[dict]) -> dict:
     """Fail (``DaysFailed``) naming every day of the range that failed and how to rerun it
     alone; else the range's totals."""
-    from mlpipe.errors import DaysFailed
     from mlpipe.pipelines import dag_id
 
     failed = [f for r in results for f in r["failed"]]
@@ -202,7 +198,6 @@ def check_range(ctx: Context, results: list[dict]) -> dict:
 def logical_date_for(day: dt.date, ctx: Context) -> dt.date:
     """The logical date of the ingest run whose data interval is ``day`` (D+1), or a
     ``SourceError`` when ``day`` is outside the spec's schedule (no run would ingest it)."""
-    from mlpipe.errors import SourceError
 
     schedule = ctx.spec.schedule
     if day < schedule.start or (schedule.end is not None and day > schedule.end):
@@ -214,8 +209,6 @@ def logical_date_for(day: dt.date, ctx: Context) -> dt.date:
 def main(argv: list[str] | None = None) -> None:
     import argparse
     import sys
-
-    from mlpipe.errors import SourceError
 
     parser = argparse.ArgumentParser(prog="python -m mlpipe.ingest")
     parser.add_argument("--logical-date", required=True, type=dt.date.fromisoformat, metavar="DAY",
