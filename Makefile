@@ -26,7 +26,7 @@ FROM ?=
 TO ?=
 HOLDOUT ?=
 
-.PHONY: install browser demo test lint up clean ledger rollback ingest-day ingest-range cluster cluster-down
+.PHONY: install browser demo test lint up clean ledger rollback ingest-day ingest-range score-range cluster cluster-down
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -84,6 +84,13 @@ ingest-day: install
 ingest-range: install
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make ingest-range [PIPELINE=name] FROM=YYYY-MM-DD TO=YYYY-MM-DD" >&2; exit 2; }
 	dag=$$($(DAG_ID) ingest_range) && $(BIN)/airflow dags unpause $$dag >/dev/null && \
+	  $(BIN)/airflow dags trigger $$dag --conf '{"start": "$(FROM)", "end": "$(TO)"}'
+
+# Score and monitor a range of data days, a task per chunk of days (the backfill way), on a running
+# Airflow, e.g. make score-range PIPELINE=flights FROM=2013-10-01 TO=2013-12-31
+score-range: install
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make score-range [PIPELINE=name] FROM=YYYY-MM-DD TO=YYYY-MM-DD" >&2; exit 2; }
+	dag=$$($(DAG_ID) score_range) && $(BIN)/airflow dags unpause $$dag >/dev/null && \
 	  $(BIN)/airflow dags trigger $$dag --conf '{"start": "$(FROM)", "end": "$(TO)"}'
 
 up: install

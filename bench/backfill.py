@@ -11,12 +11,14 @@ scheduler per backfill) runs, alternating, ``--runs`` times each:
   with a champion trained once beforehand on them (not timed; Param
   ``allow_current_champion``), and ``trivial_score`` (1 no-op task);
 - one run of the pipeline's ``ingest_range`` DAG over the ``--days`` days (default chunks
-  of 30 days) and ``trivial_range``, a no-op DAG of its shape over the same chunks.
+  of 30 days) and ``trivial_range``, a no-op DAG of its shape over the same chunks;
+- one run of the pipeline's ``score_range`` DAG (Param ``monitor`` off: what the score
+  backfill does) over the scored days, the shape of ``trivial_range`` too.
 Repeats reprocess the completed runs (``--reprocess-behavior completed``).
 
 Prints the medians of each backfill's wall time and the real / trivial ratios (targets:
-ingest <= 1.3x, score <= 1.5x; the range against the daily trivial ingest, its floor as a
-daily backfill, and against trivial_range), and per task id the medians of: queued to start, and the
+ingest <= 1.3x, score <= 1.5x; each range against the daily trivial backfill, its floor as
+a daily backfill, and against trivial_range), and per task id the medians of: queued to start, and the
 running time split into runner overhead (the task process around the step), imports and
 run (``run_step``'s log line), model load (scoring's log line) and the rest of the work.
 """
@@ -106,9 +108,12 @@ trivial_range()
 def _range(demo, name: str, start: dt.date, end: dt.date, run: int) -> float:
     """One run of the range DAG ``name`` over ``start`` .. ``end``."""
     run_id = f"bench__{start:%Y%m%d}_{end:%Y%m%d}_{run}"
+    # score_range as the score backfill: the current champion (trained on these days), no monitoring
+    conf = {"start": str(start), "end": str(end)} | (
+        {"allow_current_champion": True, "monitor": False} if name == "score_range" else {})
     t0 = time.time()
     states = demo.phase(name, [(_dag(name), run_id)], lambda: demo.airflow(
-        "dags", "trigger", _dag(name), "--run-id", run_id, "--conf", json.dumps({"start": str(start), "end": str(end)})))
+        "dags", "trigger", _dag(name), "--run-id", run_id, "--conf", json.dumps(conf)))
     if set(states) != {"success"}:
         raise SystemExit(f"{_dag(name)} run did not succeed: {states}")
     return time.time() - t0
@@ -155,12 +160,13 @@ def main() -> int:
     end = start + dt.timedelta(days=args.days - 1)
     windows = {"ingest": (start, end), "score": (end - dt.timedelta(days=(args.score_days or args.days) - 1), end)}
     windows |= {f"trivial_{k}": v for k, v in windows.items()} | {"ingest_range": (start, end),
-                                                                  "trivial_range": (start, end)}
+                                                                  "trivial_range": (start, end),
+                                                                  "score_range": windows["score"]}
     harness.setup("mlpipe-bench-backfill-", extra_dags=TRIVIAL)
     demo = harness.load_script("demo")
     api = harness.start_airflow(demo, args.port, [_dag(n) for n in ("ingest", "train", "score", "ingest_range",
-                                                                     "trivial_ingest", "trivial_score",
-                                                                     "trivial_range")])
+                                                                     "score_range", "trivial_ingest",
+                                                                     "trivial_score", "trivial_range")])
     if args.trivial_ingest_only:
         try:
             seconds = [_backfill(demo, "trivial_ingest", *windows["ingest"]) for _ in range(args.runs)]
@@ -169,7 +175,8 @@ def main() -> int:
         print(f"trivial_ingest over {args.days} days: median {statistics.median(seconds):.1f}s of {seconds}")
         return 0
     setup = "ingest_range" if args.no_daily_ingest else "ingest"  # its run 0 also ingests what is scored
-    pairs = [("trivial_ingest", "ingest"), ("trivial_score", "score"), ("trivial_range", "ingest_range")]
+    pairs = [("trivial_ingest", "ingest"), ("trivial_score", "score", "score_range"),
+             ("trivial_range", "ingest_range")]
     if args.no_daily_ingest:
         pairs[0] = ("trivial_ingest",)
         del windows["ingest"]
@@ -199,7 +206,8 @@ def _report(times: dict[str, list[float]], windows: dict) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\nmedians of {len(times['score'])} runs each:")
     for real, trivial, target in (("ingest", "trivial_ingest", 1.3), ("score", "trivial_score", 1.5),
-                                  ("ingest_range", "trivial_ingest", 1.3), ("ingest_range", "trivial_range", None)):
+                                  ("ingest_range", "trivial_ingest", 1.3), ("ingest_range", "trivial_range", None),
+                                  ("score_range", "trivial_score", 1.5), ("score_range", "trivial_range", None)):
         if real not in med:
             continue
         ratio = med[real] / med[trivial]

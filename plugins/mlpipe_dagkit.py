@@ -138,6 +138,30 @@ def training_slots(spec) -> int:
     return max(1, len(os.sched_getaffinity(0)) // get_settings().task_cpus)
 
 
+def range_params(spec, verb: str) -> dict:
+    """A range DAG's Params: ``start``, ``end`` and ``chunk_days`` (``verb``: what it does to a day)."""
+    from airflow.sdk import Param
+
+    end = spec.schedule.end
+    return {
+        "start": Param(str(spec.schedule.start), type="string", format="date",
+                       description=f"First data day to {verb} (YYYY-MM-DD)"),
+        "end": Param(end and str(end), type=["null", "string"], format="date",
+                     description=f"Last data day to {verb}, inclusive (empty: the day before the run)"),
+        "chunk_days": Param(None, type=["null", "integer"], minimum=1,
+                            description="Days per task (empty: at most 30, and a chunk for each of the range's "
+                                        "slots): fewer start-ups with more, more parallelism with fewer"),
+    }
+
+
+def range_chunk_args() -> dict:
+    """A range DAG's chunk tasks: below every daily run's task (priority weight 0, absolute),
+    never every slot of the executor (:func:`range_slots` at once), each mapped instance
+    named by its days (``{{ days }}``, which the task sets in its context)."""
+    return {"priority_weight": 0, "weight_rule": "absolute", "max_active_tis_per_dag": range_slots(),
+            "map_index_template": "{{ days }}"}
+
+
 def range_slots() -> int:
     """How many chunk tasks of one ingest_range DAG may run at once: MLPIPE_RANGE_SLOTS, else
     this host's cores (the executor's other slots stay free for live daily runs)."""

@@ -113,6 +113,7 @@ def run_step(step: str, spec: str | None = None, **kwargs):
     from mlpipe.context import Context
     from mlpipe.errors import (
         AccessDenied,
+        BadRange,
         DaysFailed,
         RegistryError,
         SourceError,
@@ -133,7 +134,7 @@ def run_step(step: str, spec: str | None = None, **kwargs):
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     except SourceUnreachable:
         raise  # the database may be back by the next try: the task's retries (finite) apply
-    except (SpecError, SourceError, TrainingError, RegistryError, AccessDenied, DaysFailed) as exc:
+    except (SpecError, SourceError, TrainingError, RegistryError, AccessDenied, BadRange, DaysFailed) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     alert_for(step, result, ctx.spec.name)
     # bench/ reads this line: the step's imports and run, and the task process's peak RSS

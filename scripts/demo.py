@@ -1,14 +1,14 @@
 """Run the bundled pipelines on their bundled data through a real Airflow.
 
 For every pipeline (or those named with --pipeline): ingest (its ingest_range DAG over
-its demo window: a task per chunk of days) -> train (one manual run with Params) -> score and monitor (backfills over the
-holdout days); each stage runs every pipeline's runs side by side, executed by a real
-scheduler with the LocalExecutor and an api-server, against the embedded SQLite metadata
-DB and MLflow store. Prints, per pipeline, the variants with their metrics, the gate
-decision, the aliases, the promotion ledger and where the reports are.
+its demo window: a task per chunk of days) -> train (one manual run with Params) -> score
+and monitor (its score_range DAG over the holdout days: a task per chunk of days); each
+stage runs every pipeline's runs side by side, executed by a real scheduler with the
+LocalExecutor and an api-server, against the embedded SQLite metadata DB and MLflow store.
+Prints, per pipeline, the variants with their metrics, the gate decision, the aliases,
+the promotion ledger and where the reports are.
 
-Backfills are created while the scheduler is stopped: Airflow refuses to create one on
-SQLite under concurrent access.
+Runs are created while the scheduler is stopped: SQLite serves one writer at a time.
 """
 
 from __future__ import annotations
@@ -184,20 +184,15 @@ class Demo:
         return self.train_end - dt.timedelta(days=self.holdout_days)
 
 
-def backfill(dag_id: str, start: dt.date, end: dt.date, max_active_runs: int) -> None:
-    airflow("backfill", "create", "--dag-id", dag_id, "--from-date", str(start), "--to-date", str(end),
-            "--max-active-runs", str(max_active_runs), check=False)
-
-
-def ingest_run(demo: Demo) -> str:
-    """The ingest_range run of the demo's window: one per window, so a second demo on the same
-    window finds it done and ingests nothing again."""
+def window_run(demo: Demo) -> str:
+    """The ingest_range and score_range runs of the demo's window: one per window, so a second
+    demo on the same window finds them done and runs nothing again."""
     return f"demo__{demo.start:%Y%m%d}_{demo.end:%Y%m%d}"
 
 
-def trigger_ingest(demo: Demo) -> None:
-    conf = {"start": str(demo.start), "end": str(demo.end)}
-    airflow("dags", "trigger", demo.dag("ingest_range"), "--run-id", ingest_run(demo), "--conf", json.dumps(conf),
+def trigger_range(demo: Demo, name: str, start: dt.date, end: dt.date) -> None:
+    conf = {"start": str(start), "end": str(end)}
+    airflow("dags", "trigger", demo.dag(name), "--run-id", window_run(demo), "--conf", json.dumps(conf),
             check=False)  # the run exists already: a demo again on the same window
 
 
@@ -240,7 +235,7 @@ def main() -> int:
         demo.ctx.tracking.experiment(demo.ctx.spec.name)  # the store and experiment, before tasks race for them
     airflow("dags", "reserialize")
     for demo in demos:
-        for name in ("ingest_range", "train", "score", "monitor"):
+        for name in ("ingest_range", "train", "score_range"):
             airflow("dags", "unpause", demo.dag(name))
     # torch / TensorFlow training runs in this pool (a queue is ignored by the LocalExecutor)
     for pool in {os.environ.get("MLPIPE_GPU_POOL") or d.ctx.spec.execution.gpu_pool for d in demos}:
@@ -263,8 +258,8 @@ def stages(demos: list[Demo]) -> None:
     for d in demos:
         print(f"== {d.name}: ingest {d.start} .. {d.end} (ingest_range), train on {d.start} .. "
               f"{d.holdout_start - dt.timedelta(days=1)}, holdout {d.holdout_start} .. {d.end}", flush=True)
-    phase("ingest", [(d.dag("ingest_range"), ingest_run(d)) for d in demos],
-          lambda: [trigger_ingest(d) for d in demos])
+    phase("ingest", [(d.dag("ingest_range"), window_run(d)) for d in demos],
+          lambda: [trigger_range(d, "ingest_range", d.start, d.end) for d in demos])
     now = dt.datetime.now(dt.timezone.utc)
     phase("train", [(d.dag("train"), f"demo__{now:%Y%m%dT%H%M%S}") for d in demos],
           lambda: [trigger_train(d, now) for d in demos])
@@ -273,13 +268,10 @@ def stages(demos: list[Demo]) -> None:
         print(f"== {d.name}: no champion (the gate promoted nothing): not scoring it", flush=True)
     if not promoted:
         return
-    holdout = [(d, (d.holdout_start, d.end)) for d in promoted]
-    print("== score the holdout days with the champion (backfill)", flush=True)
-    phase("score", [(d.dag("score"), days) for d, days in holdout],
-          lambda: [backfill(d.dag("score"), *days, 8) for d, days in holdout])
-    print("== monitor the holdout days (backfill: records what it would trigger)", flush=True)
-    phase("monitor", [(d.dag("monitor"), days) for d, days in holdout],
-          lambda: [backfill(d.dag("monitor"), *days, 4) for d, days in holdout])
+    print("== score the holdout days point in time and monitor them (score_range: records what it would trigger)",
+          flush=True)
+    phase("score and monitor", [(d.dag("score_range"), window_run(d)) for d in promoted],
+          lambda: [trigger_range(d, "score_range", d.holdout_start, d.end) for d in promoted])
 
 
 def finish(demos: list[Demo], t0: float) -> int:

@@ -31,7 +31,11 @@ class ValidationFailed(MlpipeError):
 
 
 class DaysFailed(MlpipeError):
-    """Some days of a range ingest failed; the message names each day and its error."""
+    """Some days of a range (ingest, score, monitor) failed; the message names each day and its error."""
+
+
+class BadRange(MlpipeError):
+    """A range of days cannot be run as asked (its end before its start, a chunk under a day)."""
 
 
 class PartitionMissing(MlpipeError):

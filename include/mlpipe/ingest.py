@@ -13,9 +13,9 @@ import datetime as dt
 import logging
 
 from mlpipe import features as feat
-from mlpipe import report_index
+from mlpipe import ranges, report_index
 from mlpipe.context import Context
-from mlpipe.errors import DaysFailed, SourceError, ValidationFailed
+from mlpipe.errors import SourceError, ValidationFailed
 from mlpipe.sources import day_has_rows, read_day, source_files
 from mlpipe.storage import Location, file_hash, read_json
 
@@ -116,31 +116,14 @@ def _ingested(ctx: Context, day: dt.date) -> bool:
 # A range of days in one task per chunk (the <pipeline>__ingest_range DAG): a backfill pays
 # a task start-up per chunk, not three per day. The same per-day steps write the same
 # partitions and reports as the daily DAG.
-CHUNK_DAYS = 30  # the default chunk's most days
-
-
 def plan_range(ctx: Context, start: dt.date, end: dt.date, chunk_days: int | None = None, slots: int = 1) -> list[dict]:
-    """``[start, end]`` (inclusive) in chunks of at most ``chunk_days`` days, in order
-    (None: at most :data:`CHUNK_DAYS`, and at least ``slots`` chunks when there are that
-    many days, so every slot has one); the first also ingests the earlier days its first
-    day's history reads (``warm_up``), so no two chunks ever ingest the same day. A bad
-    range is a ``SourceError`` naming it."""
-    if end < start:
-        raise SourceError(f"ingest range {start} .. {end}: the end is before the start")
-    if chunk_days is not None and chunk_days < 1:
-        raise SourceError(f"ingest range: chunk_days must be at least 1, not {chunk_days}")
+    """``[start, end]`` in chunks (:func:`mlpipe.ranges.plan`), each end inside the spec's
+    schedule (else a ``SourceError`` naming it); the first also ingests the earlier days its
+    first day's history reads (``warm_up``), so no two chunks ever ingest the same day."""
+    chunks = ranges.plan(start, end, chunk_days, slots)
     for day in (start, end):
-        logical_date_for(day, ctx)  # inside the spec's schedule, else a SourceError naming it
-    days = (end - start).days + 1
-    if chunk_days is None:
-        chunks = max(min(slots, days), -(-days // CHUNK_DAYS))
-        chunk_days = -(-days // chunks)
-    chunks, first = [], start
-    while first <= end:
-        last = min(end, first + dt.timedelta(days=chunk_days - 1))
-        chunks.append({"start": str(first), "end": str(last), "warm_up": first == start})
-        first = last + dt.timedelta(days=1)
-    return chunks
+        logical_date_for(day, ctx)
+    return [{**chunk, "warm_up": i == 0} for i, chunk in enumerate(chunks)]
 
 
 def validate_range(ctx: Context, start: str, end: str, warm_up: bool = False) -> dict:
@@ -149,20 +132,19 @@ def validate_range(ctx: Context, start: str, end: str, warm_up: bool = False) ->
     fails validation is quarantined as in a daily run, and one whose source is bad is
     skipped; either is listed in ``failed`` with its error, and the other days go on.
     Features come later (``features_range``), once every chunk's days are validated."""
-    first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    first = dt.date.fromisoformat(start)
     warm = unvalidated_history(ctx, first) if warm_up else []
-    days = warm + [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    days = warm + ranges.days(start, end)
     passed, failed = [], []
     for day in days:
         try:
             extract_day(ctx, day)
             validate_day(ctx, day)
         except ValidationFailed as exc:
-            failed.append({"day": str(day), "error": f"{type(exc).__name__}: {exc}", "failures": exc.failures,
-                           "report": exc.report, "data_docs": exc.data_docs})
+            failed.append(ranges.failure(day, exc, failures=exc.failures, report=exc.report, data_docs=exc.data_docs))
             continue
         except SourceError as exc:
-            failed.append({"day": str(day), "error": f"{type(exc).__name__}: {exc}"})
+            failed.append(ranges.failure(day, exc))
             continue
         if day >= first:  # warm-up days get no features, as in a daily run
             passed.append(str(day))
@@ -183,16 +165,10 @@ def check_range(ctx: Context, results: list[dict]) -> dict:
     alone; else the range's totals."""
     from mlpipe.pipelines import dag_id
 
-    failed = [f for r in results for f in r["failed"]]
-    days = sum(len(r["passed"]) for r in results)
-    if failed:
-        lines = "\n".join(f"  {f['day']}: {f['error'].splitlines()[0]}" for f in failed)
-        name = ctx.spec.name
-        raise DaysFailed(
-            f"{len(failed)} day(s) of the range failed ({days} validated); a failed day keeps its last validated "
-            f"partitions (rows quarantined):\n{lines}\nRerun one day alone: make ingest-day PIPELINE={name} "
-            f"DAY=<day>, or trigger {dag_id(name, 'ingest_range')} with start = end = <day>.")
-    return {"days": days, "chunks": len(results)}
+    name = ctx.spec.name
+    return ranges.check(results, "validated", "a failed day keeps its last validated partitions (rows quarantined)",
+                        f"make ingest-day PIPELINE={name} DAY=<day>, or trigger {dag_id(name, 'ingest_range')} "
+                        "with start = end = <day>")
 
 
 def logical_date_for(day: dt.date, ctx: Context) -> dt.date:

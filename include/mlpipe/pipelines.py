@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m mlpipe.pipelines", description=main.__doc__.split("\n")[0])
     parser.add_argument("--pipeline", help="a pipeline's name (default: the only one, when there is one)")
-    parser.add_argument("--dag", help="print this DAG's id (ingest, ingest_range, train, score, monitor, rollback)")
+    parser.add_argument("--dag", help="print this DAG's id (ingest, ingest_range, train, score, score_range, monitor, "
+                                      "rollback)")
     args = parser.parse_args(argv)
     try:
         if args.dag:

@@ -8,6 +8,7 @@ settings; the module-level functions are pure (URIs, hashing, predicting).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -299,14 +300,12 @@ class Tracking:
     # -- reading models and references ------------------------------------------------
 
     def load_model(self, uri: str, sha256: str | None = None):
-        """The pyfunc at ``uri``; with ``sha256``, refuse it unless its bundle has that hash."""
-        model = mlflow.pyfunc.load_model(self.local_copy(uri))
-        if sha256 is not None:
-            found = bundle_hash(model.unwrap_python_model().bundle_dir)
-            if found != sha256:
-                raise RegistryError(f"{uri}: the model's artifact changed since it was registered (sha256 "
-                                    f"{found[:12]}... but the ledger recorded {sha256[:12]}...): refusing to use it")
-        return model
+        """The pyfunc at ``uri``; with ``sha256``, refuse it unless its bundle has that hash.
+        A registered version (``models:/name/N``) is loaded once per process (see
+        :func:`_load_local`): a task that scores a range of days loads its models once."""
+        if VERSION_URI.fullmatch(uri):
+            return _load_local(self.local_copy(uri), sha256, uri)
+        return _load_checked(self.local_copy(uri), sha256, uri)
 
     def local_copy(self, uri: str) -> str:
         """The model at ``uri`` as a local directory. A registered version
@@ -355,6 +354,21 @@ class Tracking:
         if not (into / "scores.parquet").exists() and not atomic_write_dir(into, download):
             return None
         return pd.read_parquet(into / "features.parquet"), pd.read_parquet(into / "scores.parquet")
+
+
+def _load_checked(path: str, sha256: str | None, uri: str):
+    model = mlflow.pyfunc.load_model(path)
+    if sha256 is not None:
+        found = bundle_hash(model.unwrap_python_model().bundle_dir)
+        if found != sha256:
+            raise RegistryError(f"{uri}: the model's artifact changed since it was registered (sha256 "
+                                f"{found[:12]}... but the ledger recorded {sha256[:12]}...): refusing to use it")
+    return model
+
+
+# A version's local copy never changes (its directory is keyed by the version's run id), so
+# a loaded and checked one is reused; a few at most: the champion, the challenger, a fallback.
+_load_local = functools.lru_cache(maxsize=4)(_load_checked)
 
 
 def _requirements(backends: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from mlpipe import predictions
+from mlpipe import predictions, ranges
 from mlpipe.context import Context
 from mlpipe.errors import MlpipeError, RegistryError
 from mlpipe.ingest import written
@@ -44,6 +44,43 @@ def score_day(ctx: Context, day: dt.date, backfill: bool = False, allow_current_
               "model_version": version, "model_role": role, "challenger_version": shadow_version, "fallback": fallback}
     _summarise(ctx, day, out, result)
     return result
+
+
+def plan_range(ctx: Context, start: dt.date, end: dt.date, chunk_days: int | None = None, slots: int = 1) -> list[dict]:
+    """The score_range DAG's chunks of ``[start, end]`` (:func:`mlpipe.ranges.plan`)."""
+    return ranges.plan(start, end, chunk_days, slots)
+
+
+def score_range(ctx: Context, start: str, end: str, allow_current_champion: bool = False) -> dict:
+    """Score each day of ``[start, end]`` in order as a backfill run of the score DAG
+    would (point in time); the models are loaded once for the chunk. A day that cannot be
+    scored (no features, no model for it) writes nothing and is listed in ``failed``, the
+    other days go on; a fallback day is listed in ``fallbacks`` (each alerts)."""
+    passed, failed, fallbacks = [], [], []
+    for day in ranges.days(start, end):
+        try:
+            result = score_day(ctx, day, backfill=True, allow_current_champion=allow_current_champion)
+        except MlpipeError as exc:
+            failed.append(ranges.failure(day, exc))
+            continue
+        passed.append(str(day))
+        if result["fallback"]:
+            fallbacks.append({"day": str(day), **result["fallback"]})
+    log.info("range %s .. %s: %d day(s) scored, %d failed", start, end, len(passed), len(failed))
+    return {"start": start, "end": end, "passed": passed, "failed": failed, "fallbacks": fallbacks}
+
+
+def check_range(ctx: Context, scored: list[dict], monitored: list[dict]) -> dict:
+    """Fail (``DaysFailed``) naming every day of the range that could not be scored or
+    monitored and how to rerun it alone; else the range's totals."""
+    from mlpipe.pipelines import dag_id
+
+    name = ctx.spec.name
+    failed = [*scored, *({"passed": [], "failed": [{**f, "error": f"monitor: {f['error']}"} for f in r["failed"]]}
+                         for r in monitored)]
+    totals = ranges.check(failed, "scored", "a day that failed keeps what it had before (none is half-written)",
+                          f"trigger {dag_id(name, 'score_range')} with start = end = <day>")
+    return {"days": totals["days"], "chunks": len(scored), "monitored": sum(len(r["passed"]) for r in monitored)}
 
 
 def _summarise(ctx: Context, day: dt.date, out: pd.DataFrame, result: dict) -> None:

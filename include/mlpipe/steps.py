@@ -30,4 +30,9 @@ STEPS: dict[str, Callable] = {
     "score_day": scoring.score_day,
     # monitor DAG
     "monitor_day": monitoring.monitor_day,
+    # score_range DAG
+    "plan_score_range": scoring.plan_range,
+    "score_range": scoring.score_range,
+    "monitor_range": monitoring.monitor_range,
+    "check_score_range": scoring.check_range,
 }

@@ -21,33 +21,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, Asset, Param, dag, get_current_context, task
+from airflow.sdk import DAG, Asset, dag, get_current_context, task
 
-from mlpipe_dagkit import asset_uri, dag_kwargs, range_slots, schedule_dates
+from mlpipe_dagkit import asset_uri, dag_kwargs, range_chunk_args, range_params, range_slots, schedule_dates
 from mlpipe_tasks import run_step
-
-
-def params(spec) -> dict:
-    end = spec.schedule.end
-    return {
-        "start": Param(str(spec.schedule.start), type="string", format="date",
-                       description="First data day to ingest (YYYY-MM-DD)"),
-        "end": Param(end and str(end), type=["null", "string"], format="date",
-                     description="Last data day to ingest, inclusive (empty: the day before the run)"),
-        "chunk_days": Param(None, type=["null", "integer"], minimum=1,
-                            description="Days per task (empty: at most 30, and a chunk for each of the range's "
-                                        "slots): fewer start-ups with more, more parallelism with fewer"),
-    }
 
 
 def build(path: str, spec) -> DAG:
     features = Asset(asset_uri(spec, "features"))
-    # below the daily ingest's tasks, and never every slot of the executor
-    slots = range_slots()
-    background = {"priority_weight": 0, "weight_rule": "absolute", "max_active_tis_per_dag": slots}
+    slots, chunk_task = range_slots(), range_chunk_args()
 
     @dag(schedule=None, start_date=schedule_dates(spec)["start_date"], catchup=False, max_active_runs=1,
-         params=params(spec), **dag_kwargs(spec, "ingest_range", "ingest"), doc_md=__doc__)
+         params=range_params(spec, "ingest"), **dag_kwargs(spec, "ingest_range", "ingest"), doc_md=__doc__)
     def ingest_range():
         @task
         def plan(params=None, dag_run=None) -> list[dict]:
@@ -56,13 +41,13 @@ def build(path: str, spec) -> DAG:
             return run_step("plan_range", path, start=dt.date.fromisoformat(params["start"]),
                             end=dt.date.fromisoformat(end), chunk_days=params["chunk_days"], slots=slots)
 
-        @task(map_index_template="{{ days }}", **background,
+        @task(**chunk_task,
               doc_md="Extract and validate each day of a chunk (a day that fails is quarantined and listed).")
         def validate(chunk: dict) -> dict:
             get_current_context()["days"] = f"{chunk['start']} .. {chunk['end']}"  # the mapped instance's name
             return run_step("validate_range", path, **chunk)
 
-        @task(map_index_template="{{ days }}", outlets=[features], **background,
+        @task(outlets=[features], **chunk_task,
               doc_md="Build the features of each day of a chunk that passed validation (a mapped task's docs "
                      "are given here: Airflow does not take a mapped task's docstring).")
         def build_features(checked: dict) -> dict:

@@ -1,5 +1,5 @@
 """DAG integrity: the DAG files import cleanly, stay light at parse time, and give every
-pipeline of the pipelines folder its six DAGs ``<pipeline>__<dag>`` with the settings
+pipeline of the pipelines folder its seven DAGs ``<pipeline>__<dag>`` with the settings
 the project relies on (retries, tags, failure alerts, timeouts, mapped training, typed
 Params, queues, access control). The bundled pipelines are read from the spec files of
 include/pipelines, so a spec added there is covered without editing this file.
@@ -26,7 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
-DAGS = ("ingest", "ingest_range", "train", "score", "monitor", "rollback")
+DAGS = ("ingest", "ingest_range", "train", "score", "score_range", "monitor", "rollback")
 HEAVY = ["torch", "tensorflow", "mlflow", "great_expectations", "evidently", "sklearn", "pandas", "pyarrow"]
 PIPELINES_DIR = ROOT / "include" / "pipelines"
 # the bundled pipelines, by the `name` of each spec file (as mlpipe.pipelines.spec_files picks them)
@@ -68,7 +68,7 @@ def dags_of(dagbag, pipeline: str) -> dict:
     return {d: dagbag.dags[f"{pipeline}__{d}"] for d in DAGS}
 
 
-def test_no_import_errors_and_six_dags_per_bundled_pipeline(dagbag):
+def test_no_import_errors_and_seven_dags_per_bundled_pipeline(dagbag):
     assert BUNDLED, "no spec in include/pipelines"
     assert dagbag.import_errors == {}
     assert set(dagbag.dag_ids) == {f"{p}__{d}" for p in BUNDLED for d in DAGS}
@@ -106,7 +106,8 @@ def test_every_task_alerts_on_failure_and_has_the_specs_timeout(dagbag, specs, p
     from mlpipe_alerts import FailureNotifier
 
     minutes = specs[pipeline].execution.timeouts
-    kind = {"ingest": "ingest", "ingest_range": "ingest", "train": "evaluate", "score": "score", "monitor": "monitor", "rollback": "rollback"}
+    kind = {"ingest": "ingest", "ingest_range": "ingest", "train": "evaluate", "score": "score", "score_range": "score",
+            "monitor": "monitor", "rollback": "rollback"}
     for name, dag in dags_of(dagbag, pipeline).items():
         for task in dag.tasks:
             label = f"{dag.dag_id}.{task.task_id}"
@@ -236,6 +237,24 @@ def test_a_range_ingest_yields_to_the_daily_runs_and_publishes_the_features(dagb
         assert task.max_active_tis_per_dag == mlpipe_dagkit.range_slots()
     assert [o.uri.rstrip("/") for o in chunks[1].outlets] == [f"mlpipe://{pipeline}/features"]
     assert dags["ingest_range"].get_task("check").upstream_task_ids == {"validate", "build_features"}
+
+
+@pytest.mark.parametrize("pipeline", BUNDLED)
+def test_a_score_range_yields_to_the_daily_runs_and_monitors_after_every_day_is_scored(dagbag, pipeline, monkeypatch):
+    import mlpipe_dagkit
+
+    dags = dags_of(dagbag, pipeline)
+    daily = min(t.priority_weight for name in ("score", "monitor") for t in dags[name].tasks)
+    ranged = dags["score_range"]
+    monkeypatch.delenv("MLPIPE_RANGE_SLOTS", raising=False)
+    for task in (ranged.get_task("score"), ranged.get_task("monitor")):
+        assert str(getattr(task.weight_rule, "value", task.weight_rule)).endswith("absolute"), task.task_id
+        assert task.priority_weight < daily, task.task_id
+        assert task.max_active_tis_per_dag == mlpipe_dagkit.range_slots()
+    assert ranged.get_task("monitor").upstream_task_ids == {"score"}
+    assert ranged.get_task("check").upstream_task_ids == {"score", "monitor"}
+    assert ranged.timetable.can_be_scheduled is False  # manual runs only
+    assert set(ranged.params) == {"start", "end", "chunk_days", "allow_current_champion", "monitor"}
 
 
 @pytest.mark.parametrize("pipeline", BUNDLED)

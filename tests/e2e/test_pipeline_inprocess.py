@@ -34,7 +34,8 @@ BAD_DAY = dt.date(2013, 1, 7)
 UTC = dt.timezone.utc
 STUMP = "stump"
 PIPELINE = "flights"  # the spec below is a copy of include/pipelines/flights.yaml
-INGEST, TRAIN, SCORE, ROLLBACK = (dag_id(PIPELINE, d) for d in ("ingest", "train", "score", "rollback"))
+INGEST, TRAIN, SCORE, SCORE_RANGE, ROLLBACK = (dag_id(PIPELINE, d) for d in ("ingest", "train", "score", "score_range",
+                                                                             "rollback"))
 
 
 def run_for(day: dt.date) -> dt.datetime:
@@ -215,6 +216,23 @@ def test_score_uses_the_champion(pipeline):
     assert set(predictions["challenger_version"]) == {str(challenger.version)}  # shadow scoring
     assert predictions["challenger_score"].between(0, 1).all()
     assert list(predictions[spec.row_id].itertuples(index=False)) == list(features[spec.row_id].itertuples(index=False))
+
+
+def test_a_score_range_scores_and_monitors_its_days_as_backfill_runs_would(pipeline):
+    """In-process (dag.test()): two mapped chunks score three days point in time (the current
+    champion where none is eligible: the Param), then monitor each scored day."""
+    ctx = pipeline["ctx"]
+    days = DAYS[-3:]
+    run = pipeline["dags"][SCORE_RANGE].test(run_conf={"start": str(days[0]), "end": str(days[-1]), "chunk_days": 2,
+                                                       "allow_current_champion": True})
+    assert str(run.state) == "success", task_states(run)
+    assert sorted(ti.map_index for ti in run.get_task_instances() if ti.task_id == "score") == [0, 1]
+    for day in days:
+        predictions = ctx.store.read("predictions", day)
+        assert len(predictions) == len(ctx.store.read("features", day))
+        assert set(predictions["model_role"]) <= {"point_in_time", "current_champion"}
+        drift = json.loads(ctx.store.report_path("drift", day, ".json").read_text())
+        assert drift["day"] == str(day) and drift["decision"]["action"] in ("none", "would-trigger")
 
 
 def test_a_failing_variant_does_not_stop_the_others(pipeline):

@@ -13,7 +13,7 @@ import pytest
 
 from mlpipe import ingest, report_index
 from mlpipe.context import Context
-from mlpipe.errors import SourceError, ValidationFailed
+from mlpipe.errors import BadRange, SourceError, ValidationFailed
 from mlpipe.settings import get_settings
 from mlpipe.spec import load_spec
 from mlpipe.storage import Store, file_hash
@@ -189,11 +189,11 @@ def test_a_range_is_planned_in_order_and_a_bad_one_is_named(spec, tmp_path, days
     year = dataclasses.replace(ctx, spec=spec.model_copy(update={"schedule": spec.schedule.model_copy(
         update={"end": days[0] + dt.timedelta(days=400)})}))
     assert sizes(year, 365, 2) == [29] * 12 + [17] and sizes(year, 40, 2) == [20, 20]
-    with pytest.raises(SourceError, match="the end is before the start"):
+    with pytest.raises(BadRange, match="the end is before the start"):
         ingest.plan_range(ctx, days[2], days[1], 2)
     with pytest.raises(SourceError, match="outside the spec's schedule"):
         ingest.plan_range(ctx, days[0], days[-1] + dt.timedelta(days=1), 2)
-    with pytest.raises(SourceError, match="chunk_days must be at least 1"):
+    with pytest.raises(BadRange, match="chunk_days must be at least 1"):
         ingest.plan_range(ctx, days[0], days[1], 0)
 
 

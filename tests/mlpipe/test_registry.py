@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 
 from mlpipe import registry
+from mlpipe.errors import RegistryError
 from mlpipe.model import ModelBundle
 from mlpipe.settings import get_settings
 
@@ -126,11 +128,19 @@ def test_a_version_is_downloaded_once_and_loads_from_the_cache(tracking, spec, m
     real = mlflow.artifacts.download_artifacts
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **kw: downloads.append(kw) or real(**kw))
 
-    first = registry.predict(tracking.load_model(uri), model_frame)
-    again = registry.predict(tracking.load_model(uri), model_frame)
+    loads = []
+    real_load = mlflow.pyfunc.load_model
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda path: loads.append(path) or real_load(path))
+    sha256 = registry.bundle_hash(Path(tracking.local_copy(uri)) / "artifacts" / "bundle")
+
+    first = registry.predict(tracking.load_model(uri, sha256), model_frame)
+    again = registry.predict(tracking.load_model(uri, sha256), model_frame)
+    with pytest.raises(RegistryError, match="artifact changed since it was registered"):
+        tracking.load_model(uri, "0" * 64)  # another expected hash: loaded and checked again
 
     cached = tracking.local_copy(uri)
     assert len(downloads) == 1 and cached.startswith(str(tmp_path / "data" / registry.MODEL_CACHE))
+    assert loads == [cached, cached]  # once per process for each expected hash
     assert cached.endswith(f"/toy/1-{run_id}")
     np.testing.assert_allclose(first, bundle.score(model_frame), rtol=1e-12)
     np.testing.assert_allclose(again, first)

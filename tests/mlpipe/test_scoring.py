@@ -111,3 +111,34 @@ def test_an_altered_artifact_is_refused_and_the_fallback_scores(ctx, versions):
     out = scoring.score_day(ctx, DAY)
     assert out["model_role"] == "fallback" and out["model_version"] == v1
     assert "artifact changed since it was registered" in out["fallback"]["error"]
+
+
+def test_a_score_range_scores_each_day_as_a_backfill_loading_each_model_once(ctx, versions, monkeypatch):
+    """In-process: the days of a chunk are scored as backfill runs of the score DAG are (point
+    in time), a day that cannot be scored is listed and writes nothing, the others go on,
+    and the chunk loads each model once."""
+    import mlflow.pyfunc
+
+    from mlpipe.errors import DaysFailed
+
+    v1, v2 = versions
+    promoted(ctx, None, v1, dt.date(2024, 1, 3))
+    promoted(ctx, v1, v2, dt.date(2024, 1, 20))
+    loads = []
+    real = mlflow.pyfunc.load_model
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda path, *a, **k: loads.append(path) or real(path, *a, **k))
+    chunks = scoring.plan_range(ctx, dt.date(2024, 1, 2), DAY, chunk_days=3)
+    assert [(c["start"], c["end"]) for c in chunks] == [("2024-01-02", "2024-01-04"), ("2024-01-05", "2024-01-06")]
+    scored = [scoring.score_range(ctx, **chunk) for chunk in chunks]
+    assert scored[0]["passed"] == ["2024-01-03", "2024-01-04"] and scored[1]["passed"] == ["2024-01-05", "2024-01-06"]
+    (failed,) = scored[0]["failed"]
+    assert failed["day"] == "2024-01-02" and "no model trained only on data before 2024-01-02" in failed["error"]
+    assert not ctx.store.exists("predictions", dt.date(2024, 1, 2))
+    assert len(loads) == 1  # v1, point in time for every scored day, loaded once in this process
+    daily = ctx.store.read("predictions", DAY)
+    assert set(daily["model_version"]) == {v1} and set(daily["model_role"]) == {"point_in_time"}
+    with pytest.raises(DaysFailed, match=r"(?s)1 day\(s\) of the range failed \(4 scored\).*2024-01-02: "
+                                         r"RegistryError.*trigger toy__score_range with start = end = <day>"):
+        scoring.check_range(ctx, scored, [])
+    assert scoring.check_range(ctx, scored[1:], [{"passed": ["2024-01-05"], "failed": []}]) == \
+        {"days": 2, "chunks": 1, "monitored": 1}
