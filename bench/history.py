@@ -23,8 +23,8 @@ first point to the last (target <= 1.2x), and the whole day against its target (
 
 Then, through Airflow, for each of ``--airflow-days`` (flights from 2013-01-01): bench/backfill.py's
 ingest, score and ingest_range runs against trivial DAGs of the same shapes (its figures
-and targets: ingest <= 1.3x, score <= 1.5x); past 92 days without the daily ingest backfill
-(the range ingests) and scoring the last 92 days. ``--airflow-days ""`` leaves them out.
+and targets: ingest <= 1.3x, score <= 1.5x); past 92 days without the daily ingest and
+score backfills (the range DAGs ingest and score). ``--airflow-days ""`` leaves them out.
 """
 
 from __future__ import annotations
@@ -214,9 +214,9 @@ def main() -> int:
     for days in filter(None, args.airflow_days.split(",")):
         print(f"\nthrough Airflow, {days} days (bench/backfill.py --start 2013-01-01 --days {days} "
               f"--runs {args.airflow_runs}):", flush=True)
-        # a year: the range ingests it (a daily backfill of it and of its trivial twin would take an hour
-        # more), the last 92 days are scored
-        year = ["--no-daily-ingest", "--score-days", "92"] if int(days) > 92 else []
+        # a year: the range DAGs ingest and score it (daily backfills of it and of their trivial twins
+        # would take an hour more)
+        year = ["--no-daily-ingest", "--no-daily-score"] if int(days) > 92 else []
         done = subprocess.run([sys.executable, str(Path(__file__).parent / "backfill.py"), "--start", "2013-01-01",
                                "--days", days, "--runs", str(args.airflow_runs), *year], capture_output=True, text=True)
         out = done.stdout
