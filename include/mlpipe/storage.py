@@ -170,6 +170,18 @@ class Store:
                         found.append(day)
         return sorted(found)
 
+    def _days_newest_first(self, layer: str, start: dt.date, end: dt.date) -> Iterator[dt.date]:
+        """:meth:`days` from the latest back, a month's names listed at a time: a caller that
+        stops early (``count_values`` with ``enough``) asks only for the months it reached,
+        whatever the span."""
+        month, first = (end - dt.timedelta(days=1)).replace(day=1), start.replace(day=1)
+        while month >= first:
+            prefix = f"date={month:%Y-%m}"
+            names = [n for n in listing(self.layer_dir(layer), prefix) if n.startswith(prefix) and n.endswith(".parquet")]
+            days = (dt.date.fromisoformat(n[5:15]) for n in names)
+            yield from sorted((d for d in days if start <= d < end), reverse=True)
+            month = (month - dt.timedelta(days=1)).replace(day=1)
+
     def read_range(
         self, layer: str, start: dt.date, end: dt.date, columns: list[str] | None = None,
         date_column: str | None = None,
@@ -208,9 +220,7 @@ class Store:
         import pyarrow.parquet as pq
 
         total = 0
-        for day in reversed(self.days(layer, start, end)):
-            if enough is not None and total >= enough:
-                break
+        for day in self._days_newest_first(layer, start, end):
             with self.path(layer, day).open("rb") as fh:
                 meta = pq.read_metadata(fh)
             index = meta.schema.to_arrow_schema().get_field_index(column)
@@ -221,6 +231,8 @@ class Store:
                 total += meta.num_rows - sum(s.null_count for s in stats)
             else:
                 total += int(self.read(layer, day, [column])[column].notna().sum())
+            if enough is not None and total >= enough:  # before the next day: it may list another month
+                break
         return total
 
     def write_report(self, kind: str, key: dt.date | str, payload: dict) -> Location:

@@ -83,6 +83,9 @@ def test_a_short_range_lists_only_its_months_so_its_cost_does_not_grow_with_the_
     asked.clear()
     assert s3_store.days("raw", days[0], days[-1] + dt.timedelta(days=1)) == days  # a long range: one listing
     assert len(asked) == 1
+    asked.clear()  # monitoring's labelled rows since the last train: from the latest month back, until enough
+    assert s3_store.count_values("raw", days[0], days[-1] + dt.timedelta(days=1), "x", enough=4) == 4
+    assert asked == ["date=2024-02", "date=2024-01"]  # 1 + 3 of the 45 days' values
 
 
 def test_an_exclusive_write_never_replaces_an_object(s3_store):
