@@ -74,7 +74,7 @@ def _measure(ctx: Context, day: dt.date) -> tuple[dict, str, str, int]:
     if reference is None:
         raise MlpipeError(f"version {version} of {spec.registered_model!r} has no monitoring reference "
                           f"(trained before references were logged): retrain to monitor it")
-    drift, html = drift_report(spec, *reference, current)
+    drift, html = drift_report(spec, *reference, current, ctx.tracking.bands_of(spec.registered_model, version))
     return drift, html, version, len(current)
 
 
@@ -97,11 +97,15 @@ def _current(ctx: Context, day: dt.date) -> tuple[pd.DataFrame, str]:
     return joined[[*spec.monitored_columns, SCORE]], str(todays.mode().iloc[0])
 
 
-def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, current: pd.DataFrame) -> tuple[dict, str]:
+def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, current: pd.DataFrame,
+                 learnt: dict | None = None) -> tuple[dict, str]:
     """Evidently's value drift of each monitored column and of the scores, each decided by
-    Evidently's own test (the spec's method and threshold per column type, else
-    Evidently's defaults); the dataset drifts when at least ``drift_share`` of the columns
-    do (the rule of Evidently's ``DriftedColumnsCount``). Returns (summary, report HTML).
+    Evidently's own test. With the version's bands (``learnt``, :mod:`mlpipe.bands`) each
+    calibrated column's test is its band's (the band as its threshold), and the day is
+    dataset drift when its drift score is outside that score's band; without them,
+    Evidently's fixed thresholds (the spec's method and threshold per column type, else
+    Evidently's defaults), and dataset drift when at least ``drift_share`` of the columns
+    drift. Returns (summary, report HTML).
 
     One ``ValueDrift`` per column rather than ``DataDriftPreset``: the same tests and
     figures, without the preset's table, which measures every column again and draws
@@ -118,15 +122,31 @@ def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, cur
     numeric = [c for c in columns if c not in categorical]
     definition = DataDefinition(numerical_columns=[*numeric, SCORE], categorical_columns=categorical)
     reference = pd.concat([ref_features[columns].reset_index(drop=True), ref_scores[[SCORE]]], axis=1)
-    metrics = [ValueDrift(column=c, method=mon.cat_method, threshold=mon.cat_threshold) for c in categorical]
-    metrics += [ValueDrift(column=c, method=mon.num_method, threshold=mon.num_threshold) for c in numeric]
-    report = Report([*metrics, ValueDrift(column=SCORE)], include_tests=True)
+    bands = {**((learnt or {}).get("columns") or {}), **({SCORE: learnt["score"]} if (learnt or {}).get("score") else {})}
+
+    def value_drift(column: str, method: str | None, threshold: float | None):
+        from mlpipe.bands import method as band_method
+
+        if band := bands.get(column):
+            return ValueDrift(column=column, method=band_method(spec, column, band["test"]), threshold=band["band"])
+        return ValueDrift(column=column, method=method, threshold=threshold)
+
+    metrics = [value_drift(c, mon.cat_method, mon.cat_threshold) for c in categorical]
+    metrics += [value_drift(c, mon.num_method, mon.num_threshold) for c in numeric]
+    report = Report([*metrics, value_drift(SCORE, None, None)], include_tests=True)
     snapshot = report.run(Dataset.from_pandas(current[[*columns, SCORE]].astype({c: "string" for c in categorical}),
                                               data_definition=definition),
                           Dataset.from_pandas(reference.astype({c: "string" for c in categorical}),
                                               data_definition=definition))
     summary = _drift_summary(snapshot.dict(), columns, mon.drift_share)
-    return {**summary, "empty_columns": empty}, snapshot.get_html_str(as_iframe=False)
+    if learnt and learnt.get("dataset"):
+        from mlpipe import bands as calibration
+
+        assessed = calibration.assess(learnt, {c: v["score"] for c, v in summary["columns"].items()})
+        summary |= {"dataset_drift": assessed["dataset_drift"], "drift_score": assessed["drift_score"],
+                    "drift_score_band": assessed["drift_score_band"], "excess": assessed["excess"]}
+    calibrated = {k: learnt[k] for k in ("source", "from", "to", "quantile", "learnt_at")} if learnt else None
+    return {**summary, "empty_columns": empty, "calibration": calibrated}, snapshot.get_html_str(as_iframe=False)
 
 
 def _drift_summary(result: dict, columns: list[str], drift_share: float) -> dict:

@@ -14,6 +14,7 @@ intent, move, append; if it fails part-way the moves are undone, and if they can
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,7 +68,7 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
     if not candidates:
         raise TrainingError("no variant trained successfully; nothing to evaluate")
     name = ctx.spec.registered_model
-    _, holdout, days = load_split(ctx, window)
+    train, holdout, days = load_split(ctx, window)
     y = holdout[ctx.spec.target.name].to_numpy(dtype="float64")
     experiment = ctx.tracking.experiment(ctx.spec.name)
     scores = score_models(ctx.tracking, {c.variant: c.model_uri for c in candidates}, holdout)
@@ -81,10 +82,30 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
                             partitions=[str(d) for d in days], data_hash=_data_hash(ctx, days),
                             spec_hash=spec_hash(ctx.spec), trigger=run_tags.get("mlpipe.trigger"))
         entry, scores = _decide_and_commit(ctx, holdout, y, scores, candidates, may_move, draft, run_tags)
+    if entry.moved and ctx.tracking.bands_of(entry.model, entry.champion_after) is None:  # a retry learns them too
+        _learn_bands(ctx, entry, train, holdout, scores)
     report, evaluation_run = _report(ctx, entry, y, scores, experiment, run_tags)
     _publish(ctx, entry, str(report), evaluation_run)
     _index(ctx, entry, str(report))
     return {**entry.to_dict(), "report": str(report), "replayed": replayed}
+
+
+def _learn_bands(ctx: Context, entry: LedgerEntry, train, holdout, scores: dict[str, np.ndarray]) -> None:
+    """The promoted version's drift bands (:mod:`mlpipe.bands`), logged beside its
+    reference: its training days against its reference sample, its holdout days' scores
+    against its holdout scores (each less the day's own rows)."""
+    from mlpipe import bands
+    from mlpipe.training import reference_sample
+
+    variant = next((v for v, c in entry.candidates.items() if str(c.get("version")) == str(entry.champion_after)), None)
+    if variant not in scores:
+        return
+    reference, ref_scores = reference_sample(ctx.spec, train, holdout, scores[variant])
+    window = entry.window
+    learnt = bands.learn(ctx.spec, reference, train, ref_scores, ref_scores,
+                         f"training days {window.start} .. {window.holdout_start - dt.timedelta(days=1)} (features), "
+                         f"holdout days (scores) of train run {entry.run_id}")
+    ctx.tracking.log_bands(entry.model, entry.champion_after, learnt)
 
 
 def _data_hash(ctx: Context, days) -> str:

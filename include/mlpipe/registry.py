@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID  # noqa: E402
 from mlflow.utils.time import get_current_time_millis  # noqa: E402
 
+from mlpipe.bands import BANDS_FILE  # noqa: E402
 from mlpipe.errors import RegistryError  # noqa: E402
 from mlpipe.predictions import SCORE  # noqa: E402
 from mlpipe.records import Candidate  # noqa: E402
@@ -218,6 +219,26 @@ class Tracking:
         with self.run(experiment_id, f"trial-{number}", {MLFLOW_PARENT_RUN_ID: parent_run_id}) as run_id:
             self.log_params(run_id, {f"hp.{k}": v for k, v in params.items()})
             self.log_metrics(run_id, {f"validation_{metric}": value})
+
+    def log_bands(self, registered_model: str, version: str, bands: dict) -> None:
+        """A version's calibrated drift bands (:mod:`mlpipe.bands`), beside its reference; a
+        re-learn replaces them and keeps the earlier ones as ``bands-<learnt_at>.json``."""
+        run_id = self.client.get_model_version(registered_model, str(version)).run_id
+        earlier = self.bands_of(registered_model, version)
+        if earlier is not None:
+            self.log_json(run_id, earlier, f"{REFERENCE_DIR}/bands-{earlier['learnt_at'].replace(':', '')}.json")
+        self.log_json(run_id, bands, f"{REFERENCE_DIR}/{BANDS_FILE}")
+
+    def bands_of(self, registered_model: str, version: str) -> dict | None:
+        """A version's drift bands, or None for a version that has none (read each time: a
+        re-learn may have replaced them)."""
+        run_id = self.client.get_model_version(registered_model, str(version)).run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(run_id, f"{REFERENCE_DIR}/{BANDS_FILE}", tmp)
+            except (MlflowException, OSError):
+                return None
+            return json.loads(Path(path).read_text())
 
     def log_evaluation(self, experiment_id: str, tags: dict[str, str], metrics: dict[str, float], decision: dict,
                        page: str, figures: dict) -> str:

@@ -406,7 +406,15 @@ class MonitoringSpec(_Model):
         None, gt=0, description="Threshold of the numeric stattest (none: Evidently's default)")
     cat_threshold: float | None = Field(
         None, gt=0, description="Threshold of the categorical stattest (none: Evidently's default)")
-    drift_share: float = Field(0.5, gt=0, le=1, description="Share of drifted monitored columns that is dataset drift")
+    drift_share: float = Field(
+        0.5, gt=0, le=1, description="Share of drifted monitored columns that is dataset drift, for a version without "
+                                     "calibrated bands")
+    band_quantile: float = Field(
+        0.99, gt=0.5, le=1, description="Quantile of the calibration days' drift statistics that sets each column's "
+                                        "normal band (with band_width), and the day's drift score's band")
+    band_width: float = Field(
+        2.0, ge=1, description="A column's band reaches from the calibration statistics' median this many times as "
+                               "far as their band_quantile quantile: larger is fewer, surer alarms")
     window_days: int = Field(
         1, ge=1, le=90, description="Scored days, ending with the monitored day, compared with the reference")
     label_delay_days: int = Field(1, ge=0, description="Days after a day before its labels are known")

@@ -13,6 +13,7 @@ import pandas as pd
 from mlpipe.backends import backend_entry
 from mlpipe.context import Context, load_split, resolve_window
 from mlpipe.errors import TrainingError
+from mlpipe.features import PARTITION_DATE
 from mlpipe.predictions import SCORE
 from mlpipe.records import ENSEMBLE, Candidate, Job, Window
 from mlpipe.spec import VariantSpec, spec_hash
@@ -89,19 +90,23 @@ def train_variant(ctx: Context, job: Job, run_tags: dict[str, str], n_threads: i
         scores = bundle.score(holdout)
         metrics = compute_metrics(spec.target.task, holdout[spec.target.name], scores)
         tracking.set_tags(run_id, {"mlpipe.device": getattr(bundle.backend, "device_", "cpu")})
-        tracking.log_reference(run_id, *reference_sample(spec, train, scores))
+        tracking.log_reference(run_id, *reference_sample(spec, train, holdout, scores))
         tracking.log_json(run_id, _lineage(ctx, job.window, days), "data/partitions.json")
         return tracking.log_candidate(run_id, variant.name, bundle, train.head(200), metrics,
                                       spec.registered_model if job.promote else None,
                                       fit_seconds=round(fit_seconds, 3))
 
 
-def reference_sample(spec, train: pd.DataFrame, holdout_scores) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reference_sample(spec, train: pd.DataFrame, holdout: pd.DataFrame, holdout_scores) -> tuple[pd.DataFrame,
+                                                                                                pd.DataFrame]:
     """What monitoring compares a scored day with: a seeded sample of the training rows'
-    monitored columns (at most ``monitoring.reference_rows``) and the holdout scores."""
+    monitored columns (at most ``monitoring.reference_rows``) and the holdout scores, each
+    row with its ``partition_date`` (calibration leaves a day's own rows out)."""
     rows = min(spec.monitoring.reference_rows, len(train))
-    features = train[spec.monitored_columns].sample(n=rows, random_state=spec.training.seed).reset_index(drop=True)
-    return features, pd.DataFrame({SCORE: np.asarray(holdout_scores, dtype="float64")})
+    columns = list(dict.fromkeys([*spec.monitored_columns, PARTITION_DATE]))
+    features = train[columns].sample(n=rows, random_state=spec.training.seed).reset_index(drop=True)
+    return features, pd.DataFrame({SCORE: np.asarray(holdout_scores, dtype="float64"),
+                                   PARTITION_DATE: holdout[PARTITION_DATE].to_numpy()})
 
 
 def _searched(ctx: Context, variant: VariantSpec, train: pd.DataFrame, threads: int, experiment: str,
@@ -142,7 +147,7 @@ def build_ensemble(ctx: Context, candidates: list[Candidate], window: Window, ru
         tracking.log_params(run_id, {f"member.{n}": usable[n].version or usable[n].run_id for n in ensemble.weights})
         scores = ensemble.score(holdout)
         metrics = compute_metrics(spec.target.task, holdout[spec.target.name], scores)
-        tracking.log_reference(run_id, *reference_sample(spec, train, scores))
+        tracking.log_reference(run_id, *reference_sample(spec, train, holdout, scores))
         return tracking.log_candidate(run_id, ENSEMBLE, ensemble, train.head(200), metrics,
                                       spec.registered_model if register else None,
                                       members={n: usable[n].version for n in ensemble.weights},

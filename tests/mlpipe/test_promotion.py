@@ -111,11 +111,17 @@ def test_first_run_promotes_and_records_everything(ctx):
     version = ctx.tracking.client.get_model_version(ctx.spec.registered_model, champion(ctx))
     assert version.tags["mlpipe.promoted_by"] == "manual__first" and version.tags["mlpipe.ledger_seq"] == "1"
 
+    learnt = ctx.tracking.bands_of(ctx.spec.registered_model, champion(ctx))  # calibrated drift, beside the reference
+    assert set(learnt["columns"]) == set(ctx.spec.monitored_columns) and learnt["dataset"]["chunks"] == 5
+    assert "manual__first" in learnt["source"] and learnt["score"] is None  # one holdout day: too few for a band
+    assert ctx.tracking.bands_of(ctx.spec.registered_model, entry["challenger_after"]) is None
+
     retried = evaluate(ctx, results, run_id="manual__first")  # the task retried after recording
     assert {k: v for k, v in retried.items() if k not in ("report", "replayed")} == stored[0]
     assert retried["replayed"] and not entry["replayed"]
     assert len(stored_entries(ctx)) == 1 and champion(ctx) == entry["champion_after"]
     assert str(ctx.tracking.alias_version(ctx.spec.registered_model, registry.CHALLENGER).version) == str(challenger.version)
+    assert ctx.tracking.bands_of(ctx.spec.registered_model, champion(ctx))["learnt_at"] == learnt["learnt_at"]
 
 
 def test_the_registry_explains_each_version_and_the_champion(ctx):

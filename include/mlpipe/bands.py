@@ -1,0 +1,185 @@
+"""Calibrated drift: each column's normal band, learnt from how ordinary days vary.
+
+Evidently's fixed thresholds answer "is today's distribution the reference's?", which a
+single day of autumn weather never is. A band answers what a user asks: is today unusual
+compared with how days normally differ from the reference? For each monitored column
+(and the scores) the same Evidently statistic the day's report shows is computed for
+each ``window_days`` chunk of a calibration period against the version's reference:
+
+- features: the version's training days, each against the reference sample less that
+  chunk's own rows (so a day is never compared with itself);
+- scores: the version's holdout days against its holdout scores less that chunk's.
+
+A column's band reaches from the statistics' median ``band_width`` times as far as their
+``band_quantile`` quantile (by default twice as far as the 99th percentile: with some
+thirty columns, one outside its band by chance is then rare); for p-value tests, where a
+small value is drift, the same on -log10(p). A day drifts on a column when its statistic
+is outside the band. A column's *excess* is how far outside, in those spreads; the day's
+drift score is the sum of its columns' excesses, and the day is dataset drift when that
+score is outside its own band: the ``band_quantile`` quantile of the calibration chunks'
+scores (often 0: then any column outside its band).
+
+Bands are learnt when a version is promoted and logged beside its reference
+(``reference/bands.json``); ``python -m mlpipe.monitoring --relearn`` learns them again on
+recent ordinary days without retraining.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+
+from mlpipe.features import PARTITION_DATE
+from mlpipe.predictions import SCORE
+
+BANDS_FILE = "bands.json"  # in the version's reference/ artifact folder
+MIN_CHUNKS = 5  # fewer calibration values than this: no band (Evidently's fixed threshold)
+# Evidently stattests whose score is a p-value: a small value is drift
+P_VALUE_TESTS = frozenset({"anderson", "chisquare", "cramer_von_mises", "es", "fisher_exact", "g_test", "ks", "mannw",
+                           "t_test", "z", "empirical_mmd"})
+
+
+def _column_type(spec, column: str):
+    from evidently.legacy.core import ColumnType
+
+    return ColumnType.Categorical if column in spec.features.categorical else ColumnType.Numerical
+
+
+def _clean(series: pd.Series, categorical: bool) -> pd.Series:
+    """As Evidently's column drift prepares a column: no infinities, no nulls."""
+    series = series.replace([np.inf, -np.inf], np.nan).dropna()
+    return series.astype("string") if categorical else series
+
+
+def choose_tests(spec, reference: pd.DataFrame, current: pd.DataFrame, columns: list[str]) -> dict[str, str]:
+    """Each column's Evidently stattest: the spec's method for its type, else the one
+    Evidently picks for this reference and these current values (the score: numeric)."""
+    from evidently.legacy.calculations.stattests import get_stattest
+
+    mon, tests = spec.monitoring, {}
+    for column in columns:
+        categorical = column in spec.features.categorical
+        ref, cur = _clean(reference[column], categorical), _clean(current[column], categorical)
+        if ref.empty or cur.empty:
+            continue
+        method = mon.cat_method if categorical else mon.num_method
+        tests[column] = get_stattest(ref, cur, _column_type(spec, column), method).name
+    return tests
+
+
+def method(spec, column: str, name: str) -> str | None:
+    """The stattest to ask Evidently for by name, or None where Evidently only picks it
+    itself (chi-square or z on a numeric column of a few values, which it will not take
+    by name): its choice is then the same test."""
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+
+    try:
+        get_registered_stattest(name, _column_type(spec, column))
+    except Exception:  # noqa: BLE001 - Evidently's "not applicable to this column type"
+        return None
+    return name
+
+
+def statistics(spec, reference: pd.DataFrame, current: pd.DataFrame, tests: dict[str, str]) -> dict[str, float]:
+    """Each column's statistic (``tests``: column -> Evidently stattest name); a column
+    with no values on either side has none."""
+    from evidently.legacy.calculations.stattests import get_stattest
+
+    found = {}
+    for column, name in tests.items():
+        categorical = column in spec.features.categorical
+        ref, cur = _clean(reference[column], categorical), _clean(current[column], categorical)
+        if ref.empty or cur.empty:
+            continue
+        kind = _column_type(spec, column)
+        found[column] = float(get_stattest(ref, cur, kind, method(spec, column, name))(ref, cur, kind, None).drift_score)
+    return found
+
+
+def _chunks(frame: pd.DataFrame, window_days: int) -> list[pd.DataFrame]:
+    """``frame`` cut into chunks of ``window_days`` consecutive calendar days, in order."""
+    days = pd.to_datetime(frame[PARTITION_DATE]).dt.date
+    first = days.min()
+    index = days.map(lambda d: (d - first).days // window_days)
+    return [part for _, part in frame.groupby(index.to_numpy(), sort=True)]
+
+
+def _leave_out(reference: pd.DataFrame, chunk: pd.DataFrame) -> pd.DataFrame:
+    if PARTITION_DATE not in reference.columns:
+        return reference
+    return reference[~reference[PARTITION_DATE].isin(set(chunk[PARTITION_DATE])).to_numpy()]
+
+
+def _oriented(value: float, lower_is_drift: bool) -> float:
+    """Larger is more drift: a p-value as -log10(p) (its spread is on a log scale)."""
+    return -math.log10(max(value, 1e-300)) if lower_is_drift else value
+
+
+def _band(values: list[float], test: str, quantile: float, width: float) -> dict | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if len(values) < MIN_CHUNKS:
+        return None
+    lower = test in P_VALUE_TESTS
+    oriented = [_oriented(v, lower) for v in values]
+    median, high = float(np.median(oriented)), float(np.quantile(oriented, quantile))
+    spread = max(high - median, 1e-9)
+    edge = median + width * spread
+    return {"test": test, "lower_is_drift": lower, "band": 10 ** -edge if lower else edge, "edge": edge,
+            "median": median, "spread": spread, "chunks": len(values)}
+
+
+def excess(band: dict, value: float) -> float:
+    """How far ``value`` is outside ``band``, in spreads (0 inside)."""
+    return max(0.0, (_oriented(value, band["lower_is_drift"]) - band["edge"]) / band["spread"])
+
+
+def outside(band: dict, value: float) -> bool:
+    return _oriented(value, band["lower_is_drift"]) > band["edge"]
+
+
+def learn(spec, reference: pd.DataFrame, days: pd.DataFrame, ref_scores: pd.DataFrame, score_days: pd.DataFrame,
+          source: str) -> dict:
+    """The bands of every monitored column (``days``: the calibration rows, with their
+    ``partition_date``, against ``reference``) and of the scores (``score_days`` against
+    ``ref_scores``), and the band of the day's drift score. ``source`` says what the
+    calibration period was."""
+    mon = spec.monitoring
+    columns = [c for c in spec.monitored_columns if c in reference.columns and c in days.columns]
+    tests = choose_tests(spec, reference, days, columns)
+    chunks = _chunks(days, mon.window_days)
+    per_chunk = [statistics(spec, _leave_out(reference, chunk), chunk, tests) for chunk in chunks]
+    bands = {c: b for c in tests
+             if (b := _band([s.get(c) for s in per_chunk], tests[c], mon.band_quantile, mon.band_width))}
+    score_band = None
+    score_test = choose_tests(spec, ref_scores, score_days, [SCORE]) if len(score_days) and len(ref_scores) else {}
+    if score_test:
+        values = [statistics(spec, _leave_out(ref_scores, chunk), chunk, score_test).get(SCORE)
+                  for chunk in _chunks(score_days, mon.window_days)]
+        score_band = _band(values, score_test[SCORE], mon.band_quantile, mon.band_width)
+    drift_scores = [drift_score(bands, s) for s in per_chunk]
+    dataset = {"band": float(np.quantile(drift_scores, mon.band_quantile)), "median": float(np.median(drift_scores)),
+               "chunks": len(drift_scores)} if len(drift_scores) >= MIN_CHUNKS else None
+    first, last = (str(pd.to_datetime(days[PARTITION_DATE]).dt.date.agg(f)) for f in ("min", "max"))
+    return {"quantile": mon.band_quantile, "width": mon.band_width, "window_days": mon.window_days, "source": source, "from": first,
+            "to": last, "learnt_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "columns": bands, "score": score_band, "dataset": dataset}
+
+
+def drift_score(bands: dict[str, dict], stats: dict[str, float]) -> float:
+    """The day's drift score: its columns' excesses summed."""
+    return float(sum(excess(bands[c], v) for c, v in stats.items() if c in bands))
+
+
+def assess(learnt: dict, stats: dict[str, float]) -> dict:
+    """A day's columns (``stats``) against the bands: each column's excess, the columns
+    outside their bands, the drift score and whether it is dataset drift."""
+    bands = learnt["columns"]
+    score = drift_score(bands, stats)
+    dataset = learnt.get("dataset")
+    return {"excess": {c: round(excess(bands[c], v), 4) for c, v in stats.items() if c in bands},
+            "outside": sorted(c for c, v in stats.items() if c in bands and outside(bands[c], v)),
+            "drift_score": score, "drift_score_band": dataset["band"] if dataset else None,
+            "dataset_drift": bool(dataset) and score > dataset["band"]}
