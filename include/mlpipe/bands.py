@@ -141,11 +141,11 @@ def outside(band: dict, value: float) -> bool:
 
 
 def learn(spec, reference: pd.DataFrame, days: pd.DataFrame, ref_scores: pd.DataFrame, score_days: pd.DataFrame,
-          source: str) -> dict:
+          source: str, quality: dict | None = None) -> dict:
     """The bands of every monitored column (``days``: the calibration rows, with their
     ``partition_date``, against ``reference``) and of the scores (``score_days`` against
-    ``ref_scores``), and the band of the day's drift score. ``source`` says what the
-    calibration period was."""
+    ``ref_scores``), the band of the day's drift score, and ``quality``
+    (:func:`quality_band`). ``source`` says what the calibration period was."""
     mon = spec.monitoring
     columns = [c for c in spec.monitored_columns if c in reference.columns and c in days.columns]
     tests = choose_tests(spec, reference, days, columns)
@@ -165,7 +165,51 @@ def learn(spec, reference: pd.DataFrame, days: pd.DataFrame, ref_scores: pd.Data
     first, last = (str(pd.to_datetime(days[PARTITION_DATE]).dt.date.agg(f)) for f in ("min", "max"))
     return {"quantile": mon.band_quantile, "width": mon.band_width, "window_days": mon.window_days, "source": source, "from": first,
             "to": last, "learnt_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "columns": bands, "score": score_band, "dataset": dataset}
+            "columns": bands, "score": score_band, "dataset": dataset, "quality": quality}
+
+
+BOOTSTRAP_WINDOWS = 200  # windows drawn when the holdout has too few days for MIN_CHUNKS windows
+
+
+def quality_band(spec, holdout: pd.DataFrame, scores) -> dict | None:
+    """The gate metric over every window of ``quality_days`` consecutive holdout days (or,
+    with fewer than ``MIN_CHUNKS`` such windows, over windows of days drawn with
+    replacement): the spread live quality is judged against, not the pooled holdout
+    figure, which a window's figure sits structurally below (the pooled figure includes
+    the separation between days). Its ``bound`` is the windows' ``1 - band_quantile``
+    quantile on the bad side; None when no window has a figure."""
+    from mlpipe.metrics import compute_metrics
+
+    metric, span = spec.gate.metric, spec.monitoring.quality_days
+    frame = pd.DataFrame({"y": holdout[spec.target.name].to_numpy(dtype="float64"), "s": np.asarray(scores),
+                          "day": holdout[PARTITION_DATE].to_numpy()})
+    by_day = {day: part for day, part in frame.groupby("day", sort=True)}
+    days = list(by_day)
+    windows = [days[i:i + span] for i in range(len(days) - span + 1)]
+    method = "windows"
+    if len(windows) < MIN_CHUNKS:
+        rng = np.random.default_rng(spec.training.seed)
+        windows = [list(rng.choice(np.array(days, dtype=object), size=min(span, len(days)))) for _ in
+                   range(BOOTSTRAP_WINDOWS)]
+        method = "bootstrap"
+    values = []
+    for window in windows:
+        rows = pd.concat([by_day[d] for d in window])
+        value = compute_metrics(spec.target.task, rows["y"].to_numpy(), rows["s"].to_numpy()).get(metric)
+        if value is not None and math.isfinite(value):
+            values.append(value)
+    if not values:
+        return None
+    greater = spec.greater_is_better()
+    bound = float(np.quantile(values, 1 - spec.monitoring.band_quantile if greater else spec.monitoring.band_quantile))
+    return {"metric": metric, "days": span, "method": method, "windows": len(values), "median": float(np.median(values)),
+            "bound": bound, "greater_is_better": greater}
+
+
+def degraded(band: dict, live: float, tolerance: float) -> bool:
+    """Live quality below the band's bound (above it, for an error) by more than ``tolerance``."""
+    worse = band["bound"] - live if band["greater_is_better"] else live - band["bound"]
+    return worse > tolerance
 
 
 def drift_score(bands: dict[str, dict], stats: dict[str, float]) -> float:

@@ -20,6 +20,7 @@ import logging
 import pandas as pd
 
 from mlpipe import ranges, report_index
+from mlpipe.bands import degraded
 from mlpipe.context import Context
 from mlpipe.errors import MlpipeError
 from mlpipe.features import PARTITION_DATE
@@ -170,7 +171,10 @@ def _drift_summary(result: dict, columns: list[str], drift_share: float) -> dict
 def live_quality(ctx: Context, day: dt.date) -> dict | None:
     """The champion's (and shadow challenger's) metrics on the labelled rows of the
     ``quality_days`` scored days ending with ``day``, next to the version's holdout
-    figure; None while those days have no labels or predictions."""
+    figure; None while those days have no labels or predictions. Degraded: below the
+    version's quality band (its metric over holdout windows of the same length,
+    :func:`mlpipe.bands.quality_band`) by more than ``tolerance``; a version without one,
+    below its pooled holdout figure by more than ``tolerance``."""
     from mlpipe.metrics import compute_metrics
 
     spec, target = ctx.spec, ctx.spec.target.name
@@ -188,6 +192,11 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     if len(shadow):
         quality["challenger"] = compute_metrics(spec.target.task, shadow[target].to_numpy(dtype="float64"),
                                                 shadow[CHALLENGER_SCORE].to_numpy()).get(metric)
+    band = (ctx.tracking.bands_of(spec.registered_model, version) or {}).get("quality")
+    if band and band["metric"] == metric and band["days"] == spec.monitoring.quality_days:
+        quality["baseline"] = band  # windows of the same length in the holdout: a fair comparison
+        quality["degraded"] = live.get(metric) is not None and degraded(band, live[metric], spec.monitoring.tolerance)
+        return quality
     if holdout is None or live.get(metric) is None:
         quality["degraded"] = False
         return quality
@@ -206,9 +215,11 @@ def retrain_decision(ctx: Context, day: dt.date, summary: dict, backfill: bool, 
         reasons.append(f"dataset drift on {streak} consecutive days ({', '.join(summary['drifted_columns'])})")
     quality = summary["quality"]
     if quality and quality["degraded"]:
-        reasons.append(f"live {quality['metric']} {quality['live']:.4f} below holdout {quality['holdout']:.4f} "
-                       f"by more than {spec.monitoring.tolerance} over {len(quality.get('days', [1]))} labelled days "
-                       f"to {quality['day']}")
+        baseline = quality.get("baseline")
+        against = (f"the bound {baseline['bound']:.4f} of its holdout's {baseline['windows']} {baseline['days']}-day "
+                   "windows" if baseline else f"holdout {quality['holdout']:.4f}")
+        reasons.append(f"live {quality['metric']} {quality['live']:.4f} below {against} by more than "
+                       f"{spec.monitoring.tolerance} over {len(quality.get('days', [1]))} labelled days to {quality['day']}")
     if not reasons:
         return {"action": "none", "reason": "no sustained drift or degradation", "drift_streak": streak}
     reason = "; ".join(reasons)

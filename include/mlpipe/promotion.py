@@ -91,9 +91,9 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
 
 
 def _learn_bands(ctx: Context, entry: LedgerEntry, train, holdout, scores: dict[str, np.ndarray]) -> None:
-    """The promoted version's drift bands (:mod:`mlpipe.bands`), logged beside its
-    reference: its training days against its reference sample, its holdout days' scores
-    against its holdout scores (each less the day's own rows)."""
+    """The promoted version's bands (:mod:`mlpipe.bands`), logged beside its reference: its
+    training days against its reference sample, its holdout days' scores against its
+    holdout scores (each less the day's own rows), its gate metric over holdout windows."""
     from mlpipe import bands
     from mlpipe.training import reference_sample
 
@@ -104,7 +104,8 @@ def _learn_bands(ctx: Context, entry: LedgerEntry, train, holdout, scores: dict[
     window = entry.window
     learnt = bands.learn(ctx.spec, reference, train, ref_scores, ref_scores,
                          f"training days {window.start} .. {window.holdout_start - dt.timedelta(days=1)} (features), "
-                         f"holdout days (scores) of train run {entry.run_id}")
+                         f"holdout days (scores, quality) of train run {entry.run_id}",
+                         bands.quality_band(ctx.spec, holdout, scores[variant]))
     ctx.tracking.log_bands(entry.model, entry.champion_after, learnt)
 
 

@@ -91,3 +91,16 @@ def test_p_value_bands_are_outside_below_and_measured_on_a_log_scale():
     assert not distance["lower_is_drift"] and distance["band"] == distance["edge"]
     assert bands.excess(distance, distance["edge"] + distance["spread"]) == pytest.approx(1.0)
     assert bands._band([0.1] * 4, "wasserstein", 0.99, 2.0) is None  # too few chunks: no band
+
+
+def test_the_quality_band_is_the_metric_over_holdout_windows_of_quality_days(spec, model_frame_factory):
+    holdout = pd.concat([_day(model_frame_factory, d) for d in CALIBRATION[:20]], ignore_index=True)
+    scores = holdout["late"].to_numpy() * 0.6 + np.random.default_rng(0).random(len(holdout)) * 0.4
+    band = bands.quality_band(spec, holdout, scores)
+    assert band["method"] == "windows" and band["windows"] == 20 - spec.monitoring.quality_days + 1
+    assert band["metric"] == spec.gate.metric and band["greater_is_better"]
+    assert band["bound"] <= band["median"] and bands.degraded(band, band["bound"] - 0.03, tolerance=0.02)
+    assert not bands.degraded(band, band["bound"] - 0.01, tolerance=0.02)
+    few = bands.quality_band(spec, holdout[holdout[PARTITION_DATE].isin(CALIBRATION[:8])], scores[:len(holdout)][
+        holdout[PARTITION_DATE].isin(CALIBRATION[:8]).to_numpy()])
+    assert few["method"] == "bootstrap" and few["windows"] == bands.BOOTSTRAP_WINDOWS

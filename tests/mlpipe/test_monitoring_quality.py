@@ -31,8 +31,13 @@ def _ctx(spec, store, tolerance: float = 0.05):
 class _Tracking:
     """Stands in for ``ctx.tracking``; the fixture ``holdout`` says what ``version_metrics`` reports."""
 
+    bands: dict | None = None  # what bands_of reports for any version
+
     def version_metrics(self, model, version):
         raise AssertionError("no holdout figures set")
+
+    def bands_of(self, model, version):
+        return self.bands
 
 
 def _scored(ctx, days=DAYS, scores=SCORES, labels=LABELS, version: str = "3") -> None:
@@ -110,3 +115,22 @@ def test_a_degraded_window_asks_for_a_retrain_without_drift(spec, store, holdout
     decision = monitoring.retrain_decision(ctx, DAY, summary, backfill=False, train_in_flight=False)
     assert decision["action"] == "trigger"
     assert decision["reason"].startswith("live roc_auc 0.7500 below holdout 0.8500 by more than 0.05 over 3 labelled")
+
+
+def test_with_a_quality_band_live_quality_is_judged_against_windows_of_the_same_length(spec, store, holdout):
+    """The pooled holdout figure (0.9) would call a 3-day window at 0.75 degraded; the band
+    of the holdout's 3-day windows (bound 0.76) does not, and a bound of 0.80 does."""
+    ctx = _ctx(spec, store, tolerance=0.02)
+    _scored(ctx)
+    holdout({"roc_auc": 0.9})
+    band = {"metric": "roc_auc", "days": len(DAYS), "method": "windows", "windows": 40, "median": 0.8, "bound": 0.76,
+            "greater_is_better": True}
+    ctx.tracking.bands = {"quality": band}
+    quality = monitoring.live_quality(ctx, DAY)
+    assert quality["live"] == pytest.approx(LIVE_AUC) and quality["baseline"] == band and not quality["degraded"]
+    ctx.tracking.bands = {"quality": {**band, "bound": 0.80}}
+    quality = monitoring.live_quality(ctx, DAY)
+    assert quality["degraded"]
+    decision = monitoring.retrain_decision(ctx, DAY, {"dataset_drift": False, "drifted_columns": [], "quality": quality},
+                                           backfill=True, train_in_flight=False)
+    assert "below the bound 0.8000 of its holdout's 40 3-day windows by more than 0.02" in decision["reason"]

@@ -114,6 +114,7 @@ def test_first_run_promotes_and_records_everything(ctx):
     learnt = ctx.tracking.bands_of(ctx.spec.registered_model, champion(ctx))  # calibrated drift, beside the reference
     assert set(learnt["columns"]) == set(ctx.spec.monitored_columns) and learnt["dataset"]["chunks"] == 5
     assert "manual__first" in learnt["source"] and learnt["score"] is None  # one holdout day: too few for a band
+    assert learnt["quality"]["method"] == "bootstrap" and learnt["quality"]["metric"] == ctx.spec.gate.metric
     assert ctx.tracking.bands_of(ctx.spec.registered_model, entry["challenger_after"]) is None
 
     retried = evaluate(ctx, results, run_id="manual__first")  # the task retried after recording
