@@ -37,7 +37,8 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
     spec, store = ctx.spec, ctx.store
     drift, html, version, rows = _measure(ctx, day)
     quality = live_quality(ctx, day - dt.timedelta(days=spec.monitoring.label_delay_days))
-    summary = {"day": str(day), "model_version": version, "rows": rows, **drift, "quality": quality}
+    summary = {"day": str(day), "model_version": version, "rows": rows, **drift, "quality": quality,
+               "estimated": estimated_quality(ctx, day, version)}
     summary["decision"] = retrain_decision(ctx, day, summary, backfill, train_in_flight)
     page = atomic_write(store.report_path(KIND, day, ".html"), html)
     summary["report"] = str(page)
@@ -192,6 +193,7 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     if len(shadow):
         quality["challenger"] = compute_metrics(spec.target.task, shadow[target].to_numpy(dtype="float64"),
                                                 shadow[CHALLENGER_SCORE].to_numpy()).get(metric)
+    quality["estimated"] = _estimated(ctx, version, rows[SCORE].to_numpy())  # beside the realised figure
     band = (ctx.tracking.bands_of(spec.registered_model, version) or {}).get("quality")
     if band and band["metric"] == metric and band["days"] == spec.monitoring.quality_days:
         quality["baseline"] = band  # windows of the same length in the holdout: a fair comparison
@@ -203,6 +205,33 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     worse = (holdout - live[metric]) if spec.greater_is_better() else (live[metric] - holdout)
     quality["degraded"] = bool(worse > spec.monitoring.tolerance)
     return quality
+
+
+def _estimated(ctx: Context, version: str, scores) -> dict | None:
+    """The gate metric expected from ``scores`` by the version's calibrator, against its
+    quality band; None without a calibrator or an estimator for the metric."""
+    from mlpipe.estimate import estimate
+
+    spec, learnt = ctx.spec, ctx.tracking.bands_of(ctx.spec.registered_model, version) or {}
+    if not learnt.get("calibrator"):
+        return None
+    value = estimate(spec.gate.metric, learnt["calibrator"], scores)
+    if value is None:
+        return None
+    band = learnt.get("quality")
+    return {"metric": spec.gate.metric, "value": value, "rows": len(scores),
+            "degraded": bool(band) and degraded(band, value, spec.monitoring.tolerance)}
+
+
+def estimated_quality(ctx: Context, day: dt.date, version: str) -> dict | None:
+    """The estimated gate metric (no labels needed) of ``version``'s scores over the
+    ``quality_days`` scored days ending with ``day`` (:mod:`mlpipe.estimate`)."""
+    spec = ctx.spec
+    start = day - dt.timedelta(days=spec.monitoring.quality_days - 1)
+    rows, days = ctx.store.read_range("predictions", start, day + dt.timedelta(days=1), columns=[SCORE, MODEL_VERSION])
+    rows = rows[rows[MODEL_VERSION].astype(str) == version] if len(rows) else rows
+    found = _estimated(ctx, version, rows[SCORE].to_numpy()) if len(rows) else None
+    return found and {**found, "day": str(day), "days": [str(d) for d in days]}
 
 
 def retrain_decision(ctx: Context, day: dt.date, summary: dict, backfill: bool, train_in_flight: bool) -> dict:
@@ -220,6 +249,10 @@ def retrain_decision(ctx: Context, day: dt.date, summary: dict, backfill: bool, 
                    "windows" if baseline else f"holdout {quality['holdout']:.4f}")
         reasons.append(f"live {quality['metric']} {quality['live']:.4f} below {against} by more than "
                        f"{spec.monitoring.tolerance} over {len(quality.get('days', [1]))} labelled days to {quality['day']}")
+    estimated = summary.get("estimated")
+    if policy.use_estimate and estimated and estimated["degraded"]:
+        reasons.append(f"estimated {estimated['metric']} {estimated['value']:.4f} (before labels) below the version's "
+                       f"quality band by more than {spec.monitoring.tolerance} over the scored days to {estimated['day']}")
     if not reasons:
         return {"action": "none", "reason": "no sustained drift or degradation", "drift_streak": streak}
     reason = "; ".join(reasons)

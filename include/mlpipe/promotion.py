@@ -106,6 +106,10 @@ def _learn_bands(ctx: Context, entry: LedgerEntry, train, holdout, scores: dict[
                          f"training days {window.start} .. {window.holdout_start - dt.timedelta(days=1)} (features), "
                          f"holdout days (scores, quality) of train run {entry.run_id}",
                          bands.quality_band(ctx.spec, holdout, scores[variant]))
+    if ctx.spec.target.task == "binary":  # estimated performance before labels: calibrated on the holdout
+        from mlpipe.estimate import fit_calibrator
+
+        learnt["calibrator"] = fit_calibrator(holdout[ctx.spec.target.name].to_numpy(), scores[variant])
     ctx.tracking.log_bands(entry.model, entry.champion_after, learnt)
 
 

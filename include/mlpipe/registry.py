@@ -81,6 +81,7 @@ class Tracking:
         if self.uri.startswith("sqlite:///"):
             Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self._bands: dict[tuple[str, str], dict | None] = {}  # read once per task (a chunk monitors many days)
 
     def __reduce__(self):  # a Context sent to another process carries its settings, not a live client
         return Tracking, (self.settings,)
@@ -228,17 +229,21 @@ class Tracking:
         if earlier is not None:
             self.log_json(run_id, earlier, f"{REFERENCE_DIR}/bands-{earlier['learnt_at'].replace(':', '')}.json")
         self.log_json(run_id, bands, f"{REFERENCE_DIR}/{BANDS_FILE}")
+        self._bands[(registered_model, str(version))] = bands
 
     def bands_of(self, registered_model: str, version: str) -> dict | None:
-        """A version's drift bands, or None for a version that has none (read each time: a
-        re-learn may have replaced them)."""
-        run_id = self.client.get_model_version(registered_model, str(version)).run_id
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = self.client.download_artifacts(run_id, f"{REFERENCE_DIR}/{BANDS_FILE}", tmp)
-            except (MlflowException, OSError):
-                return None
-            return json.loads(Path(path).read_text())
+        """A version's bands, or None for a version that has none (read once by this object,
+        which lives one task: a re-learn is seen by the next task)."""
+        key = (registered_model, str(version))
+        if key not in self._bands:
+            run_id = self.client.get_model_version(registered_model, str(version)).run_id
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    path = self.client.download_artifacts(run_id, f"{REFERENCE_DIR}/{BANDS_FILE}", tmp)
+                except (MlflowException, OSError):
+                    return None  # not remembered: the train run that promoted it may still be learning them
+                self._bands[key] = json.loads(Path(path).read_text())
+        return self._bands[key]
 
     def log_evaluation(self, experiment_id: str, tags: dict[str, str], metrics: dict[str, float], decision: dict,
                        page: str, figures: dict) -> str:
@@ -263,7 +268,8 @@ class Tracking:
                 "drift_share": summary["drift_share"], "dataset_drift": float(summary["dataset_drift"]),
                 "prediction_drift": summary["prediction_drift"]["score"],
                 **{f"drift.{c}": v["score"] for c, v in summary["columns"].items()},
-                **({f"live_{quality['metric']}": quality["live"]} if quality.get("live") is not None else {})})
+                **({f"live_{quality['metric']}": quality["live"]} if quality.get("live") is not None else {}),
+                **({f"estimated_{e['metric']}": e["value"]} if (e := summary.get("estimated")) else {})})
             self.log_json(run_id, summary, "drift.json")
             self.client.log_text(run_id, html, "drift.html")
 

@@ -386,6 +386,9 @@ class RetrainSpec(_Model):
         7, ge=0, description="Data days after the last train's window in which no retrain is asked for")
     min_new_labelled_rows: int = Field(
         1000, ge=0, description="Labelled rows since the last train's window a retrain needs")
+    use_estimate: bool = Field(
+        False, description="Also ask for a retrain when the estimated gate metric of the scored days (binary targets, "
+                           "before labels arrive) is degraded against the quality band")
 
 
 class MonitoringSpec(_Model):

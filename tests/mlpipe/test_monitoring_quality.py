@@ -134,3 +134,24 @@ def test_with_a_quality_band_live_quality_is_judged_against_windows_of_the_same_
     decision = monitoring.retrain_decision(ctx, DAY, {"dataset_drift": False, "drifted_columns": [], "quality": quality},
                                            backfill=True, train_in_flight=False)
     assert "below the bound 0.8000 of its holdout's 40 3-day windows by more than 0.02" in decision["reason"]
+
+
+def test_the_estimate_before_labels_is_reported_and_asks_for_a_retrain_only_when_configured(spec, store, holdout):
+    ctx = _ctx(spec, store, tolerance=0.02)
+    _scored(ctx)
+    holdout({"roc_auc": 0.9})
+    band = {"metric": "roc_auc", "days": len(DAYS), "method": "windows", "windows": 40, "median": 0.9, "bound": 0.87,
+            "greater_is_better": True}
+    ctx.tracking.bands = {"quality": band, "calibrator": {"x": [0.0, 1.0], "y": [0.0, 1.0]}}
+    quality = monitoring.live_quality(ctx, DAY)
+    assert 0 < quality["estimated"]["value"] < 1 and quality["estimated"]["metric"] == "roc_auc"
+    estimated = monitoring.estimated_quality(ctx, DAY, "3")  # the scored days alone, no labels needed
+    assert estimated["value"] == pytest.approx(quality["estimated"]["value"]) and estimated["degraded"]
+    assert estimated["days"] == [str(d) for d in sorted(DAYS)]
+    summary = {"dataset_drift": False, "drifted_columns": [], "quality": None, "estimated": estimated}
+    assert monitoring.retrain_decision(ctx, DAY, summary, backfill=True, train_in_flight=False)["action"] == "none"
+    policy = ctx.spec.monitoring.retrain.model_copy(update={"use_estimate": True})
+    ctx.spec = ctx.spec.model_copy(update={"monitoring": ctx.spec.monitoring.model_copy(update={"retrain": policy})})
+    decision = monitoring.retrain_decision(ctx, DAY, summary, backfill=True, train_in_flight=False)
+    assert decision["action"] == "would-trigger" and "(before labels) below the version's quality band" in \
+        decision["reason"]
