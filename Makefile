@@ -26,7 +26,7 @@ FROM ?=
 TO ?=
 HOLDOUT ?=
 
-.PHONY: install browser demo test lint up clean ledger rollback ingest-day ingest-range score-range cluster cluster-down
+.PHONY: install browser demo test lint up clean ledger rollback ingest-day ingest-range score-range relearn-bands cluster cluster-down
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -92,6 +92,12 @@ score-range: install
 	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make score-range [PIPELINE=name] FROM=YYYY-MM-DD TO=YYYY-MM-DD" >&2; exit 2; }
 	dag=$$($(DAG_ID) score_range) && $(BIN)/airflow dags unpause $$dag >/dev/null && \
 	  $(BIN)/airflow dags trigger $$dag --conf '{"start": "$(FROM)", "end": "$(TO)"}'
+
+# Learn the champion's drift bands again on recent ordinary scored days, without retraining (docs/monitoring.md),
+# e.g. make relearn-bands PIPELINE=flights FROM=2013-11-01 TO=2013-11-30
+relearn-bands: install
+	@test -n "$(FROM)" -a -n "$(TO)" || { echo "usage: make relearn-bands [PIPELINE=name] FROM=YYYY-MM-DD TO=YYYY-MM-DD" >&2; exit 2; }
+	$(BIN)/python -m mlpipe.monitoring $(PIPELINE_ARG) --relearn --from $(FROM) --to $(TO)
 
 up: install
 	$(BIN)/python scripts/up.py

@@ -109,7 +109,8 @@ def _validation_alert(day, message: str, failures: list[dict], report, data_docs
 
 def alert_for(step: str, result, pipeline: str) -> dict | None:
     """The alert a step's result calls for: a promotion, a rollback, a fallback model (each
-    day of a score range that fell back), each day of a range ingest that failed validation."""
+    day of a score range that fell back), each day of a range ingest that failed validation,
+    a drift or degradation episode that starts or ends (a live monitor run)."""
     if step == "validate_range" and isinstance(result, dict):
         sent = [_validation_alert(f["day"], f["error"].removeprefix("ValidationFailed: "), f["failures"], f["report"],
                                   f["data_docs"], pipeline) for f in result.get("failed", ()) if "failures" in f]
@@ -122,6 +123,10 @@ def alert_for(step: str, result, pipeline: str) -> dict | None:
                            "run_id": result.get("run_id"), "mode": result.get("mode")}, pipeline)
     if step == "score_day" and isinstance(result, dict) and result.get("fallback"):
         return send("fallback", {"day": result.get("day"), **result["fallback"]}, pipeline)
+    if step == "monitor_day" and isinstance(result, dict):  # once when an episode starts, once when it ends
+        sent = [send(e["kind"], {**e, "page": result.get("page"), "report": result.get("report")}, pipeline)
+                for e in result.get("episodes", ())]
+        return sent[-1] if sent else None
     if step == "score_range" and isinstance(result, dict):
         sent = [send("fallback", fallback, pipeline) for fallback in result.get("fallbacks", ())]
         return sent[-1] if sent else None

@@ -31,24 +31,50 @@ log = logging.getLogger(__name__)
 KIND = "drift"
 
 
-def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_flight: bool = False) -> dict:
+def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_flight: bool = False,
+                page: bool = True) -> dict:
     """Drift and live quality of ``day``, the retrain decision, written as the day's
-    report; returns the summary (small: fit for XCom)."""
+    report, and (with ``page``) the pipeline's monitoring page rebuilt; returns the
+    summary (small: fit for XCom). A live run lists the drift and degradation
+    ``episodes`` that start or end on the day (each alerts once); a backfill lists none."""
+    from mlpipe import monitoring_page
+
     spec, store = ctx.spec, ctx.store
     drift, html, version, rows = _measure(ctx, day)
     quality = live_quality(ctx, day - dt.timedelta(days=spec.monitoring.label_delay_days))
     summary = {"day": str(day), "model_version": version, "rows": rows, **drift, "quality": quality,
                "estimated": estimated_quality(ctx, day, version)}
     summary["decision"] = retrain_decision(ctx, day, summary, backfill, train_in_flight)
-    page = atomic_write(store.report_path(KIND, day, ".html"), html)
-    summary["report"] = str(page)
+    summary["episodes"] = [] if backfill else _episodes(ctx, day, summary)
+    report = atomic_write(store.report_path(KIND, day, ".html"), html)
+    summary["report"] = str(report)
+    summary["page"] = str(store.report_dir("monitoring") / "index.html") if page else None
     store.write_report(KIND, day, summary)
-    report_index.record(store, "day", str(day), {"drift": str(page)},
+    built = monitoring_page.build(store, day) if page else None  # before the index, which links it once it exists
+    report_index.record(store, "day", str(day), {"drift": str(report)},
                         drift_status=("drift" if summary["dataset_drift"] else "no drift")
                         + ("" if summary["decision"]["action"] == "none" else f", {summary['decision']['action']}"))
-    ctx.tracking.log_monitoring(spec.name, summary, html)
+    ctx.tracking.log_monitoring(spec.name, summary, html, built and built[1])
     _log(summary)
     return summary
+
+
+def _episodes(ctx: Context, day: dt.date, summary: dict) -> list[dict]:
+    """The drift and degradation episodes that start or end on ``day``: a state that
+    differs from the day before's (measured here if that day is not monitored yet)."""
+    found = []
+    before = ctx.store.report_path(KIND, day - dt.timedelta(days=1))
+    earlier = json.loads(before.read_text()) if before.exists() else {}
+    was_drifting = bool(earlier.get("dataset_drift")) if earlier else _drifted(ctx, day - dt.timedelta(days=1))
+    if summary["dataset_drift"] != was_drifting:
+        found.append({"kind": "drift", "state": "started" if summary["dataset_drift"] else "ended", "day": str(day),
+                      "columns": summary["drifted_columns"], "drift_score": summary.get("drift_score")})
+    quality, was_degraded = summary["quality"] or {}, bool((earlier.get("quality") or {}).get("degraded"))
+    if bool(quality.get("degraded")) != was_degraded:
+        found.append({"kind": "degradation", "state": "started" if quality.get("degraded") else "ended",
+                      "day": str(day), "metric": quality.get("metric"), "live": quality.get("live"),
+                      "bound": (quality.get("baseline") or {}).get("bound", quality.get("holdout"))})
+    return found
 
 
 def monitor_range(ctx: Context, scored: dict, monitor: bool = True) -> dict:
@@ -56,14 +82,18 @@ def monitor_range(ctx: Context, scored: dict, monitor: bool = True) -> dict:
     result), as a backfill run of the monitor DAG would (it records ``would-trigger``,
     never triggers); nothing with ``monitor`` false. A day that cannot be monitored is
     listed in ``failed`` and the other days go on."""
+    from mlpipe import monitoring_page
+
     passed, failed = [], []
     for day in map(dt.date.fromisoformat, scored["passed"] if monitor else []):
         try:
-            monitor_day(ctx, day, backfill=True)
+            monitor_day(ctx, day, backfill=True, page=False)
         except MlpipeError as exc:
             failed.append(ranges.failure(day, exc))
             continue
         passed.append(str(day))
+    if passed:  # the page once per chunk, not once a day
+        monitoring_page.build(ctx.store, dt.date.fromisoformat(passed[-1]))
     return {"start": scored["start"], "end": scored["end"], "passed": passed, "failed": failed}
 
 
@@ -359,14 +389,60 @@ def verdict(rows: list[dict]) -> str:
             f"decisions: {', '.join(actions) or 'none'}")
 
 
+def relearn_bands(ctx: Context, start: dt.date, end: dt.date, version: str | None = None) -> dict:
+    """Learn ``version``'s (default: the champion's) drift bands again on the scored days
+    ``[start, end]``, without retraining: each day's features (and that version's scores)
+    against its reference, for seasons that change what an ordinary day is. The quality
+    band and calibrator are kept. Logged beside the reference (the earlier bands kept as
+    ``bands-<learnt_at>.json``); returns them."""
+    from mlpipe import bands
+    from mlpipe.registry import CHAMPION
+
+    spec = ctx.spec
+    if version is None:
+        current = ctx.tracking.champion_version(spec.registered_model)
+        if current is None:
+            raise MlpipeError(f"no '{CHAMPION}' alias on model {spec.registered_model!r}: nothing to re-learn")
+        version = str(current.version)
+    reference = ctx.tracking.reference_of(spec.registered_model, version, _reference_dir(ctx, version))
+    if reference is None:
+        raise MlpipeError(f"version {version} of {spec.registered_model!r} has no monitoring reference: retrain")
+    stop = end + dt.timedelta(days=1)
+    predictions, days = ctx.store.read_range("predictions", start, stop, date_column=PARTITION_DATE)
+    if not days:
+        raise MlpipeError(f"no scored days in [{start}, {end}]: score them first (the score_range DAG)")
+    predictions = predictions[predictions[MODEL_VERSION].astype(str) == version]
+    columns = list(dict.fromkeys([*spec.row_id, *spec.monitored_columns]))
+    features, _ = ctx.store.read_range("features", start, stop, columns=columns, date_column=PARTITION_DATE)
+    scored = features.merge(predictions[[*keys(spec), SCORE]], on=keys(spec), how="inner")
+    earlier = ctx.tracking.bands_of(spec.registered_model, version) or {}
+    learnt = bands.learn(spec, reference[0], scored, reference[1], scored[[SCORE, PARTITION_DATE]],
+                         f"re-learnt on scored days {start} .. {end}")
+    learnt |= {k: earlier[k] for k in ("quality", "calibrator") if earlier.get(k)}
+    ctx.tracking.log_bands(spec.registered_model, version, learnt)
+    return learnt
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlpipe.monitoring", description=__doc__.split("\n")[0])
     parser.add_argument("--from", dest="start", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--to", dest="end", required=True, type=dt.date.fromisoformat, help="last day (inclusive)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--pipeline", help="the pipeline's name (default: the only one, when there is one)")
+    parser.add_argument("--relearn", action="store_true",
+                        help="learn the champion's drift bands again on the scored days FROM..TO (no retraining)")
+    parser.add_argument("--version", help="with --relearn: this version instead of the champion")
     args = parser.parse_args(argv)
-    rows = history(Context.for_cli(args.pipeline), args.start, args.end)
+    ctx = Context.for_cli(args.pipeline)
+    if args.relearn:
+        try:
+            learnt = relearn_bands(ctx, args.start, args.end, args.version)
+        except MlpipeError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        print(f"bands of {len(learnt['columns'])} column(s) re-learnt on {learnt['from']} .. {learnt['to']} "
+              f"({learnt['dataset']['chunks'] if learnt['dataset'] else 0} chunk(s)); the earlier ones are kept")
+        return
+    rows = history(ctx, args.start, args.end)
     print(json.dumps(rows, indent=2) if args.json else f"{format_history(rows)}\n{verdict(rows)}")
 
 

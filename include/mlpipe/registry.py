@@ -258,8 +258,9 @@ class Tracking:
                 self.client.log_figure(run_id, figure, f"plots/{name}.png")
             return run_id
 
-    def log_monitoring(self, experiment: str, summary: dict, html: str) -> None:
-        """One ``monitor`` run per monitored day: drift scores, live quality, the report."""
+    def log_monitoring(self, experiment: str, summary: dict, html: str, page_png=None) -> None:
+        """One ``monitor`` run per monitored day: drift scores, live quality, the report, and
+        the monitoring page's chart (``page_png``) when it was rebuilt."""
         tags = {"mlpipe.step": "monitor", "mlpipe.day": summary["day"], "mlpipe.model_version": summary["model_version"],
                 "mlpipe.decision": summary["decision"]["action"]}
         quality = summary.get("quality") or {}
@@ -272,6 +273,8 @@ class Tracking:
                 **({f"estimated_{e['metric']}": e["value"]} if (e := summary.get("estimated")) else {})})
             self.log_json(run_id, summary, "drift.json")
             self.client.log_text(run_id, html, "drift.html")
+            if page_png is not None:
+                self.client.log_artifact(run_id, str(page_png))
 
     # -- the registry -----------------------------------------------------------------
 

@@ -53,7 +53,8 @@ def record(store: Store, section: str, key: str, links: dict[str, str | None], *
         shown = {s: (rows if newest[s] == name else _rows(shards / f"{newest[s]}.json") if newest[s] else {})
                  for s in SECTIONS}
         page = folder / "index.html"
-        atomic_write(page, render(store.pipeline, shown, names))
+        monitored = (folder / "monitoring" / "index.html").exists()
+        atomic_write(page, render(store.pipeline, shown, names, monitored))
     return page
 
 
@@ -112,9 +113,9 @@ def _page(pipeline: str, section: str, name: str, rows: dict) -> str:
                  f"<h1>Reports of pipeline {html.escape(pipeline)}: {what}</h1>\n{_table(section, rows, '../')}")
 
 
-def render(pipeline: str, shown: dict[str, dict], names: list[str]) -> str:
-    """The front page: the newest train runs and days (``shown``), and a link to every
-    shard's page (``names``), newest first."""
+def render(pipeline: str, shown: dict[str, dict], names: list[str], monitored: bool = False) -> str:
+    """The front page: the newest train runs and days (``shown``), a link to every
+    shard's page (``names``), newest first, and (``monitored``) to the monitoring page."""
     def links(prefix: str, label) -> str:
         return " ".join(f'<a href="index/{n}.html">{html.escape(label(n))}</a>'
                         for n in sorted(names, reverse=True) if n.startswith(prefix))
@@ -123,6 +124,8 @@ def render(pipeline: str, shown: dict[str, dict], names: list[str]) -> str:
 <h2>Train runs</h2>
 {_table("train", shown["train"])}
 <p>Every train run, by hundreds: {links("train-", lambda n: n[6:] + "xx")}</p>
+{'<p><a href="monitoring/index.html">Monitoring</a>: drift, live and estimated quality, and the retrain '
+ 'decisions over the monitored days.</p>' if monitored else ''}
 <h2>Days</h2>
 {_table("day", shown["day"])}
 <p>Every day, by month: {links("days-", lambda n: n[5:])}</p>""")

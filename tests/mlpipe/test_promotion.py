@@ -377,3 +377,23 @@ def test_score_shadows_the_challenger(ctx):
     alone = ctx.store.read("predictions", day)
     assert alone["challenger_score"].isna().all() and alone["challenger_version"].isna().all()
     assert list(alone.columns) == list(predictions.columns)
+
+
+def test_the_bands_are_relearnt_on_scored_days_and_the_earlier_ones_kept(ctx):
+    """In-process, real MLflow: monitoring.relearn_bands on the champion's scored days."""
+    from mlpipe import monitoring
+
+    entry = evaluate(ctx, train(ctx))
+    days = ctx.store.days("features", *_span())
+    for day in days:
+        scoring.score_day(ctx, day)
+    learnt = monitoring.relearn_bands(ctx, days[0], days[-1])
+    assert learnt["source"] == f"re-learnt on scored days {days[0]} .. {days[-1]}"
+    # the holdout day's scores are all the reference scores: left out for its own chunk, none remain
+    assert learnt["dataset"]["chunks"] == len(days) and learnt["score"]["chunks"] == len(days) - 1
+    fresh = type(ctx.tracking)(ctx.settings)  # another task: reads what is logged
+    assert fresh.bands_of(ctx.spec.registered_model, entry["champion_after"]) == learnt
+    run_id = ctx.tracking.client.get_model_version(ctx.spec.registered_model, entry["champion_after"]).run_id
+    kept = [a.path for a in ctx.tracking.client.list_artifacts(run_id, "reference")]
+    assert "reference/bands.json" in kept and any(p.startswith("reference/bands-") for p in kept)
+    assert learnt["quality"] and learnt["calibrator"]  # kept from the promotion's bands

@@ -107,3 +107,12 @@ def test_the_failure_notifier_sends_the_error_first_line_and_its_pipeline(webhoo
     (alert,) = webhook
     assert alert["kind"] == "task_failure" and alert["error"] == "bad window" and alert["try_number"] == 3
     assert alert["pipeline"] == "flights"
+
+
+def test_a_monitor_day_alerts_once_per_episode_that_starts_or_ends(webhook):
+    episodes = [{"kind": "drift", "state": "started", "day": "2013-10-02", "columns": ["temp"]},
+                {"kind": "degradation", "state": "ended", "day": "2013-10-02", "metric": "roc_auc"}]
+    last = mlpipe_alerts.alert_for("monitor_day", {"episodes": episodes, "page": "/p/index.html"}, "flights")
+    assert [(a["kind"], a["state"]) for a in webhook] == [("drift", "started"), ("degradation", "ended")]
+    assert last == webhook[-1] and webhook[0]["page"] == "/p/index.html" and webhook[0]["columns"] == ["temp"]
+    assert mlpipe_alerts.alert_for("monitor_day", {"episodes": []}, "flights") is None
