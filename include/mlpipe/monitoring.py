@@ -20,7 +20,8 @@ import logging
 import pandas as pd
 
 from mlpipe import ranges, report_index
-from mlpipe.bands import degraded
+from mlpipe.bands import assess, degraded
+from mlpipe.bands import method as band_method
 from mlpipe.context import Context
 from mlpipe.errors import MlpipeError
 from mlpipe.features import PARTITION_DATE
@@ -157,8 +158,6 @@ def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, cur
     bands = {**((learnt or {}).get("columns") or {}), **({SCORE: learnt["score"]} if (learnt or {}).get("score") else {})}
 
     def value_drift(column: str, method: str | None, threshold: float | None):
-        from mlpipe.bands import method as band_method
-
         if band := bands.get(column):
             return ValueDrift(column=column, method=band_method(spec, column, band["test"]), threshold=band["band"])
         return ValueDrift(column=column, method=method, threshold=threshold)
@@ -172,9 +171,7 @@ def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, cur
                                               data_definition=definition))
     summary = _drift_summary(snapshot.dict(), columns, mon.drift_share)
     if learnt and learnt.get("dataset"):
-        from mlpipe import bands as calibration
-
-        assessed = calibration.assess(learnt, {c: v["score"] for c, v in summary["columns"].items()})
+        assessed = assess(learnt, {c: v["score"] for c, v in summary["columns"].items()})
         summary |= {"dataset_drift": assessed["dataset_drift"], "drift_score": assessed["drift_score"],
                     "drift_score_band": assessed["drift_score_band"], "excess": assessed["excess"]}
     calibrated = {k: learnt[k] for k in ("source", "from", "to", "quantile", "learnt_at")} if learnt else None
