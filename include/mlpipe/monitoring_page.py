@@ -68,10 +68,18 @@ def figure(pipeline: str, rows: list[dict]):
     grid = -(-len(columns) // 4)
     fig = plt.figure(figsize=(14, 7.5 + 1.6 * grid))
     top = fig.add_gridspec(3 + grid, 4, height_ratios=[2.2, 2.2, 1.2] + [1.4] * grid, hspace=0.9, wspace=0.3)
+    _drift_panel(fig.add_subplot(top[0, :]), pipeline, days, rows)
+    _quality_panel(fig.add_subplot(top[1, :]), days, rows)
+    ax = fig.add_subplot(top[2, :])
+    ax.bar(days, [r.get("rows", 0) for r in rows], color="#7f8c8d")
+    ax.set(title="rows per day", ylabel="rows")
+    for i, column in enumerate(columns):
+        _column_panel(fig.add_subplot(top[3 + i // 4, i % 4]), column, days, rows)
+    return fig
 
-    ax = fig.add_subplot(top[0, :])
-    calibrated = [r for r in rows if r.get("drift_score") is not None]
-    if calibrated:
+
+def _drift_panel(ax, pipeline: str, days: list[dt.date], rows: list[dict]) -> None:
+    if any(r.get("drift_score") is not None for r in rows):
         ax.plot(days, [r.get("drift_score") for r in rows], marker=".", label="drift score (summed excess)")
         ax.step(days, [r.get("drift_score_band") for r in rows], where="mid", ls="--", color="grey", label="its band")
     else:
@@ -85,7 +93,8 @@ def figure(pipeline: str, rows: list[dict]):
     ax.set(title=f"{pipeline}: dataset drift", ylabel="score")
     ax.legend(fontsize=7, loc="upper left", ncols=3)
 
-    ax = fig.add_subplot(top[1, :])
+
+def _quality_panel(ax, days: list[dt.date], rows: list[dict]) -> None:
     realised = [(dt.date.fromisoformat(q["day"]), q["live"]) for r in rows if (q := r.get("quality"))
                 and q.get("live") is not None]
     estimated = [(d, e["value"]) for d, r in zip(days, rows, strict=True) if (e := r.get("estimated"))]
@@ -99,24 +108,19 @@ def figure(pipeline: str, rows: list[dict]):
     ax.set(title=f"live quality ({metric} over the last days)", ylabel=metric)
     ax.legend(fontsize=7, loc="lower left", ncols=3)
 
-    ax = fig.add_subplot(top[2, :])
-    ax.bar(days, [r.get("rows", 0) for r in rows], color="#7f8c8d")
-    ax.set(title="rows per day", ylabel="rows")
 
-    for i, column in enumerate(columns):
-        ax = fig.add_subplot(top[3 + i // 4, i % 4])
-        points = [(d, r["columns"][column]) for d, r in zip(days, rows, strict=True) if column in r.get("columns", {})]
-        ax.plot([d for d, _ in points], [c["score"] for _, c in points], lw=1)
-        ax.step([d for d, _ in points], [c["threshold"] for _, c in points], where="mid", ls="--", color="grey", lw=0.8)
-        out = [(d, c["score"]) for d, c in points if c.get("drifted")]
-        if out:
-            ax.scatter(*zip(*out, strict=True), color="#c0392b", s=10, zorder=3)
-        if points and "p_value" in str(points[0][1].get("method", "")).lower():
-            ax.set_yscale("log")
-        ax.set_title(column, fontsize=8)
-        ax.tick_params(labelsize=6)
-        ax.tick_params(axis="x", labelrotation=30)
-    return fig
+def _column_panel(ax, column: str, days: list[dt.date], rows: list[dict]) -> None:
+    points = [(d, r["columns"][column]) for d, r in zip(days, rows, strict=True) if column in r.get("columns", {})]
+    ax.plot([d for d, _ in points], [c["score"] for _, c in points], lw=1)
+    ax.step([d for d, _ in points], [c["threshold"] for _, c in points], where="mid", ls="--", color="grey", lw=0.8)
+    out = [(d, c["score"]) for d, c in points if c.get("drifted")]
+    if out:
+        ax.scatter(*zip(*out, strict=True), color="#c0392b", s=10, zorder=3)
+    if points and "p_value" in str(points[0][1].get("method", "")).lower():
+        ax.set_yscale("log")
+    ax.set_title(column, fontsize=8)
+    ax.tick_params(labelsize=6)
+    ax.tick_params(axis="x", labelrotation=30)
 
 
 def build(store: Store, end: dt.date) -> tuple[Location, Location] | None:
