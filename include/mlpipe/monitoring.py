@@ -55,7 +55,7 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
     report_index.record(store, "day", str(day), {"drift": str(report)},
                         drift_status=("drift" if summary["dataset_drift"] else "no drift")
                         + ("" if summary["decision"]["action"] == "none" else f", {summary['decision']['action']}"))
-    ctx.tracking.log_monitoring(spec.name, summary, html, built and built[1])
+    ctx.tracking.log_monitoring(spec.name, summary, html, built)
     _log(summary)
     return summary
 

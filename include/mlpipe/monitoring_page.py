@@ -123,9 +123,9 @@ def _column_panel(ax, column: str, days: list[dt.date], rows: list[dict]) -> Non
     ax.tick_params(axis="x", labelrotation=30)
 
 
-def build(store: Store, end: dt.date) -> tuple[Location, Location] | None:
-    """Write the page and its PNG for the monitored days up to ``end``; their paths, or
-    None when no day is monitored yet."""
+def build(store: Store, end: dt.date) -> bytes | None:
+    """Write the page and its PNG for the monitored days up to ``end``; the PNG's bytes
+    (to log to MLflow, wherever the store is), or None when no day is monitored yet."""
     import matplotlib.pyplot as plt
 
     rows = summaries(store, end)
@@ -136,9 +136,9 @@ def build(store: Store, end: dt.date) -> tuple[Location, Location] | None:
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
     folder = store.report_dir("monitoring")
-    png = atomic_write(folder / "monitoring.png", buf.getvalue())
-    page = atomic_write(folder / "index.html", _html(store, rows, base64.b64encode(buf.getvalue()).decode(), folder))
-    return page, png
+    atomic_write(folder / "monitoring.png", buf.getvalue())
+    atomic_write(folder / "index.html", _html(store, rows, base64.b64encode(buf.getvalue()).decode(), folder))
+    return buf.getvalue()
 
 
 def _html(store: Store, rows: list[dict], png: str, folder: Location) -> str:

@@ -258,9 +258,9 @@ class Tracking:
                 self.client.log_figure(run_id, figure, f"plots/{name}.png")
             return run_id
 
-    def log_monitoring(self, experiment: str, summary: dict, html: str, page_png=None) -> None:
+    def log_monitoring(self, experiment: str, summary: dict, html: str, page_png: bytes | None = None) -> None:
         """One ``monitor`` run per monitored day: drift scores, live quality, the report, and
-        the monitoring page's chart (``page_png``) when it was rebuilt."""
+        the monitoring page's chart (``page_png``, its bytes) when it was rebuilt."""
         tags = {"mlpipe.step": "monitor", "mlpipe.day": summary["day"], "mlpipe.model_version": summary["model_version"],
                 "mlpipe.decision": summary["decision"]["action"]}
         quality = summary.get("quality") or {}
@@ -273,8 +273,10 @@ class Tracking:
                 **({f"estimated_{e['metric']}": e["value"]} if (e := summary.get("estimated")) else {})})
             self.log_json(run_id, summary, "drift.json")
             self.client.log_text(run_id, html, "drift.html")
-            if page_png is not None:
-                self.client.log_artifact(run_id, str(page_png))
+            if page_png is not None:  # from bytes: the page may live on object storage
+                with tempfile.TemporaryDirectory() as tmp:
+                    (Path(tmp) / "monitoring.png").write_bytes(page_png)
+                    self.client.log_artifact(run_id, str(Path(tmp) / "monitoring.png"))
 
     # -- the registry -----------------------------------------------------------------
 

@@ -7,7 +7,10 @@ Dataset drift on `monitoring.retrain.drift_days` consecutive days, or degradatio
 the pipeline's Asset `mlpipe://<pipeline>/retrain-request` (its train DAG runs on its cron
 or that asset), unless a guardrail holds: cooldown after the last train, a train run in
 flight, the day failed validation, too few new labelled rows. A backfill never emits: it
-records `would-trigger`. A manual run monitors the `day` Param (default: its data
+records `would-trigger`. One task does it all (one task start-up a day, as the score DAG):
+it waits, in reschedule mode, until the day's predictions exist, monitors, and emits the
+request through the AssetAlias `<pipeline>__retrain-request`, which carries an event only
+when the decision is `trigger`. A manual run monitors the `day` Param (default: its data
 interval's start, which for a manual run is the day before it was triggered). Days may
 run in parallel: a day measures an earlier day of its drift streak itself when that
 day's run has not finished.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
+from airflow.sdk import DAG, Asset, AssetAlias, CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
 from mlpipe.pipelines import dag_id
 from mlpipe_dagkit import asset_uri, dag_kwargs, is_backfill, schedule_dates
@@ -36,41 +39,29 @@ def _day(params, data_interval_start):
 
 def build(path: str, spec) -> DAG:
     retrain, train_dag = Asset(asset_uri(spec, "retrain-request")), dag_id(spec.name, "train")
+    requests = AssetAlias(f"{spec.name}__retrain-request")
 
     @dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), **schedule_dates(spec), catchup=False,
          max_active_runs=4, params=PARAMS, **dag_kwargs(spec, "monitor", "monitor"), doc_md=__doc__)
     def monitor():
-        @task.sensor(poke_interval=POKE_SECONDS, timeout=24 * 3600, mode="reschedule")
-        def wait_for_scores(params=None, data_interval_start=None) -> PokeReturnValue:
-            """The day's predictions partition exists (the score DAG has run for the day)."""
+        @task.sensor(poke_interval=POKE_SECONDS, timeout=24 * 3600, mode="reschedule", outlets=[requests])
+        def check(params=None, data_interval_start=None, dag_run=None, ti=None, outlet_events=None) -> PokeReturnValue:
+            """Once the day's predictions exist (the score DAG has run for it): drift of the day against the
+            champion's reference and bands, live quality once labels arrive, and the retrain decision with its
+            guardrails; a `trigger` emits the retrain-request event (reason, window end) that starts a train run."""
             from mlpipe.context import Context
 
-            done = Context.load(path).store.exists("predictions", _day(params, data_interval_start))
-            return PokeReturnValue(is_done=done)
-
-        @task
-        def check(params=None, data_interval_start=None, dag_run=None, ti=None) -> dict:
-            """Drift of the day against the champion's training sample (Evidently report), live quality once
-            labels arrive, and the retrain decision with its guardrails."""
+            day = _day(params, data_interval_start)
+            if not Context.load(path).store.exists("predictions", day):
+                return PokeReturnValue(is_done=False)
             in_flight = ti.get_dr_count(dag_id=train_dag, states=["queued", "running"]) > 0
-            return run_step("monitor_day", path, day=_day(params, data_interval_start),
-                            backfill=is_backfill(dag_run), train_in_flight=in_flight)
+            summary = run_step("monitor_day", path, day=day, backfill=is_backfill(dag_run), train_in_flight=in_flight)
+            decision = summary["decision"]
+            if decision["action"] == "trigger":
+                outlet_events[requests].add(retrain, extra={"day": summary["day"], "reason": decision["reason"],
+                                                            "window_end": decision["window_end"]})
+            return PokeReturnValue(is_done=True, xcom_value=summary)
 
-        @task.short_circuit
-        def retrain_due(summary: dict) -> bool:
-            """Go on only when the decision is `trigger` (never from a backfill)."""
-            return summary["decision"]["action"] == "trigger"
-
-        @task(outlets=[retrain])
-        def request_retrain(summary: dict, outlet_events=None) -> dict:
-            """Emit the pipeline's retrain-request asset event (reason, window end) that starts its train run."""
-            request = {"day": summary["day"], "reason": summary["decision"]["reason"],
-                       "window_end": summary["decision"]["window_end"]}
-            outlet_events[retrain].extra = request
-            return request
-
-        summary = check()
-        wait_for_scores() >> summary
-        retrain_due(summary) >> request_retrain(summary)
+        check()
 
     return monitor()

@@ -258,13 +258,13 @@ def test_a_score_range_yields_to_the_daily_runs_and_monitors_after_every_day_is_
 
 
 @pytest.mark.parametrize("pipeline", BUNDLED)
-def test_monitor_waits_for_the_scores_and_only_a_due_retrain_emits_the_request(dagbag, pipeline):
+def test_the_monitor_is_one_sensor_whose_alias_names_the_retrain_request(dagbag, pipeline):
+    """One task start-up a day: the check waits for the scores itself and emits through an alias."""
     monitor = dags_of(dagbag, pipeline)["monitor"]
-    assert monitor.get_task("check").upstream_task_ids == {"wait_for_scores"}
-    request = monitor.get_task("request_retrain")
-    assert [o.uri.rstrip("/") for o in request.outlets] == [f"mlpipe://{pipeline}/retrain-request"]
-    assert request.upstream_task_ids == {"retrain_due", "check"}
-    assert all(not t.outlets for t in monitor.tasks if t.task_id != "request_retrain")
+    (check,) = monitor.tasks
+    assert check.task_id == "check" and check.mode == "reschedule"
+    (alias,) = check.outlets
+    assert alias.name == f"{pipeline}__retrain-request"
 
 
 @pytest.mark.parametrize("pipeline", BUNDLED)

@@ -32,9 +32,10 @@ def _summary(day: dt.date, action: str = "none") -> dict:
 def test_the_page_shows_every_monitored_day_and_lists_the_episodes(store):
     for day in DAYS:
         store.write_report("drift", day, _summary(day, "would-trigger" if day == DAYS[4] else "none"))
-    page, png = monitoring_page.build(store, DAYS[-1])
-    text = page.read_text()
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "data:image/png;base64," in text
+    png = monitoring_page.build(store, DAYS[-1])
+    text = (store.report_dir("monitoring") / "index.html").read_text()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and "data:image/png;base64," in text
+    assert (store.report_dir("monitoring") / "monitoring.png").read_bytes() == png
     assert "<script src=" not in text and "http" not in text.replace("http-equiv", "")  # opens offline
     assert f"10 monitored day(s), {DAYS[0]} .. {DAYS[-1]}" in text
     assert f"{DAYS[3]}</a> .. {DAYS[4]} (2 day(s))" in text and f"{DAYS[6]}</a> .. {DAYS[6]} (1 day(s))" in text

@@ -190,3 +190,14 @@ def test_two_stores_in_one_process_do_not_see_each_other(tmp_path, spec, model_f
     assert not second.client.search_registered_models() and second.champion_version("alpha") is None
     assert not second.version_exists("alpha", "1")
     assert mlflow.get_tracking_uri() == before
+
+
+def test_a_monitor_run_logs_the_pages_png_from_its_bytes(tracking):
+    """The page may live on object storage: the PNG reaches MLflow as bytes, not a path."""
+    summary = {"day": "2024-01-05", "model_version": "1", "decision": {"action": "none"}, "drift_share": 0.0,
+               "dataset_drift": False, "prediction_drift": {"score": 0.1}, "columns": {"a": {"score": 0.2}}}
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 32
+    tracking.log_monitoring("toy", summary, "<html></html>", png)
+    (run,) = tracking.client.search_runs([tracking.experiment("toy")], "tags.`mlpipe.step` = 'monitor'")
+    local = tracking.client.download_artifacts(run.info.run_id, "monitoring.png", tempfile.mkdtemp())
+    assert Path(local).read_bytes() == png and run.data.metrics["drift.a"] == 0.2
