@@ -201,8 +201,9 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     ``quality_days`` scored days ending with ``day``, next to the version's holdout
     figure; None while those days have no labels or predictions. Degraded: below the
     version's quality band (its metric over holdout windows of the same length,
-    :func:`mlpipe.bands.quality_band`) by more than ``tolerance``; a version without one,
-    below its pooled holdout figure by more than ``tolerance``."""
+    :func:`mlpipe.bands.quality_band`) by more than ``tolerance``, judged only once all
+    ``quality_days`` days are labelled (``judged``); a version without a band, below its
+    pooled holdout figure by more than ``tolerance``."""
     from mlpipe.metrics import compute_metrics
 
     spec, target = ctx.spec, ctx.spec.target.name
@@ -220,11 +221,14 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     if len(shadow):
         quality["challenger"] = compute_metrics(spec.target.task, shadow[target].to_numpy(dtype="float64"),
                                                 shadow[CHALLENGER_SCORE].to_numpy()).get(metric)
-    quality["estimated"] = _estimated(ctx, version, rows[SCORE].to_numpy())  # beside the realised figure
+    quality["estimated"] = _estimated(ctx, version, rows[SCORE].to_numpy(), len(days))  # beside the realised figure
     band = (ctx.tracking.bands_of(spec.registered_model, version) or {}).get("quality")
     if band and band["metric"] == metric and band["days"] == spec.monitoring.quality_days:
-        quality["baseline"] = band  # windows of the same length in the holdout: a fair comparison
-        quality["degraded"] = live.get(metric) is not None and degraded(band, live[metric], spec.monitoring.tolerance)
+        # windows of the same length in the holdout: a fair comparison, so a shorter live window
+        # (the first days after a promotion, days without labels) is not judged against it
+        quality["baseline"], quality["judged"] = band, len(days) >= band["days"]
+        quality["degraded"] = quality["judged"] and live.get(metric) is not None and degraded(
+            band, live[metric], spec.monitoring.tolerance)
         return quality
     if holdout is None or live.get(metric) is None:
         quality["degraded"] = False
@@ -234,9 +238,10 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     return quality
 
 
-def _estimated(ctx: Context, version: str, scores) -> dict | None:
-    """The gate metric expected from ``scores`` by the version's calibrator, against its
-    quality band; None without a calibrator or an estimator for the metric."""
+def _estimated(ctx: Context, version: str, scores, days: int) -> dict | None:
+    """The gate metric expected from ``scores`` (of ``days`` days) by the version's
+    calibrator, against its quality band (judged only over as many days as its windows
+    have); None without a calibrator or an estimator for the metric."""
     from mlpipe.estimate import estimate
 
     spec, learnt = ctx.spec, ctx.tracking.bands_of(ctx.spec.registered_model, version) or {}
@@ -246,8 +251,9 @@ def _estimated(ctx: Context, version: str, scores) -> dict | None:
     if value is None:
         return None
     band = learnt.get("quality")
-    return {"metric": spec.gate.metric, "value": value, "rows": len(scores),
-            "degraded": bool(band) and degraded(band, value, spec.monitoring.tolerance)}
+    judged = bool(band) and days >= band["days"]
+    return {"metric": spec.gate.metric, "value": value, "rows": len(scores), "judged": judged,
+            "degraded": judged and degraded(band, value, spec.monitoring.tolerance)}
 
 
 def estimated_quality(ctx: Context, day: dt.date, version: str) -> dict | None:
@@ -257,7 +263,7 @@ def estimated_quality(ctx: Context, day: dt.date, version: str) -> dict | None:
     start = day - dt.timedelta(days=spec.monitoring.quality_days - 1)
     rows, days = ctx.store.read_range("predictions", start, day + dt.timedelta(days=1), columns=[SCORE, MODEL_VERSION])
     rows = rows[rows[MODEL_VERSION].astype(str) == version] if len(rows) else rows
-    found = _estimated(ctx, version, rows[SCORE].to_numpy()) if len(rows) else None
+    found = _estimated(ctx, version, rows[SCORE].to_numpy(), len(days)) if len(rows) else None
     return found and {**found, "day": str(day), "days": [str(d) for d in days]}
 
 

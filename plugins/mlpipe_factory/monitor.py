@@ -55,7 +55,11 @@ def build(path: str, spec) -> DAG:
             if not Context.load(path).store.exists("predictions", day):
                 return PokeReturnValue(is_done=False)
             in_flight = ti.get_dr_count(dag_id=train_dag, states=["queued", "running"]) > 0
-            summary = run_step("monitor_day", path, day=day, backfill=is_backfill(dag_run), train_in_flight=in_flight)
+            backfill = is_backfill(dag_run)
+            # the page: every live run; in a backfill only its last runs (none queued behind them),
+            # the last of which to finish sees every day
+            page = not backfill or ti.get_dr_count(dag_id=dag_run.dag_id, states=["queued"]) == 0
+            summary = run_step("monitor_day", path, day=day, backfill=backfill, train_in_flight=in_flight, page=page)
             decision = summary["decision"]
             if decision["action"] == "trigger":
                 outlet_events[requests].add(retrain, extra={"day": summary["day"], "reason": decision["reason"],

@@ -136,6 +136,21 @@ def test_with_a_quality_band_live_quality_is_judged_against_windows_of_the_same_
     assert "below the bound 0.8000 of its holdout's 40 3-day windows by more than 0.02" in decision["reason"]
 
 
+def test_a_window_shorter_than_the_bands_is_not_judged_against_it(spec, store, holdout):
+    """The first day after a promotion: one labelled day is not a 3-day window."""
+    ctx = _ctx(spec, store, tolerance=0.02)
+    _scored(ctx, days=[DAY])
+    holdout({"roc_auc": 0.9})
+    ctx.tracking.bands = {"quality": {"metric": "roc_auc", "days": len(DAYS), "method": "windows", "windows": 40,
+                                      "median": 0.9, "bound": 0.85, "greater_is_better": True},
+                          "calibrator": {"x": [0.0, 1.0], "y": [0.0, 1.0]}}
+    quality = monitoring.live_quality(ctx, DAY)
+    assert quality["live"] == pytest.approx(LIVE_AUC) and not quality["judged"] and not quality["degraded"]
+    assert not quality["estimated"]["judged"] and not quality["estimated"]["degraded"]
+    _scored(ctx)
+    assert monitoring.live_quality(ctx, DAY)["degraded"]  # the whole window: judged, and below the bound
+
+
 def test_the_estimate_before_labels_is_reported_and_asks_for_a_retrain_only_when_configured(spec, store, holdout):
     ctx = _ctx(spec, store, tolerance=0.02)
     _scored(ctx)
