@@ -25,12 +25,13 @@ import os
 import warnings
 
 # What most tasks import: the data stack, MLflow's client and SQLite store (and GitPython, which
-# it calls on each new run), Evidently and the plotly it renders with, what parsing a DAG
+# it calls on each new run), Evidently and the plotly it renders with, matplotlib (the evaluation and
+# monitoring pages' charts: half a second to import), what parsing a DAG
 # file in a task imports, and the object-store layer (s3fs: about a second to import)
 DATA_STACK = ("pandas", "pyarrow.parquet", "great_expectations", "pydantic", "yaml", "evidently",
               "plotly.graph_objects", "mlflow.pyfunc", "mlflow.tracking.fluent",
               "mlflow.store.tracking.sqlalchemy_store", "git", "airflow.sdk.definitions.decorators",
-              "upath", "s3fs")
+              "upath", "s3fs", "matplotlib.pyplot")
 
 
 def modules() -> list[str]:

@@ -132,25 +132,58 @@ def _current(ctx: Context, day: dt.date) -> tuple[pd.DataFrame, str]:
 
 def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, current: pd.DataFrame,
                  learnt: dict | None = None) -> tuple[dict, str]:
-    """Evidently's value drift of each monitored column and of the scores, each decided by
-    Evidently's own test. With the version's bands (``learnt``, :mod:`mlpipe.bands`) each
-    calibrated column's test is its band's (the band as its threshold), and the day is
-    dataset drift when its drift score is outside that score's band; without them,
-    Evidently's fixed thresholds (the spec's method and threshold per column type, else
-    Evidently's defaults), and dataset drift when at least ``drift_share`` of the columns
-    drift. Returns (summary, report HTML).
+    """Value drift of each monitored column and of the scores. With the version's bands
+    (``learnt``, :mod:`mlpipe.bands`) a calibrated column drifts when its statistic is
+    outside its band, and the day is dataset drift when its drift score is outside that
+    score's band; without them, Evidently's fixed thresholds decide (the spec's method and
+    threshold per column type, else Evidently's defaults), and dataset drift is at least
+    ``drift_share`` of the columns drifting. Returns (summary, report HTML).
 
-    One ``ValueDrift`` per column rather than ``DataDriftPreset``: the same tests and
-    figures, without the preset's table, which measures every column again and draws
-    each of its plots again (half the report's time)."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-
+    The report: a table of every column's statistic against its band, then Evidently's
+    ``ValueDrift`` (distributions, test, the band as its threshold) of the scores, of the
+    columns outside their bands and of the columns without one. A calibrated column inside
+    its band is measured with the same Evidently statistic but not drawn: drawing is most
+    of a report's time (bench/monitoring.py)."""
     mon = spec.monitoring
     present = [c for c in spec.monitored_columns if c in ref_features.columns]
     # a column with no values on either side has no distribution to compare (e.g. no weather that day)
     empty = [c for c in present if not (ref_features[c].notna().any() and current[c].notna().any())]
     columns = [c for c in present if c not in empty]
+    bands = {c: b for c, b in ((learnt or {}).get("columns") or {}).items() if c in columns}
+    quiet = _inside_bands(spec, ref_features, current, bands)
+    drawn = [c for c in columns if c not in quiet]
+    snapshot = _evidently(spec, ref_features, ref_scores, current, drawn, learnt)
+    summary = _drift_summary(snapshot.dict())
+    summary["columns"] = {c: summary["columns"].get(c) or quiet[c] for c in columns}
+    drifted = sorted(c for c in columns if summary["columns"][c]["drifted"])
+    share = len(drifted) / len(columns) if columns else 0.0
+    summary |= {"drifted_columns": drifted, "drift_share": share, "dataset_drift": bool(columns) and share >= mon.drift_share}
+    if learnt and learnt.get("dataset"):
+        assessed = assess(learnt, {c: v["score"] for c, v in summary["columns"].items()})
+        summary |= {"dataset_drift": assessed["dataset_drift"], "drift_score": assessed["drift_score"],
+                    "drift_score_band": assessed["drift_score_band"], "excess": assessed["excess"]}
+    calibrated = {k: learnt[k] for k in ("source", "from", "to", "quantile", "learnt_at")} if learnt else None
+    summary = {**summary, "empty_columns": empty, "calibration": calibrated}
+    return summary, _with_table(snapshot.get_html_str(as_iframe=False), summary)
+
+
+def _inside_bands(spec, ref_features: pd.DataFrame, current: pd.DataFrame, bands: dict[str, dict]) -> dict[str, dict]:
+    """The calibrated columns whose statistic is inside their band, as the summary lists a column."""
+    from mlpipe.bands import outside, statistics
+
+    measured = statistics(spec, ref_features, current, {c: b["test"] for c, b in bands.items()})
+    return {c: {"score": v, "method": bands[c]["test"], "threshold": bands[c]["band"], "drifted": False}
+            for c, v in measured.items() if not outside(bands[c], v)}
+
+
+def _evidently(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, current: pd.DataFrame,
+               columns: list[str], learnt: dict | None):
+    """Evidently's report of one ``ValueDrift`` per column of ``columns`` and of the scores
+    (a band as its column's threshold): its snapshot."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    mon = spec.monitoring
     categorical = [c for c in columns if c in spec.features.categorical]
     numeric = [c for c in columns if c not in categorical]
     definition = DataDefinition(numerical_columns=[*numeric, SCORE], categorical_columns=categorical)
@@ -165,20 +198,36 @@ def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, cur
     metrics = [value_drift(c, mon.cat_method, mon.cat_threshold) for c in categorical]
     metrics += [value_drift(c, mon.num_method, mon.num_threshold) for c in numeric]
     report = Report([*metrics, value_drift(SCORE, None, None)], include_tests=True)
-    snapshot = report.run(Dataset.from_pandas(current[[*columns, SCORE]].astype({c: "string" for c in categorical}),
-                                              data_definition=definition),
-                          Dataset.from_pandas(reference.astype({c: "string" for c in categorical}),
-                                              data_definition=definition))
-    summary = _drift_summary(snapshot.dict(), columns, mon.drift_share)
-    if learnt and learnt.get("dataset"):
-        assessed = assess(learnt, {c: v["score"] for c, v in summary["columns"].items()})
-        summary |= {"dataset_drift": assessed["dataset_drift"], "drift_score": assessed["drift_score"],
-                    "drift_score_band": assessed["drift_score_band"], "excess": assessed["excess"]}
-    calibrated = {k: learnt[k] for k in ("source", "from", "to", "quantile", "learnt_at")} if learnt else None
-    return {**summary, "empty_columns": empty, "calibration": calibrated}, snapshot.get_html_str(as_iframe=False)
+    return report.run(Dataset.from_pandas(current[[*columns, SCORE]].astype({c: "string" for c in categorical}),
+                                          data_definition=definition),
+                      Dataset.from_pandas(reference.astype({c: "string" for c in categorical}),
+                                          data_definition=definition))
 
 
-def _drift_summary(result: dict, columns: list[str], drift_share: float) -> dict:
+def _with_table(page: str, summary: dict) -> str:
+    """Evidently's page with a table of every column's statistic against its band (or its
+    test's threshold) at the top of its body."""
+    import html
+
+    excess = summary.get("excess") or {}
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{html.escape(str(v['method']))}</td><td>{v['score']:.4g}</td>"
+        f"<td>{v['threshold']:.4g}</td><td>{excess.get(c, '')}</td><td>{'drift' if v['drifted'] else ''}</td></tr>"
+        for c, v in sorted(summary["columns"].items(), key=lambda kv: (not kv[1]["drifted"], kv[0])))
+    verdict = "dataset drift" if summary["dataset_drift"] else "no dataset drift"
+    score = (f"; drift score {summary['drift_score']:.3f} against its band {summary['drift_score_band']:.3f}"
+             if summary.get("drift_score") is not None else "")
+    table = (f'<div style="font-family:sans-serif;margin:16px"><h3>{verdict}: {len(summary["drifted_columns"])} of '
+             f'{len(summary["columns"])} columns outside their band{score}</h3><table border="1" cellpadding="3" '
+             'style="border-collapse:collapse;font-size:13px"><tr><th>column</th><th>test</th><th>statistic</th>'
+             f'<th>band (threshold)</th><th>excess</th><th></th></tr>{rows}</table><p>Below: the distributions of '
+             'the scores and of the columns outside their band (or without one).</p></div>')
+    at = page.find(">", page.rfind("<body")) + 1 if "<body" in page else 0  # the last: its bundled script names one too
+    return page[:at] + table + page[at:]
+
+
+def _drift_summary(result: dict) -> dict:
+    """Each drawn column's statistic, test, threshold and verdict, and the scores' (prediction drift)."""
     drifts = {}
     for metric in result["metrics"]:
         config = metric["config"]
@@ -189,11 +238,7 @@ def _drift_summary(result: dict, columns: list[str], drift_share: float) -> dict
         params = test["metric_config"]["params"]
         if params.get("type", "").endswith("ValueDrift"):
             drifts[params["column"]]["drifted"] = test["status"] == "FAIL"
-    prediction = drifts.pop(SCORE)
-    drifted = sorted(c for c in columns if drifts[c]["drifted"])
-    share = len(drifted) / len(columns) if columns else 0.0
-    return {"columns": drifts, "drifted_columns": drifted, "drift_share": share,
-            "dataset_drift": bool(columns) and share >= drift_share, "prediction_drift": prediction}
+    return {"columns": drifts, "prediction_drift": drifts.pop(SCORE)}
 
 
 def live_quality(ctx: Context, day: dt.date) -> dict | None:

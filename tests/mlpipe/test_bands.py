@@ -104,3 +104,19 @@ def test_the_quality_band_is_the_metric_over_holdout_windows_of_quality_days(spe
     few = bands.quality_band(spec, holdout[holdout[PARTITION_DATE].isin(CALIBRATION[:8])], scores[:len(holdout)][
         holdout[PARTITION_DATE].isin(CALIBRATION[:8]).to_numpy()])
     assert few["method"] == "bootstrap" and few["windows"] == bands.BOOTSTRAP_WINDOWS
+
+
+def test_the_report_draws_the_scores_and_the_columns_outside_their_bands_and_tables_all(spec, model_frame_factory,
+                                                                                         learnt):
+    """Columns inside their band are measured with the same statistic Evidently draws, not drawn."""
+    reference, ref_scores, learnt = learnt
+    day = _day(model_frame_factory, MONITORED[3], "amount")
+    summary, html = monitoring.drift_report(spec, reference, ref_scores, day, learnt)
+    drawn, _ = monitoring.drift_report(spec, reference, ref_scores, day)  # uncalibrated: Evidently measures all
+    assert set(summary["columns"]) == set(drawn["columns"]) == set(learnt["columns"])
+    for column, found in summary["columns"].items():
+        assert found["score"] == pytest.approx(drawn["columns"][column]["score"]), column
+    assert "Drift in column 'amount'" in html and "Drift in column 'score'" in html
+    assert not any(f"Drift in column '{c}'" in html for c in summary["columns"] if c != "amount")
+    table = html.index(f"dataset drift: 1 of {len(summary['columns'])} columns outside their band")
+    assert html.rfind("<body") < table < html.index("<div", table + 1)  # the table of every column on top
