@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from mlpipe.bootstrap import paired_bootstrap, resample_weights  # noqa: E402
+from mlpipe.metrics import metric  # noqa: E402
 
 
 def baseline(y, scores, resamples, seed):
@@ -46,7 +47,7 @@ def main() -> int:
     fast, slow = [], []
     for r in range(args.repeats):
         t0 = time.perf_counter()
-        paired_bootstrap("roc_auc", True, y, scores, "m0", args.resamples, seed=r)
+        paired_bootstrap(metric("roc_auc"), y, scores, "m0", args.resamples, seed=r)
         fast.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         baseline(y, scores, args.resamples // 10, seed=r)

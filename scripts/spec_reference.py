@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))  # runs without the package installed
 
 from mlpipe import spec as spec_module  # noqa: E402
+from mlpipe.metrics import METRICS  # noqa: E402
+from mlpipe.targets import NAMES  # noqa: E402
 
 PAGE = ROOT / "docs" / "spec.md"
 # what stands for a mapping's keys in a YAML path, by the field that holds the mapping
@@ -163,12 +165,14 @@ def _table(path: str, model: type[BaseModel]) -> list[str]:
 
 def _metrics() -> list[str]:
     rows = ["## Metrics", "",
-            "Names `gate.metric` and `gate.floors` accept; only those with a bootstrap can be `gate.metric`.", "",
-            "| metric | target type | better | bootstrap |", "|---|---|---|---|"]
-    for name, directions in spec_module.METRICS.items():
-        for task, greater in directions.items():
-            rows.append(f"| `{name}` | {task} | {'higher' if greater else 'lower'} | "
-                        f"{'yes' if name in spec_module.GATE_METRICS else 'no'} |")
+            "The metric table (`include/mlpipe/metrics.py`): the names `gate.metric` and `gate.floors` accept, per "
+            "target type. Only those with a bootstrap can be `gate.metric` (default: binary `roc_auc`, multiclass "
+            "`log_loss`, regression `rmse`); a descriptive figure (no direction) is neither.", "",
+            "| metric | target types | better | bootstrap | what it is |", "|---|---|---|---|---|"]
+    for m in METRICS.values():
+        targets = ", ".join(t for t in NAMES if t in m.targets)
+        rows.append(f"| `{m.name}` | {targets} | {m.better or 'descriptive'} | {'yes' if m.bootstrap else 'no'} | "
+                    f"{m.description} |")
     return rows
 
 

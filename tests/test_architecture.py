@@ -1,6 +1,7 @@
 """The code's shape: no import cycle among ``include/mlpipe``, ``plugins`` and ``dags``
 (lazy imports inside functions count too), no ``airflow`` import in ``include/mlpipe``,
-operators that do no work in ``__init__``, and no function longer than 50 lines."""
+operators that do no work in ``__init__``, no function longer than 50 lines, and one place
+each for what a target type decides and for a metric's direction."""
 
 from __future__ import annotations
 
@@ -182,3 +183,50 @@ def test_nothing_sets_or_reads_mlflows_process_global_state():
              for p in sorted((ROOT / folder).rglob("*.py"))
              for n, line in enumerate(p.read_text().splitlines(), 1) if GLOBAL_MLFLOW.search(line)]
     assert found == []
+
+
+TARGET_NAMES = {"binary", "regression", "multiclass"}
+ONE_PLACE = {"include/mlpipe/targets.py", "include/mlpipe/metrics.py"}
+DIRECTION = {"greater_is_better", "maximize", "minimize"}
+
+
+def target_and_direction_checks(source: str) -> list[str]:
+    """Comparisons with a target type's name or with a ``task`` (what a target type
+    object decides), and a metric's direction worked out locally (``greater_is_better``
+    read, or an optimisation direction spelt out): what only the metric table may do."""
+    def names_target(node) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in TARGET_NAMES
+        return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(names_target(e) for e in node.elts)
+
+    def is_task(node) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "task") or getattr(node, "id", "") == "task"
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        sides = [node.left, *node.comparators] if isinstance(node, ast.Compare) else []
+        if any(names_target(n) for n in sides) or (
+                any(is_task(n) for n in sides) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops)):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        elif (isinstance(node, ast.Attribute) and node.attr in DIRECTION) or getattr(node, "id", "") in DIRECTION \
+                or (isinstance(node, ast.Constant) and node.value in DIRECTION) \
+                or (isinstance(node, ast.keyword) and node.arg in DIRECTION):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_only_the_target_types_and_the_metric_table_decide_by_target_type_or_direction():
+    found = [f"{p.relative_to(ROOT)} {hit}" for folder in ("include", "plugins", "dags", "scripts")
+             for p in sorted((ROOT / folder).rglob("*.py")) if str(p.relative_to(ROOT)) not in ONE_PLACE
+             for hit in target_and_direction_checks(p.read_text())]
+    assert found == []
+
+
+def test_the_target_and_direction_check_finds_what_this_project_once_had():
+    once = ('if spec.target.task == "binary":\n    pass\n'
+            'sign = 1.0 if spec.greater_is_better() else -1.0\n'
+            'study = create_study(direction="maximize")\n'
+            'ok = task in ("binary", "multiclass")\n'
+            'if self.task != kind:\n    pass\n')
+    assert len(target_and_direction_checks(once)) == 5
+    assert target_and_direction_checks("sign = spec.metric().sign\nif kind.classifier:\n    pass\n") == []

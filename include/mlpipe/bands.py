@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from mlpipe.features import PARTITION_DATE
-from mlpipe.predictions import SCORE
+from mlpipe.metrics import metric as metric_of
+from mlpipe.predictions import PREDICTED_LABEL, SCORE, outputs
 
 BANDS_FILE = "bands.json"  # in the version's reference/ artifact folder
 MIN_CHUNKS = 5  # fewer calibration values than this: no band (Evidently's fixed threshold)
@@ -42,10 +43,15 @@ P_VALUE_TESTS = frozenset({"anderson", "chisquare", "cramer_von_mises", "es", "f
                            "t_test", "z", "empirical_mmd"})
 
 
+def categorical(spec, column: str) -> bool:
+    """A categorical feature, or a multi-class model's predicted class."""
+    return column in spec.features.categorical or column == PREDICTED_LABEL
+
+
 def _column_type(spec, column: str):
     from evidently.legacy.core import ColumnType
 
-    return ColumnType.Categorical if column in spec.features.categorical else ColumnType.Numerical
+    return ColumnType.Categorical if categorical(spec, column) else ColumnType.Numerical
 
 
 def _clean(series: pd.Series, categorical: bool) -> pd.Series:
@@ -61,11 +67,11 @@ def choose_tests(spec, reference: pd.DataFrame, current: pd.DataFrame, columns: 
 
     mon, tests = spec.monitoring, {}
     for column in columns:
-        categorical = column in spec.features.categorical
-        ref, cur = _clean(reference[column], categorical), _clean(current[column], categorical)
+        is_categorical = categorical(spec, column)
+        ref, cur = _clean(reference[column], is_categorical), _clean(current[column], is_categorical)
         if ref.empty or cur.empty:
             continue
-        method = mon.cat_method if categorical else mon.num_method
+        method = mon.cat_method if is_categorical else mon.num_method
         tests[column] = get_stattest(ref, cur, _column_type(spec, column), method).name
     return tests
 
@@ -90,8 +96,8 @@ def statistics(spec, reference: pd.DataFrame, current: pd.DataFrame, tests: dict
 
     found = {}
     for column, name in tests.items():
-        categorical = column in spec.features.categorical
-        ref, cur = _clean(reference[column], categorical), _clean(current[column], categorical)
+        is_categorical = categorical(spec, column)
+        ref, cur = _clean(reference[column], is_categorical), _clean(current[column], is_categorical)
         if ref.empty or cur.empty:
             continue
         kind = _column_type(spec, column)
@@ -153,37 +159,46 @@ def learn(spec, reference: pd.DataFrame, days: pd.DataFrame, ref_scores: pd.Data
     per_chunk = [statistics(spec, _leave_out(reference, chunk), chunk, tests) for chunk in chunks]
     bands = {c: b for c in tests
              if (b := _band([s.get(c) for s in per_chunk], tests[c], mon.band_quantile, mon.band_width))}
-    score_band = None
-    score_test = choose_tests(spec, ref_scores, score_days, [SCORE]) if len(score_days) and len(ref_scores) else {}
-    if score_test:
-        values = [statistics(spec, _leave_out(ref_scores, chunk), chunk, score_test).get(SCORE)
-                  for chunk in _chunks(score_days, mon.window_days)]
-        score_band = _band(values, score_test[SCORE], mon.band_quantile, mon.band_width)
+    outs = outputs(ref_scores)
+    score_tests = choose_tests(spec, ref_scores, score_days, outs) if len(score_days) and len(ref_scores) else {}
+    per_score_chunk = [statistics(spec, _leave_out(ref_scores, chunk), chunk, score_tests)
+                       for chunk in (_chunks(score_days, mon.window_days) if score_tests else [])]
+    output_bands = {c: b for c in score_tests
+                    if (b := _band([s.get(c) for s in per_score_chunk], score_tests[c], mon.band_quantile,
+                                   mon.band_width))}
     drift_scores = [drift_score(bands, s) for s in per_chunk]
     dataset = {"band": float(np.quantile(drift_scores, mon.band_quantile)), "median": float(np.median(drift_scores)),
                "chunks": len(drift_scores)} if len(drift_scores) >= MIN_CHUNKS else None
     first, last = (str(pd.to_datetime(days[PARTITION_DATE]).dt.date.agg(f)) for f in ("min", "max"))
     return {"quantile": mon.band_quantile, "width": mon.band_width, "window_days": mon.window_days, "source": source, "from": first,
             "to": last, "learnt_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "columns": bands, "score": score_band, "dataset": dataset, "quality": quality}
+            "columns": bands, "score": output_bands.get(outs[0]), "outputs": output_bands, "dataset": dataset,
+            "quality": quality}
+
+
+def output_bands(learnt: dict | None) -> dict[str, dict]:
+    """The bands of the model's outputs (:func:`mlpipe.predictions.outputs`); bands learnt
+    before there were several keep only the score's."""
+    learnt = learnt or {}
+    if "outputs" in learnt:
+        return learnt["outputs"] or {}
+    return {SCORE: learnt["score"]} if learnt.get("score") else {}
 
 
 BOOTSTRAP_WINDOWS = 200  # windows drawn when the holdout has too few days for MIN_CHUNKS windows
 
 
-def quality_band(spec, holdout: pd.DataFrame, scores) -> dict | None:
+def quality_band(spec, holdout: pd.DataFrame, scores, classes: list[str] | None = None) -> dict | None:
     """The gate metric over every window of ``quality_days`` consecutive holdout days (or,
     with fewer than ``MIN_CHUNKS`` such windows, over windows of days drawn with
     replacement): the spread live quality is judged against, not the pooled holdout
     figure, which a window's figure sits structurally below (the pooled figure includes
     the separation between days). Its ``bound`` is the windows' ``1 - band_quantile``
     quantile on the bad side; None when no window has a figure."""
-    from mlpipe.metrics import compute_metrics
-
     metric, span = spec.gate.metric, spec.monitoring.quality_days
-    frame = pd.DataFrame({"y": holdout[spec.target.name].to_numpy(dtype="float64"), "s": np.asarray(scores),
-                          "day": holdout[PARTITION_DATE].to_numpy()})
-    by_day = {day: part for day, part in frame.groupby("day", sort=True)}
+    labels, scores = holdout[spec.target.name].reset_index(drop=True), np.asarray(scores)
+    by_day = {day: rows.to_numpy() for day, rows in
+              pd.Series(np.arange(len(labels))).groupby(holdout[PARTITION_DATE].to_numpy(), sort=True)}
     days = list(by_day)
     windows = [days[i:i + span] for i in range(len(days) - span + 1)]
     method = "windows"
@@ -194,22 +209,21 @@ def quality_band(spec, holdout: pd.DataFrame, scores) -> dict | None:
         method = "bootstrap"
     values = []
     for window in windows:
-        rows = pd.concat([by_day[d] for d in window])
-        value = compute_metrics(spec.target.task, rows["y"].to_numpy(), rows["s"].to_numpy()).get(metric)
+        rows = np.concatenate([by_day[d] for d in window])
+        value = spec.target_type.metrics(labels.iloc[rows], scores[rows], classes).get(metric)
         if value is not None and math.isfinite(value):
             values.append(value)
     if not values:
         return None
-    greater = spec.greater_is_better()
-    bound = float(np.quantile(values, 1 - spec.monitoring.band_quantile if greater else spec.monitoring.band_quantile))
+    q = spec.monitoring.band_quantile
+    bound = float(np.quantile(values, spec.metric().bad_side(q)))
     return {"metric": metric, "days": span, "method": method, "windows": len(values), "median": float(np.median(values)),
-            "bound": bound, "greater_is_better": greater}
+            "bound": bound}
 
 
 def degraded(band: dict, live: float, tolerance: float) -> bool:
-    """Live quality below the band's bound (above it, for an error) by more than ``tolerance``."""
-    worse = band["bound"] - live if band["greater_is_better"] else live - band["bound"]
-    return worse > tolerance
+    """Live quality worse than the band's bound by more than ``tolerance``."""
+    return -metric_of(band["metric"]).gain(live, band["bound"]) > tolerance
 
 
 def drift_score(bands: dict[str, dict], stats: dict[str, float]) -> float:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-EPS = 1e-7
+from mlpipe.metric_functions import EPS, predicted_class, present_classes, true_class_probability
+
 BLOCK_CELLS = 4_000_000  # weights per block (resamples x rows): about 32 MB
 
 
@@ -32,7 +33,7 @@ def _cumulative(weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def _roc_auc(y, score):
+def _binary_roc_auc(y, score):
     pos, neg, lo, hi, _ = _ranked(y, score)
 
     def metric(weights):
@@ -43,7 +44,16 @@ def _roc_auc(y, score):
     return metric
 
 
-def _pr_auc(y, score):
+def roc_auc(y, score):
+    """Binary: the ROC AUC; multi-class: the mean of each present class against the rest."""
+    if score.ndim == 1:
+        return _binary_roc_auc(y, score)
+    parts = [_binary_roc_auc((y == k).astype("float64"), score[:, k])
+             for k in present_classes(y, score.shape[1])]
+    return lambda weights: np.mean([part(weights) for part in parts], axis=0)
+
+
+def pr_auc(y, score):
     """Average precision: each positive's weight share times the precision at its score."""
     pos, neg, lo, _, first = _ranked(y, score)
 
@@ -68,7 +78,7 @@ def _mean(values: Callable[[np.ndarray, np.ndarray], np.ndarray], root: bool = F
     return prepare
 
 
-def _r2(y, score):
+def r2(y, score):
     squared = (y - score) ** 2
     centred = y - y.mean()  # the spread is a difference of two sums: keep them small
 
@@ -78,22 +88,35 @@ def _r2(y, score):
     return metric
 
 
-def _log_loss(y, s):
-    p = np.clip(s, EPS, 1 - EPS)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+def _f1(weighted_by_support: bool):
+    """Multi-class F1 per class from weighted true/false positive and negative counts,
+    averaged over every class (macro) or by each class's rows (weighted); a class with no
+    rows and no predictions counts 0, as scikit-learn's ``zero_division=0``."""
+    def prepare(y, score):
+        eye = np.eye(score.shape[1])
+        truth, said = eye[y.astype("int64")], eye[predicted_class(score)]
+        hit = truth * said
+
+        def metric(weights):
+            tp, support, predicted = weights @ hit, weights @ truth, weights @ said
+            denominator = support + predicted  # 2tp + fp + fn
+            f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+            if weighted_by_support:
+                return (f1 * support).sum(axis=1) / support.sum(axis=1)
+            return f1.mean(axis=1)
+        return metric
+    return prepare
 
 
-# metric -> prepare(y, score) -> weighted metric(weights (resamples x rows)) -> (resamples,)
-WEIGHTED: dict[str, Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
-    "roc_auc": _roc_auc,
-    "pr_auc": _pr_auc,
-    "log_loss": _mean(_log_loss),
-    "brier": _mean(lambda y, s: (s - y) ** 2),
-    "accuracy": _mean(lambda y, s: ((s >= 0.5) == (y >= 0.5)).astype("float64")),
-    "rmse": _mean(lambda y, s: (y - s) ** 2, root=True),
-    "mae": _mean(lambda y, s: np.abs(y - s)),
-    "r2": _r2,
-}
+# each: prepare(y, score) -> weighted metric(weights (resamples x rows)) -> (resamples,); the
+# metric table (mlpipe.metrics) names them
+log_loss = _mean(lambda y, s: -np.log(np.clip(true_class_probability(y, s), EPS, 1 - EPS)))
+brier = _mean(lambda y, s: (s - y) ** 2 if s.ndim == 1 else (s ** 2).sum(axis=1) - 2 * true_class_probability(y, s) + 1)
+accuracy = _mean(lambda y, s: (predicted_class(s) == y).astype("float64"))
+rmse = _mean(lambda y, s: (y - s) ** 2, root=True)
+mae = _mean(lambda y, s: np.abs(y - s))
+f1_macro = _f1(weighted_by_support=False)
+f1_weighted = _f1(weighted_by_support=True)
 
 
 def resample_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
@@ -107,16 +130,17 @@ def resample_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
         done += block
 
 
-def paired_bootstrap(metric: str, greater_is_better: bool, y: np.ndarray, scores: dict[str, np.ndarray],
-                     reference: str | None, resamples: int = 1000, confidence: float = 0.95,
-                     seed: int = 0) -> dict[str, dict]:
-    """For each model: the ``confidence`` interval of ``metric`` and, when ``reference``
-    names one of ``scores``, of its gain over the reference (positive = better)."""
-    if metric not in WEIGHTED:
-        raise ValueError(f"no bootstrap for metric {metric!r}; choose one of {sorted(WEIGHTED)}")
+def paired_bootstrap(metric, y: np.ndarray, scores: dict[str, np.ndarray], reference: str | None,
+                     resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict[str, dict]:
+    """For each model: the ``confidence`` interval of ``metric`` (an ``mlpipe.metrics.Metric``)
+    and, when ``reference`` names one of ``scores``, of its gain over the reference
+    (positive = better)."""
     y = np.asarray(y, dtype="float64")
     names = list(scores)
-    prepared = {name: WEIGHTED[metric](y, np.asarray(scores[name], dtype="float64")) for name in names}
+    prepared = {}
+    for name in names:
+        score = np.asarray(scores[name], dtype="float64")
+        prepared[name] = metric.prepare_weighted(y.astype("int64") if score.ndim == 2 else y, score)
     values = {name: [] for name in names}
     for weights in resample_weights(len(y), resamples, seed):
         for name in names:
@@ -124,7 +148,6 @@ def paired_bootstrap(metric: str, greater_is_better: bool, y: np.ndarray, scores
     drawn = {name: np.concatenate(v) for name, v in values.items()}
     tail = (1 - confidence) / 2 * 100
     bounds = (tail, 100 - tail)
-    sign = 1.0 if greater_is_better else -1.0
 
     def interval(sample: np.ndarray) -> list[float]:
         """Percentile interval; NaN if the metric is undefined in any resample (e.g. a
@@ -135,5 +158,5 @@ def paired_bootstrap(metric: str, greater_is_better: bool, y: np.ndarray, scores
     for name in names:
         out[name] = {"ci": interval(drawn[name])}
         if reference is not None and name != reference:
-            out[name]["gain_ci"] = interval(sign * (drawn[name] - drawn[reference]))
+            out[name]["gain_ci"] = interval(metric.sign * (drawn[name] - drawn[reference]))
     return out

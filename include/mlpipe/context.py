@@ -103,16 +103,14 @@ def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, l
     frame = frame[frame[target].notna()]
     dates = pd.to_datetime(frame[PARTITION_DATE]).dt.date
     train, holdout = frame[dates < win.holdout_start], frame[dates >= win.holdout_start]
-    training = ctx.spec.training
+    training, kind = ctx.spec.training, ctx.spec.target_type
+    classes = kind.classes(frame[target], ctx.spec.target.classes)  # the window's: a holdout-only class is too few
     for name, part in (("training", train), ("holdout", holdout)):
         problem = None
         if len(part) < training.min_rows:
             problem = f"has {len(part)} labelled rows; need at least {training.min_rows} (training.min_rows)"
-        elif ctx.spec.target.task == "binary":
-            counts = part[target].value_counts().reindex([0.0, 1.0], fill_value=0)
-            if counts.min() < training.min_class_rows:
-                problem = (f"has {int(counts[0.0])} negative and {int(counts[1.0])} positive rows; need at least "
-                           f"{training.min_class_rows} of each class (training.min_class_rows)")
+        else:
+            problem = kind.split_problem(part[target], training.min_class_rows, classes)
         if problem:
             raise TrainingError(f"{name} split of window {win.to_dict()} {problem}"
                                 + (f"; days without feature partitions: {missing}" if missing else ""))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mlpipe.errors import TrainingError
+from mlpipe.metrics import Metric
 from mlpipe.model import ModelBundle
 from mlpipe.spec import EnsembleSpec
 
@@ -26,7 +27,10 @@ class Ensemble:
         self.members = dict(sorted(members.items()))
         self.weights = {name: weights[name] / total for name in self.members}
         first = next(iter(self.members.values()))
-        self.task, self.target = first.task, first.target
+        self.task, self.target, self.classes = first.task, first.target, first.classes
+        if any(m.classes != self.classes for m in self.members.values()):
+            raise TrainingError("an ensemble's members must predict the same classes; got "
+                                f"{ {n: m.classes for n, m in self.members.items()} }")
 
     @property
     def features(self) -> list[str]:
@@ -37,6 +41,7 @@ class Ensemble:
         return sorted({m.backend_name for m in self.members.values()})
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """The members' weighted mean score (multi-class: of each class's probability)."""
         return np.sum([w * self.members[n].score(frame) for n, w in self.weights.items()], axis=0)
 
     def save(self, directory: str | Path) -> Path:
@@ -58,11 +63,10 @@ def load_bundle(directory: str | Path) -> ModelBundle | Ensemble:
     return Ensemble.load(directory) if (Path(directory) / META).exists() else ModelBundle.load(directory)
 
 
-def choose_members(config: EnsembleSpec, metrics: dict[str, float], greater_is_better: bool) -> dict[str, float]:
-    """The ``top_k`` candidates by the gate metric, with their voting weights."""
-    sign = 1.0 if greater_is_better else -1.0
-    top = sorted(metrics, key=lambda n: (-sign * metrics[n], n))[:config.top_k]
+def choose_members(config: EnsembleSpec, metrics: dict[str, float], metric: Metric) -> dict[str, float]:
+    """The ``top_k`` candidates by the gate ``metric`` (values in ``metrics``), with their
+    voting weights."""
+    top = metric.best_first(metrics)[:config.top_k]
     if config.weighting == "equal":
         return dict.fromkeys(top, 1.0)
-    # a weight must be positive: r2 can be zero or negative, losses can be zero
-    return {n: max(metrics[n], 1e-6) if greater_is_better else 1.0 / max(metrics[n], 1e-12) for n in top}
+    return {n: metric.weight(metrics[n]) for n in top}

@@ -99,4 +99,26 @@ spec {esc(entry.spec_hash[:12])}; ledger entry {entry.seq}.</p>
 <p>champion before: v{esc(str(entry.champion_before))}, after: v{esc(str(entry.champion_after))};
 challenger: v{esc(str(entry.challenger_after))}</p>
 <table><tr><th>model</th>{''.join(f'<th>{esc(c)}</th>' for c in columns)}</tr>{rows}</table>
+{_per_class_tables(entry)}
 <div class="charts">{''.join(svgs)}</div></body></html>"""
+
+
+def _per_class_tables(entry: LedgerEntry) -> str:
+    """Per candidate of a multi-class model: precision, recall, F1 and rows per class,
+    and the confusion matrix (rows: true class, columns: predicted)."""
+    esc, out = html.escape, []
+    for name, found in entry.candidates.items():
+        figures = found.get("per_class")
+        if not figures:
+            continue
+        classes = figures["classes"]
+        per = "".join(f"<tr><th>{esc(c)}</th><td>{p:.3f}</td><td>{r:.3f}</td><td>{f:.3f}</td><td>{n}</td></tr>"
+                      for c, p, r, f, n in zip(classes, figures["precision"], figures["recall"], figures["f1"],
+                                               figures["support"], strict=True))
+        confusion = "".join(f"<tr><th>{esc(c)}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
+                            for c, row in zip(classes, figures["confusion"], strict=True))
+        head = "".join(f"<th>{esc(c)}</th>" for c in classes)
+        out.append(f'<h3>{esc(name)}: per class</h3><div class="charts"><table><tr><th>class</th><th>precision</th>'
+                   f'<th>recall</th><th>F1</th><th>rows</th></tr>{per}</table><table><tr><th>true \\ predicted'
+                   f'</th>{head}</tr>{confusion}</table></div>')
+    return "".join(out)

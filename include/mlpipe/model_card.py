@@ -49,6 +49,7 @@ def version_description(entry: LedgerEntry, name: str, report: str, evaluation_r
             *([(f"Gain over champion v{entry.champion_before}", f"{entry.intervals[name].get('gain', 0):+.4f} {gain}"
                 f" (margin {entry.margin})")] if gain else []),
             ("Other metrics", others or "none"),
+            *_per_class_rows(found.get("per_class")),
             ("Data", f"{len(entry.partitions)} feature partitions, sha256 `{(entry.data_hash or '?')[:16]}`"),
             ("Airflow", f"DAG `{entry.dag_id}`, run `{entry.run_id}`"),
             ("Evaluation report", f"`{report}`" + (f", and `report.html` of MLflow run `{evaluation_run}`"
@@ -56,6 +57,15 @@ def version_description(entry: LedgerEntry, name: str, report: str, evaluation_r
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (f"### {entry.model} v{version}: {name}\n\n{role}\n\nDecision of ledger entry {entry.seq} "
             f"({entry.mode}): **{entry.decision}**. {entry.reason}\n\n| | |\n|---|---|\n{table}\n")
+
+
+def _per_class_rows(figures: dict | None) -> list[tuple[str, str]]:
+    """A multi-class version's classes and its holdout precision and recall per class."""
+    if not figures:
+        return []
+    per = " · ".join(f"`{c}` {p:.3f} / {r:.3f} ({n} rows)" for c, p, r, n in
+                     zip(figures["classes"], figures["precision"], figures["recall"], figures["support"], strict=True))
+    return [("Classes", ", ".join(f"`{c}`" for c in figures["classes"])), ("Holdout precision / recall per class", per)]
 
 
 def model_description(entries: list[LedgerEntry], champion: str | None) -> str:

@@ -20,12 +20,23 @@ import logging
 import pandas as pd
 
 from mlpipe import ranges, report_index
-from mlpipe.bands import assess, degraded
+from mlpipe.bands import assess, degraded, output_bands
+from mlpipe.bands import categorical as is_categorical
 from mlpipe.bands import method as band_method
 from mlpipe.context import Context
 from mlpipe.errors import MlpipeError
 from mlpipe.features import PARTITION_DATE
-from mlpipe.predictions import CHALLENGER_SCORE, MODEL_VERSION, SCORE, keys, with_labels
+from mlpipe.predictions import (
+    CHALLENGER_SCORE,
+    CHALLENGER_VERSION,
+    MODEL_VERSION,
+    SCORE,
+    classes_in,
+    keys,
+    outputs,
+    scores_of,
+    with_labels,
+)
 from mlpipe.storage import atomic_write
 
 log = logging.getLogger(__name__)
@@ -125,9 +136,10 @@ def _current(ctx: Context, day: dt.date) -> tuple[pd.DataFrame, str]:
         raise MlpipeError(f"no predictions for {day} at {ctx.store.path('predictions', day)}: score the day first")
     columns = list(dict.fromkeys([*spec.row_id, *spec.monitored_columns]))  # a row id column may be monitored
     features, _ = ctx.store.read_range("features", start, end, columns=columns, date_column=PARTITION_DATE)
-    joined = features.merge(predictions[[*keys(spec), SCORE]], on=keys(spec), how="inner", validate="one_to_one")
+    outs = outputs(predictions)
+    joined = features.merge(predictions[[*keys(spec), *outs]], on=keys(spec), how="inner", validate="one_to_one")
     todays = predictions.loc[predictions[PARTITION_DATE] == day, MODEL_VERSION]
-    return joined[[*spec.monitored_columns, SCORE]], str(todays.mode().iloc[0])
+    return joined[[*spec.monitored_columns, *outs]], str(todays.mode().iloc[0])
 
 
 def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, current: pd.DataFrame,
@@ -153,7 +165,7 @@ def drift_report(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, cur
     quiet = _inside_bands(spec, ref_features, current, bands)
     drawn = [c for c in columns if c not in quiet]
     snapshot = _evidently(spec, ref_features, ref_scores, current, drawn, learnt)
-    summary = _drift_summary(snapshot.dict())
+    summary = _drift_summary(snapshot.dict(), outputs(ref_scores))
     summary["columns"] = {c: summary["columns"].get(c) or quiet[c] for c in columns}
     drifted = sorted(c for c in columns if summary["columns"][c]["drifted"])
     share = len(drifted) / len(columns) if columns else 0.0
@@ -178,17 +190,22 @@ def _inside_bands(spec, ref_features: pd.DataFrame, current: pd.DataFrame, bands
 
 def _evidently(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, current: pd.DataFrame,
                columns: list[str], learnt: dict | None):
-    """Evidently's report of one ``ValueDrift`` per column of ``columns`` and of the scores
-    (a band as its column's threshold): its snapshot."""
+    """Evidently's report of one ``ValueDrift`` per column of ``columns`` and of the model's
+    outputs (the score; a multi-class model's predicted class and class probabilities),
+    a band as its column's threshold: its snapshot."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    mon = spec.monitoring
+    mon, outs = spec.monitoring, outputs(ref_scores)
     categorical = [c for c in columns if c in spec.features.categorical]
     numeric = [c for c in columns if c not in categorical]
-    definition = DataDefinition(numerical_columns=[*numeric, SCORE], categorical_columns=categorical)
-    reference = pd.concat([ref_features[columns].reset_index(drop=True), ref_scores[[SCORE]]], axis=1)
-    bands = {**((learnt or {}).get("columns") or {}), **({SCORE: learnt["score"]} if (learnt or {}).get("score") else {})}
+    out_categorical = [c for c in outs if is_categorical(spec, c)]
+    definition = DataDefinition(numerical_columns=[*numeric, *(c for c in outs if c not in out_categorical)],
+                                categorical_columns=[*categorical, *out_categorical])
+    categorical = [*categorical, *out_categorical]
+    reference = pd.concat([ref_features[columns].reset_index(drop=True), ref_scores[outs].reset_index(drop=True)],
+                          axis=1)
+    bands = {**((learnt or {}).get("columns") or {}), **output_bands(learnt)}
 
     def value_drift(column: str, method: str | None, threshold: float | None):
         if band := bands.get(column):
@@ -197,8 +214,8 @@ def _evidently(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, curre
 
     metrics = [value_drift(c, mon.cat_method, mon.cat_threshold) for c in categorical]
     metrics += [value_drift(c, mon.num_method, mon.num_threshold) for c in numeric]
-    report = Report([*metrics, value_drift(SCORE, None, None)], include_tests=True)
-    return report.run(Dataset.from_pandas(current[[*columns, SCORE]].astype({c: "string" for c in categorical}),
+    report = Report([*metrics, *(value_drift(c, None, None) for c in outs)], include_tests=True)
+    return report.run(Dataset.from_pandas(current[[*columns, *outs]].astype({c: "string" for c in categorical}),
                                           data_definition=definition),
                       Dataset.from_pandas(reference.astype({c: "string" for c in categorical}),
                                           data_definition=definition))
@@ -226,8 +243,10 @@ def _with_table(page: str, summary: dict) -> str:
     return page[:at] + table + page[at:]
 
 
-def _drift_summary(result: dict) -> dict:
-    """Each drawn column's statistic, test, threshold and verdict, and the scores' (prediction drift)."""
+def _drift_summary(result: dict, outs: list[str]) -> dict:
+    """Each drawn column's statistic, test, threshold and verdict, and the model outputs'
+    (``outs``): prediction drift is the first's (the score, or the predicted class), with
+    a multi-class model's class probabilities under ``outputs``, drifted when any is."""
     drifts = {}
     for metric in result["metrics"]:
         config = metric["config"]
@@ -238,7 +257,9 @@ def _drift_summary(result: dict) -> dict:
         params = test["metric_config"]["params"]
         if params.get("type", "").endswith("ValueDrift"):
             drifts[params["column"]]["drifted"] = test["status"] == "FAIL"
-    return {"columns": drifts, "prediction_drift": drifts.pop(SCORE)}
+    found = {c: drifts.pop(c) for c in outs}
+    prediction = {**found[outs[0]], "drifted": any(v["drifted"] for v in found.values())}
+    return {"columns": drifts, "prediction_drift": prediction if len(outs) == 1 else {**prediction, "outputs": found}}
 
 
 def live_quality(ctx: Context, day: dt.date) -> dict | None:
@@ -249,24 +270,24 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     :func:`mlpipe.bands.quality_band`) by more than ``tolerance``, judged only once all
     ``quality_days`` days are labelled (``judged``); a version without a band, below its
     pooled holdout figure by more than ``tolerance``."""
-    from mlpipe.metrics import compute_metrics
-
-    spec, target = ctx.spec, ctx.spec.target.name
+    spec, target, kind = ctx.spec, ctx.spec.target.name, ctx.spec.target_type
     start, end = day - dt.timedelta(days=spec.monitoring.quality_days - 1), day + dt.timedelta(days=1)
     rows, days = with_labels(ctx.store, spec, start, end)
     if rows.empty:
         return None
     version, metric = str(rows[MODEL_VERSION].mode().iloc[0]), spec.gate.metric
     rows = rows[rows[MODEL_VERSION].astype(str) == version]  # one model's rows
-    live = compute_metrics(spec.target.task, rows[target].to_numpy(dtype="float64"), rows[SCORE].to_numpy())
+    classes = classes_in(rows)  # a multi-class champion's; its challenger's scores are read on them
+    live = kind.metrics(rows[target], scores_of(rows, classes), classes)
     holdout = ctx.tracking.version_metrics(spec.registered_model, version).get(metric)
     quality = {"day": str(day), "days": [str(d) for d in days], "model_version": version, "rows": len(rows),
                "metric": metric, "live": live.get(metric), "holdout": holdout, "metrics": live}
-    shadow = rows[rows[CHALLENGER_SCORE].notna()]
+    shadow = rows[rows[CHALLENGER_VERSION].notna()]
     if len(shadow):
-        quality["challenger"] = compute_metrics(spec.target.task, shadow[target].to_numpy(dtype="float64"),
-                                                shadow[CHALLENGER_SCORE].to_numpy()).get(metric)
-    quality["estimated"] = _estimated(ctx, version, rows[SCORE].to_numpy(), len(days))  # beside the realised figure
+        quality["challenger"] = kind.metrics(shadow[target], scores_of(shadow, classes, CHALLENGER_SCORE),
+                                             classes).get(metric)
+    quality["estimated"] = (_estimated(ctx, version, rows[SCORE].to_numpy(), len(days))  # beside the realised figure
+                            if kind.estimates else None)
     band = (ctx.tracking.bands_of(spec.registered_model, version) or {}).get("quality")
     if band and band["metric"] == metric and band["days"] == spec.monitoring.quality_days:
         # windows of the same length in the holdout: a fair comparison, so a shorter live window
@@ -278,8 +299,7 @@ def live_quality(ctx: Context, day: dt.date) -> dict | None:
     if holdout is None or live.get(metric) is None:
         quality["degraded"] = False
         return quality
-    worse = (holdout - live[metric]) if spec.greater_is_better() else (live[metric] - holdout)
-    quality["degraded"] = bool(worse > spec.monitoring.tolerance)
+    quality["degraded"] = bool(-spec.metric().gain(live[metric], holdout) > spec.monitoring.tolerance)
     return quality
 
 
@@ -305,6 +325,8 @@ def estimated_quality(ctx: Context, day: dt.date, version: str) -> dict | None:
     """The estimated gate metric (no labels needed) of ``version``'s scores over the
     ``quality_days`` scored days ending with ``day`` (:mod:`mlpipe.estimate`)."""
     spec = ctx.spec
+    if not spec.target_type.estimates:
+        return None
     start = day - dt.timedelta(days=spec.monitoring.quality_days - 1)
     rows, days = ctx.store.read_range("predictions", start, day + dt.timedelta(days=1), columns=[SCORE, MODEL_VERSION])
     rows = rows[rows[MODEL_VERSION].astype(str) == version] if len(rows) else rows
@@ -462,9 +484,10 @@ def relearn_bands(ctx: Context, start: dt.date, end: dt.date, version: str | Non
     predictions = predictions[predictions[MODEL_VERSION].astype(str) == version]
     columns = list(dict.fromkeys([*spec.row_id, *spec.monitored_columns]))
     features, _ = ctx.store.read_range("features", start, stop, columns=columns, date_column=PARTITION_DATE)
-    scored = features.merge(predictions[[*keys(spec), SCORE]], on=keys(spec), how="inner")
+    outs = outputs(predictions)
+    scored = features.merge(predictions[[*keys(spec), *outs]], on=keys(spec), how="inner")
     earlier = ctx.tracking.bands_of(spec.registered_model, version) or {}
-    learnt = bands.learn(spec, reference[0], scored, reference[1], scored[[SCORE, PARTITION_DATE]],
+    learnt = bands.learn(spec, reference[0], scored, reference[1], scored[[*outs, PARTITION_DATE]],
                          f"re-learnt on scored days {start} .. {end}")
     learnt |= {k: earlier[k] for k in ("quality", "calibrator") if earlier.get(k)}
     ctx.tracking.log_bands(spec.registered_model, version, learnt)

@@ -69,9 +69,11 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
         raise TrainingError("no variant trained successfully; nothing to evaluate")
     name = ctx.spec.registered_model
     train, holdout, days = load_split(ctx, window)
-    y = holdout[ctx.spec.target.name].to_numpy(dtype="float64")
+    kind, target = ctx.spec.target_type, ctx.spec.target.name
+    classes = kind.classes(train[target], ctx.spec.target.classes)  # the candidates' (trained on train)
+    y = kind.encode(holdout[target], classes).astype("float64")
     experiment = ctx.tracking.experiment(ctx.spec.name)
-    scores = score_models(ctx.tracking, {c.variant: c.model_uri for c in candidates}, holdout)
+    scores = score_models(ctx.tracking, {c.variant: c.model_uri for c in candidates}, holdout, classes=classes)
     entry = _recorded(ctx, run_tags)  # a retry of a run whose decision is in the ledger: never decide twice
     replayed = entry is not None
     if entry is None:
@@ -81,7 +83,7 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
                             window=window, failed_variants=sorted(set(requested) - {c.variant for c in candidates}),
                             partitions=[str(d) for d in days], data_hash=_data_hash(ctx, days),
                             spec_hash=spec_hash(ctx.spec), trigger=run_tags.get("mlpipe.trigger"))
-        entry, scores = _decide_and_commit(ctx, holdout, y, scores, candidates, may_move, draft, run_tags)
+        entry, scores = _decide_and_commit(ctx, holdout, y, classes, scores, candidates, may_move, draft, run_tags)
     if entry.moved and ctx.tracking.bands_of(entry.model, entry.champion_after) is None:  # a retry learns them too
         _learn_bands(ctx, entry, train, holdout, scores)
     report, evaluation_run = _report(ctx, entry, y, scores, experiment, run_tags)
@@ -104,13 +106,14 @@ def _learn_bands(ctx: Context, entry: LedgerEntry, train, holdout, scores: dict[
     variant = next((v for v, c in entry.candidates.items() if str(c.get("version")) == str(entry.champion_after)), None)
     if variant not in scores:
         return
-    reference, ref_scores = reference_sample(ctx.spec, train, holdout, scores[variant])
+    classes = ctx.spec.target_type.classes(train[ctx.spec.target.name], ctx.spec.target.classes)
+    reference, ref_scores = reference_sample(ctx.spec, train, holdout, scores[variant], classes)
     window = entry.window
     learnt = bands.learn(ctx.spec, reference, train, ref_scores, ref_scores,
                          f"training days {window.start} .. {window.holdout_start - dt.timedelta(days=1)} (features), "
                          f"holdout days (scores, quality) of train run {entry.run_id}",
-                         bands.quality_band(ctx.spec, holdout, scores[variant]))
-    if ctx.spec.target.task == "binary":  # estimated performance before labels: calibrated on the holdout
+                         bands.quality_band(ctx.spec, holdout, scores[variant], classes))
+    if ctx.spec.target_type.estimates:  # estimated performance before labels: calibrated on the holdout
         from mlpipe.estimate import fit_calibrator
 
         learnt["calibrator"] = fit_calibrator(holdout[ctx.spec.target.name].to_numpy(), scores[variant])
@@ -156,17 +159,18 @@ def _publish(ctx: Context, entry: LedgerEntry, report: str, evaluation_run: str 
                                                                    str(champion.version) if champion else None))
 
 
-def _decide_and_commit(ctx: Context, holdout, y: np.ndarray, scores: dict[str, np.ndarray],
+def _decide_and_commit(ctx: Context, holdout, y: np.ndarray, classes: list[str] | None, scores: dict[str, np.ndarray],
                        candidates: list[Candidate], may_move: bool, draft: LedgerEntry,
                        run_tags: dict[str, str]) -> tuple[LedgerEntry, dict[str, np.ndarray]]:
     """Score the champion, decide, and commit under the lock if the aliases have not moved
     since; otherwise decide again against the new champion. Returns the entry (the one
     already recorded, if a concurrent attempt of this run got there first) and the
-    scores it was decided on."""
+    scores it was decided on. A multi-class champion is scored on the candidates'
+    ``classes`` (a class it does not know: probability 0)."""
     while True:
         seen = _aliases(ctx.tracking, draft.model)
         champion_scores, champion_error = score_champion(ctx.tracking, draft.model, seen.champion, holdout,
-                                                         ledger.recorded_hash(ctx.store, seen.champion or ""))
+                                                         ledger.recorded_hash(ctx.store, seen.champion or ""), classes)
         scored = {**scores, **({CHAMPION_KEY: champion_scores} if champion_scores is not None else {})}
         decision = assess(ctx.spec, y, scored, champion_error)
         with ledger.locked(ctx.store):
@@ -233,7 +237,8 @@ def _entry(ctx: Context, draft: LedgerEntry, decision: Decision, by_name: dict[s
     label = "promote" if moved else ("would-promote" if decision.promote and not note else "keep")
     outcomes = {n: {"version": by_name[n].version, "run_id": by_name[n].run_id, "backend": by_name[n].backend,
                     "sha256": by_name[n].sha256, "metrics": decision.candidates[n],
-                    **({"members": by_name[n].members} if by_name[n].members is not None else {})}
+                    **({"members": by_name[n].members} if by_name[n].members is not None else {}),
+                    **({"per_class": by_name[n].per_class} if by_name[n].per_class is not None else {})}
                 for n in decision.candidates}
     return dataclasses.replace(
         draft, decision=label, reason=decision.reason + note, moved=moved, metric=gate.metric,
@@ -329,10 +334,10 @@ def _report(ctx: Context, entry: LedgerEntry, y: np.ndarray, scores: dict[str, n
     import matplotlib.pyplot as plt
 
     from mlpipe.evaluation_page import charts, render
-    from mlpipe.metrics import curves
+    from mlpipe.metric_functions import curves
 
-    binary = ctx.spec.target.task == "binary" and len(np.unique(y)) == 2
-    figures = charts(entry, {n: curves(y, s) for n, s in scores.items()} if binary else {})
+    two_classes = ctx.spec.target_type.curves and len(np.unique(y)) == 2
+    figures = charts(entry, {n: curves(y, s) for n, s in scores.items()} if two_classes else {})
     page = render(entry, figures)
     path = atomic_write(evaluation_page(ctx.store, entry.seq), page)
     metrics = {f"{n}.{k}": v for n, c in entry.candidates.items() for k, v in c["metrics"].items()}

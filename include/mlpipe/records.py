@@ -85,6 +85,7 @@ class Candidate:
     members: dict[str, str | None] | None = None
     weights: dict[str, float] | None = None
     sha256: str | None = None  # content hash of the model's bundle, checked when it is loaded
+    per_class: dict | None = None  # multi-class: holdout figures per class (mlpipe.metric_functions.per_class)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

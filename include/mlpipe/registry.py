@@ -32,7 +32,7 @@ from mlflow.utils.time import get_current_time_millis  # noqa: E402
 
 from mlpipe.bands import BANDS_FILE  # noqa: E402
 from mlpipe.errors import RegistryError  # noqa: E402
-from mlpipe.predictions import SCORE  # noqa: E402
+from mlpipe.predictions import classes_in, score_frame, scores_of  # noqa: E402
 from mlpipe.records import Candidate  # noqa: E402
 from mlpipe.settings import Settings  # noqa: E402
 from mlpipe.storage import atomic_write_dir  # noqa: E402
@@ -43,7 +43,8 @@ ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # models-from-code: no pick
 
 
 class BundleModel(mlflow.pyfunc.PythonModel):
-    """pyfunc face of a ModelBundle: predict(frame of features) -> frame with ``score``."""
+    """pyfunc face of a ModelBundle: predict(frame of features) -> frame of its scores
+    (``score``, or a ``score_<class>`` probability per class)."""
 
     def load_context(self, context):
         from mlpipe.ensemble import load_bundle
@@ -52,7 +53,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         self.bundle = load_bundle(self.bundle_dir)
 
     def predict(self, context, model_input, params=None):
-        return pd.DataFrame({SCORE: self.bundle.score(model_input)})
+        return score_frame(self.bundle.score(model_input), self.bundle.classes)
 
 
 MODEL_CACHE = "model_cache"
@@ -174,7 +175,8 @@ class Tracking:
                       registered_model: str | None, fit_seconds: float | None = None, **members) -> Candidate:
         """Log a candidate's holdout metrics (and fit time) and its model in its
         ``candidate_run``, register a new version unless ``registered_model`` is None, and
-        return its record (``members``: the ensemble's ``members`` and ``weights``)."""
+        return its record (``members``: the record's other fields: the ensemble's
+        ``members`` and ``weights``, a multi-class model's ``per_class`` figures)."""
         self.log_metrics(run_id, {**metrics, **({"fit_seconds": fit_seconds} if fit_seconds is not None else {})})
         logged = self.log_bundle(run_id, model, example, registered_model)
         if logged.version:
@@ -421,7 +423,7 @@ def _signature(bundle, example: pd.DataFrame):
     from mlflow.types import ColSpec, Schema
 
     features = _as_model_input(example[bundle.features])
-    inferred = infer_signature(features, pd.DataFrame({SCORE: bundle.score(features)}))
+    inferred = infer_signature(features, score_frame(bundle.score(features), bundle.classes))
     # Every input may be null at scoring time (the preprocessing imputes), so none is required.
     inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
     return ModelSignature(inputs=inputs, outputs=inferred.outputs)
@@ -446,10 +448,19 @@ def _as_model_input(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype({c: "float64" for c in ints})
 
 
-def predict(model, frame: pd.DataFrame) -> pd.Series:
-    """Score a frame through the pyfunc, passing only the columns its signature names."""
+def predict(model, frame: pd.DataFrame, classes: list[str] | None = None):
+    """Score a frame through the pyfunc, passing only the columns its signature names: one
+    score per row, or (multi-class) a probability per class, in ``classes`` order when
+    given (a class the model does not know scores 0), else in the model's."""
+    out = predict_frame(model, frame)
+    return scores_of(out, classes if classes is not None else classes_in(out))
+
+
+def predict_frame(model, frame: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's output for ``frame`` (only the columns its signature names go in):
+    ``score``, or a ``score_<class>`` column per class."""
     names = model.metadata.get_input_schema().input_names()
-    return model.predict(_as_model_input(frame[names]))[SCORE].to_numpy()
+    return model.predict(_as_model_input(frame[names]))
 
 
 def bundle_of(model):

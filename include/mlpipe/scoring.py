@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-import numpy as np
 import pandas as pd
 
 from mlpipe import predictions, ranges
@@ -141,10 +140,11 @@ def _score_with(ctx: Context, version: str, frame: pd.DataFrame):
     uri, started = registry.version_uri(ctx.spec.registered_model, version), time.perf_counter()
     model = ctx.tracking.load_model(uri, ledger.recorded_hash(ctx.store, version))
     log.info("v%s loaded in %.2fs", version, time.perf_counter() - started)  # bench/backfill.py reads this
-    return registry.predict(model, frame)
+    return registry.predict_frame(model, frame)
 
 
-def _shadow_scores(ctx: Context, champion: str, frame: pd.DataFrame, day: dt.date) -> tuple[np.ndarray | None, str | None]:
+def _shadow_scores(ctx: Context, champion: str, frame: pd.DataFrame, day: dt.date) -> tuple[pd.DataFrame | None,
+                                                                                            str | None]:
     """The challenger's scores and version, or (None, None): a shadow never blocks the champion."""
     from mlpipe import registry
 
@@ -153,7 +153,7 @@ def _shadow_scores(ctx: Context, champion: str, frame: pd.DataFrame, day: dt.dat
     if challenger is None or str(challenger.version) == champion:
         return None, None
     try:
-        return registry.predict(ctx.tracking.load_model(registry.version_uri(name, challenger.version)), frame), \
+        return registry.predict_frame(ctx.tracking.load_model(registry.version_uri(name, challenger.version)), frame), \
             str(challenger.version)
     except Exception as exc:  # noqa: BLE001 - the shadow must never block the champion's scores
         log.warning("challenger v%s cannot score %s: %s", challenger.version, day, exc)

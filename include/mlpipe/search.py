@@ -14,7 +14,6 @@ import pandas as pd
 
 from mlpipe.errors import TrainingError
 from mlpipe.features import PARTITION_DATE
-from mlpipe.metrics import compute_metrics
 from mlpipe.model import ModelBundle
 from mlpipe.spec import ParamSpace, PipelineSpec, VariantSpec
 
@@ -45,13 +44,13 @@ def search(spec: PipelineSpec, variant: VariantSpec, train: pd.DataFrame, n_thre
     def objective(trial) -> float:
         params = {**variant.params, **{n: _suggest(trial, n, s) for n, s in plan.space.items()}}
         bundle = ModelBundle.train(spec, variant.model_copy(update={"params": params}), fit_part, n_threads)
-        value = compute_metrics(spec.target.task, val_part[spec.target.name], bundle.score(val_part))[metric]
+        value = spec.target_type.metrics(val_part[spec.target.name], bundle.score(val_part), bundle.classes)[metric]
         if on_trial:
             on_trial(trial.number, params, value)
         return value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if spec.greater_is_better() else "minimize",
+    study = optuna.create_study(direction=spec.metric().direction,
                                 sampler=optuna.samplers.TPESampler(seed=spec.training.seed))
     study.optimize(objective, n_trials=plan.trials)
     return {**variant.params, **study.best_params}, float(study.best_value)

@@ -12,24 +12,23 @@ import datetime as dt
 import json
 
 from mlpipe.context import Context
-from mlpipe.predictions import CHALLENGER_SCORE, CHALLENGER_VERSION, MODEL_VERSION, SCORE, with_labels
+from mlpipe.predictions import CHALLENGER_SCORE, CHALLENGER_VERSION, MODEL_VERSION, classes_in, scores_of, with_labels
 
 
 def compare(ctx: Context, start: dt.date, end: dt.date) -> dict:
     """Metrics of ``score`` and ``challenger_score`` on the labelled, shadow-scored rows of [start, end)."""
-    from mlpipe.metrics import compute_metrics
-
-    spec, target = ctx.spec, ctx.spec.target.name
+    spec, target, kind = ctx.spec, ctx.spec.target.name, ctx.spec.target_type
     joined, days = with_labels(ctx.store, spec, start, end)
     if not days:
         return {"days": [], "pairs": []}
-    joined = joined[joined[CHALLENGER_SCORE].notna()]
+    joined = joined[joined[CHALLENGER_VERSION].notna()]
     pairs = []
     for (champion, challenger), rows in joined.groupby([MODEL_VERSION, CHALLENGER_VERSION], sort=True):
-        y = rows[target].to_numpy(dtype="float64")
+        classes = classes_in(rows)  # the champion's: a class the challenger does not know scores 0 for it
         pairs.append({"champion": str(champion), "challenger": str(challenger), "rows": len(rows),
-                      "champion_metrics": compute_metrics(spec.target.task, y, rows[SCORE].to_numpy()),
-                      "challenger_metrics": compute_metrics(spec.target.task, y, rows[CHALLENGER_SCORE].to_numpy())})
+                      "champion_metrics": kind.metrics(rows[target], scores_of(rows, classes), classes),
+                      "challenger_metrics": kind.metrics(rows[target], scores_of(rows, classes, CHALLENGER_SCORE),
+                                                         classes)})
     return {"days": [str(d) for d in days], "pairs": pairs}
 
 

@@ -19,24 +19,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlpipe.errors import SpecError
+from mlpipe.metrics import METRICS, Metric, gate_metrics, metric
+from mlpipe.targets import NAMES, TargetType, target_type
 
-TaskType = Literal["binary", "regression"]
-METRICS: dict[str, dict[str, bool]] = {
-    # metric -> {task: greater_is_better}
-    "roc_auc": {"binary": True},
-    "pr_auc": {"binary": True},
-    "log_loss": {"binary": False},
-    "accuracy": {"binary": True},
-    "f1": {"binary": True},
-    "precision": {"binary": True},
-    "recall": {"binary": True},
-    "brier": {"binary": False},
-    "calibration_error": {"binary": False},
-    "rmse": {"regression": False},
-    "mae": {"regression": False},
-    "r2": {"regression": True},
-}
-GATE_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "rmse", "mae", "r2")  # bootstrappable
+TaskType = Literal[NAMES]  # type: ignore[valid-type]
 CALENDAR = ("day_of_week", "day_of_year", "month", "is_weekend")
 
 
@@ -80,6 +66,10 @@ class SourceSpec(_Model):
     chunk_rows: int = Field(10_000, ge=1, description="SQL source: rows fetched per round trip")
     columns: list[str] | None = Field(None, description="Columns to keep, each required in the source (default: all)")
     rename: dict[str, str] = Field({}, description="Old -> new column names, applied after reading")
+    row_number: str | None = Field(
+        None, description="Primary source only: a column added to each day's rows numbering those that share the "
+                          "other row_id columns (0, 1, ... in the order read), for rows without a unique key (e.g. "
+                          "two identical items of one order: ``row_id: [order_id, item, line]``)")
     join: JoinSpec | None = Field(
         None, description="How this source joins the rows read so far: required after the first source, refused on it")
 
@@ -150,6 +140,9 @@ class TargetSpec(_Model):
         description="Target type: decides the metrics, the model outputs and the hyperparameters a backend takes")
     when_null: Literal["drop", "positive", "negative"] = Field(
         "drop", description="Label of a row with a null target input: drop the row, positive or negative (binary only)")
+    classes: list[str] | None = Field(
+        None, min_length=2, description="Multi-class only: the classes, as text (a row labelled otherwise fails "
+                                        "validation); none: those of the training window, recorded with each version")
 
     @field_validator("expression")
     @classmethod
@@ -166,10 +159,18 @@ class TargetSpec(_Model):
         tree = ast.parse(self.expression, mode="eval")
         return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)})
 
+    @property
+    def type(self) -> TargetType:
+        return target_type(self.task)
+
     @model_validator(mode="after")
-    def _null_policy_fits_task(self) -> TargetSpec:
-        if self.task == "regression" and self.when_null != "drop":
-            raise ValueError("when_null must be 'drop' for regression targets")
+    def _fits_task(self) -> TargetSpec:
+        if self.when_null not in self.type.null_policies:
+            raise ValueError(f"when_null must be one of {list(self.type.null_policies)} for {self.task} targets")
+        if self.classes is not None and not self.type.has_classes:
+            raise ValueError(f"classes: only a multiclass target has classes, not a {self.task} target")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes: listed more than once")
         return self
 
 
@@ -236,7 +237,9 @@ class TrainingSpec(_Model):
     lookback_days: int = Field(ge=2, description="Training window: days before the logical date")
     holdout_days: int = Field(ge=1, description="Most recent days of the window held out")
     min_rows: int = Field(100, ge=1, description="Labelled rows each split (training, holdout) needs")
-    min_class_rows: int = Field(5, ge=1, description="Binary targets: rows of each class each split needs")
+    min_class_rows: int = Field(
+        5, ge=1, description="Binary and multi-class targets: rows of each class (every class of the window) each "
+                             "split needs")
     seed: int = Field(
         0, description="Seed of every backend (``random_state``), the Optuna sampler and the reference sample")
 
@@ -307,8 +310,9 @@ class GateSpec(_Model):
     above ``min_improvement``. ``unscorable_champion`` says what happens when the champion
     cannot score the holdout (e.g. the features changed): ``replace`` treats it as absent,
     ``keep`` refuses to promote until someone rolls back or retires it."""
-    metric: str = Field(
-        "roc_auc", description="Primary metric: one of the target type's metrics with a bootstrap (table below)")
+    metric: str | None = Field(
+        None, description="Primary metric: one of the target type's metrics with a bootstrap (table below); none: "
+                          "the target type's default (binary roc_auc, multiclass log_loss, regression rmse)")
     floors: dict[str, float] = Field(
         {}, description="Metric -> the worst value a candidate may have (any metric of the target type)")
     min_improvement: float = Field(0.0, ge=0.0, description="Margin the lower bound of the gain's interval must exceed")
@@ -496,6 +500,8 @@ class PipelineSpec(_Model):
         if first[1].join is not None:
             problems.append(f"sources.{first[0]}.join: the first (primary) source cannot have a join")
         problems += [f"sources.{n}.join: required for every source after the first" for n, s in others if s.join is None]
+        problems += [f"sources.{n}.row_number: only the first (primary) source numbers its rows" for n, s in others
+                     if s.row_number is not None]
         feats = self.features
         names = feats.all_names
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -510,16 +516,12 @@ class PipelineSpec(_Model):
         for reserved in sorted({"ensemble", "champion"} & set(variant_names)):
             problems.append(f"variants: {reserved!r} is a reserved name (the {reserved} candidate or model)")
         problems += _backend_problems(self.variants, self.target.task)
-        directions = METRICS.get(self.gate.metric)
-        if directions is None or self.target.task not in directions:
-            problems.append(f"gate.metric: {self.gate.metric!r} is not a {self.target.task} metric")
-        elif self.gate.metric not in GATE_METRICS:
-            problems.append(f"gate.metric: {self.gate.metric!r} has no bootstrap; choose one of {sorted(GATE_METRICS)}")
+        problems += _metric_problems(self.gate, self.target.task)
         problems += [f"monitoring.columns: {c!r} is not a feature" for c in self.monitoring.columns or []
                      if c not in names]
-        for metric in self.gate.floors:
-            if self.target.task not in METRICS.get(metric, {}):
-                problems.append(f"gate.floors.{metric}: not a {self.target.task} metric")
+        problems += [f"features.history.{h.name}: stat {h.stat!r} is not defined for a {self.target.task} target; "
+                     f"choose one of {list(self.target.type.history_stats)}"
+                     for h in feats.history if h.stat not in self.target.type.history_stats]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -530,8 +532,39 @@ class PipelineSpec(_Model):
         default = [c for c in self.features.all_names if c not in self.features.calendar]
         return [c for c in (mon.columns or default) if c not in mon.exclude]
 
-    def greater_is_better(self, metric: str | None = None) -> bool:
-        return METRICS[metric or self.gate.metric][self.target.task]
+    @property
+    def target_type(self) -> TargetType:
+        return self.target.type
+
+    def metric(self, name: str | None = None) -> Metric:
+        """A metric of the table (default: the gate metric)."""
+        return metric(name or self.gate.metric)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_gate_metric(cls, data: Any) -> Any:
+        """The gate metric defaults to the target type's."""
+        task = isinstance(data, dict) and isinstance(data.get("target"), dict) and data["target"].get("task")
+        gate = data.get("gate") if isinstance(data, dict) else None
+        if task in NAMES and (gate is None or (isinstance(gate, dict) and gate.get("metric") is None)):
+            data = {**data, "gate": {**(gate or {}), "metric": target_type(task).default_gate}}
+        return data
+
+
+def _metric_problems(gate: GateSpec, task: str) -> list[str]:
+    """The gate metric and the floors are metrics of the target type; the gate's has a
+    direction and a bootstrap."""
+    problems = []
+    found = METRICS.get(gate.metric)
+    if found is None or task not in found.targets:
+        problems.append(f"gate.metric: {gate.metric!r} is not a {task} metric; choose one of {gate_metrics(task)}")
+    elif gate.metric not in gate_metrics(task):
+        problems.append(f"gate.metric: {gate.metric!r} has no bootstrap; choose one of {gate_metrics(task)}")
+    for name in gate.floors:
+        found = METRICS.get(name)
+        if found is None or task not in found.targets or not found.ranked:
+            problems.append(f"gate.floors.{name}: not a {task} metric")
+    return problems
 
 
 def _backend_problems(variants: list[VariantSpec], task: str) -> list[str]:

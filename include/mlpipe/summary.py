@@ -35,11 +35,9 @@ def decision_lines(ctx: Context, decision: LedgerEntry) -> list[str]:
     metric, intervals = decision.metric, decision.intervals
     window = decision.window.to_dict() if decision.window else {}
     lines = [f"latest train run {decision.run_id} ({decision.mode}), window {window}"]
-    sign = 1.0 if ctx.spec.greater_is_better(metric) else -1.0
     candidates = {n: c["metrics"] for n, c in decision.candidates.items()}
-    names = sorted(candidates, key=lambda n: -sign * candidates[n].get(metric, 0.0))
-    cols = ["roc_auc", "pr_auc", "log_loss", "brier", "f1"] if ctx.spec.target.task == "binary" \
-        else ["rmse", "mae", "r2"]
+    names = ctx.spec.metric(metric).best_first({n: candidates[n].get(metric, 0.0) for n in candidates})
+    cols = list(ctx.spec.target_type.headline)
     lines.append(f"  {'model':<16}" + "".join(f"{c:>10}" for c in cols) + f"   {metric} gain vs champion")
     rows = [(n, candidates[n]) for n in names]
     if decision.champion_metrics:

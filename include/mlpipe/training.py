@@ -14,7 +14,7 @@ from mlpipe.backends import backend_entry
 from mlpipe.context import Context, load_split, resolve_window
 from mlpipe.errors import TrainingError
 from mlpipe.features import PARTITION_DATE
-from mlpipe.predictions import SCORE
+from mlpipe.predictions import reference_scores
 from mlpipe.records import ENSEMBLE, Candidate, Job, Window
 from mlpipe.spec import VariantSpec, spec_hash
 from mlpipe.storage import file_hash
@@ -71,7 +71,6 @@ def _lineage(ctx: Context, win: Window, days: list[dt.date]) -> dict:
 def train_variant(ctx: Context, job: Job, run_tags: dict[str, str], n_threads: int | None = None) -> Candidate:
     """Fit one variant on the job's training days, log it to MLflow with its holdout
     metrics and data partitions, and (when the job may promote) register a new version."""
-    from mlpipe.metrics import compute_metrics
     from mlpipe.model import ModelBundle
 
     spec, variant, tracking = ctx.spec, _variant(ctx, job.variant), ctx.tracking
@@ -88,25 +87,28 @@ def train_variant(ctx: Context, job: Job, run_tags: dict[str, str], n_threads: i
         bundle = ModelBundle.train(spec, variant, train, n_threads=threads)
         fit_seconds = time.perf_counter() - started
         scores = bundle.score(holdout)
-        metrics = compute_metrics(spec.target.task, holdout[spec.target.name], scores)
+        metrics = spec.target_type.metrics(holdout[spec.target.name], scores, bundle.classes)
         tracking.set_tags(run_id, {"mlpipe.device": getattr(bundle.backend, "device_", "cpu")})
-        tracking.log_reference(run_id, *reference_sample(spec, train, holdout, scores))
+        tracking.log_reference(run_id, *reference_sample(spec, train, holdout, scores, bundle.classes))
         tracking.log_json(run_id, _lineage(ctx, job.window, days), "data/partitions.json")
         return tracking.log_candidate(run_id, variant.name, bundle, train.head(200), metrics,
                                       spec.registered_model if job.promote else None,
-                                      fit_seconds=round(fit_seconds, 3))
+                                      fit_seconds=round(fit_seconds, 3),
+                                      per_class=spec.target_type.per_class(holdout[spec.target.name], scores,
+                                                                           bundle.classes))
 
 
-def reference_sample(spec, train: pd.DataFrame, holdout: pd.DataFrame, holdout_scores) -> tuple[pd.DataFrame,
-                                                                                                pd.DataFrame]:
+def reference_sample(spec, train: pd.DataFrame, holdout: pd.DataFrame, holdout_scores,
+                     classes: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What monitoring compares a scored day with: a seeded sample of the training rows'
-    monitored columns (at most ``monitoring.reference_rows``) and the holdout scores, each
-    row with its ``partition_date`` (calibration leaves a day's own rows out)."""
+    monitored columns (at most ``monitoring.reference_rows``) and the holdout scores (a
+    multi-class model's: its predicted class and each ``classes`` probability), each row
+    with its ``partition_date`` (calibration leaves a day's own rows out)."""
     rows = min(spec.monitoring.reference_rows, len(train))
     columns = list(dict.fromkeys([*spec.monitored_columns, PARTITION_DATE]))
     features = train[columns].sample(n=rows, random_state=spec.training.seed).reset_index(drop=True)
-    return features, pd.DataFrame({SCORE: np.asarray(holdout_scores, dtype="float64"),
-                                   PARTITION_DATE: holdout[PARTITION_DATE].to_numpy()})
+    return features, reference_scores(np.asarray(holdout_scores, dtype="float64"), classes,
+                                      holdout[PARTITION_DATE].to_numpy())
 
 
 def _searched(ctx: Context, variant: VariantSpec, train: pd.DataFrame, threads: int, experiment: str,
@@ -129,14 +131,12 @@ def build_ensemble(ctx: Context, candidates: list[Candidate], window: Window, ru
     ``register`` is false) registered like a variant. None when disabled or < 2 trained."""
     from mlpipe import registry
     from mlpipe.ensemble import Ensemble, choose_members
-    from mlpipe.metrics import compute_metrics
 
     spec, metric = ctx.spec, ctx.spec.gate.metric
     usable = {c.variant: c for c in candidates if metric in c.metrics}
     if spec.ensemble is None or len(usable) < 2:
         return None
-    weights = choose_members(spec.ensemble, {n: c.metrics[metric] for n, c in usable.items()},
-                             spec.greater_is_better())
+    weights = choose_members(spec.ensemble, {n: c.metrics[metric] for n, c in usable.items()}, spec.metric())
     tracking = ctx.tracking
     experiment = tracking.experiment(spec.name)
     ensemble = Ensemble({n: registry.bundle_of(tracking.load_model(usable[n].model_uri)) for n in weights}, weights)
@@ -146,9 +146,11 @@ def build_ensemble(ctx: Context, candidates: list[Candidate], window: Window, ru
         tracking.log_params(run_id, {f"weight.{n}": round(w, 6) for n, w in ensemble.weights.items()})
         tracking.log_params(run_id, {f"member.{n}": usable[n].version or usable[n].run_id for n in ensemble.weights})
         scores = ensemble.score(holdout)
-        metrics = compute_metrics(spec.target.task, holdout[spec.target.name], scores)
-        tracking.log_reference(run_id, *reference_sample(spec, train, holdout, scores))
+        metrics = spec.target_type.metrics(holdout[spec.target.name], scores, ensemble.classes)
+        tracking.log_reference(run_id, *reference_sample(spec, train, holdout, scores, ensemble.classes))
         return tracking.log_candidate(run_id, ENSEMBLE, ensemble, train.head(200), metrics,
                                       spec.registered_model if register else None,
                                       members={n: usable[n].version for n in ensemble.weights},
-                                      weights=ensemble.weights)
+                                      weights=ensemble.weights,
+                                      per_class=spec.target_type.per_class(holdout[spec.target.name], scores,
+                                                                           ensemble.classes))

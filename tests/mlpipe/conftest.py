@@ -156,6 +156,17 @@ def regression_spec(toy_dir: Path, spec_dict: dict) -> PipelineSpec:
     return load_spec(_write_spec(toy_dir, data, "regression.yaml"))
 
 
+@pytest.fixture
+def multiclass_spec(toy_dir: Path, spec_dict: dict) -> PipelineSpec:
+    """The toy spec with a three-class target: the delay's band (0: early, 1: up to 10
+    minutes late, 2: later), and no target-mean history (a mean of classes means nothing)."""
+    data = copy.deepcopy(spec_dict)
+    data["target"] = {"name": "delay_band", "expression": "(delay > 0) * 1 + (delay > 10) * 1", "task": "multiclass"}
+    data["features"]["history"] = [h for h in data["features"]["history"] if h.get("stat") == "count"]
+    data["gate"] = {"metric": "log_loss", "floors": {"accuracy": 0.4}, "min_improvement": 0.005}
+    return load_spec(_write_spec(toy_dir, data, "multiclass.yaml"))
+
+
 def _with_target(spec: PipelineSpec, **changes) -> PipelineSpec:
     target = TargetSpec(**{**spec.target.model_dump(), **changes})
     return spec.model_copy(update={"target": target})
@@ -204,6 +215,7 @@ def make_model_frame(n: int = 240, seed: int = 1) -> pd.DataFrame:
     })
     frame["late"] = (frame["delay"] > 10).astype("float64")
     frame["delay_min"] = frame["delay"]
+    frame["delay_band"] = ((frame["delay"] > 0) * 1 + (frame["delay"] > 10) * 1).astype("string")  # "0", "1", "2"
     return frame
 
 

@@ -35,7 +35,7 @@ def _validate(frame, spec):
 def test_bundled_bikes_spec_loads(bikes):
     assert bikes.name == "bikes" and bikes.primary == "rentals"
     assert bikes.target.task == "regression" and bikes.target.inputs == ["cnt"]
-    assert bikes.gate.metric == "rmse" and bikes.greater_is_better() is False
+    assert bikes.gate.metric == "rmse" and bikes.metric().greater_is_better is False
     assert len({v.backend.split("_")[0] for v in bikes.variants}) >= 2  # sklearn and torch
     assert bikes.features.history and bikes.demo is not None
     assert bikes.demo.start >= bikes.schedule.start and bikes.demo.end <= bikes.schedule.end

@@ -5,6 +5,7 @@ import pytest
 
 from mlpipe.ensemble import Ensemble, choose_members, load_bundle
 from mlpipe.errors import TrainingError
+from mlpipe.metrics import metric
 from mlpipe.model import ModelBundle
 from mlpipe.spec import EnsembleSpec
 
@@ -42,7 +43,7 @@ def test_needs_two_members_with_weights(members):
 
 def test_members_are_the_top_k_with_metric_or_equal_weights():
     metrics = {"a": 0.70, "b": 0.80, "c": 0.75, "d": 0.60}
-    assert choose_members(EnsembleSpec(top_k=3), metrics, True) == {"b": 0.80, "c": 0.75, "a": 0.70}
-    assert choose_members(EnsembleSpec(top_k=2, weighting="equal"), metrics, True) == {"b": 1.0, "c": 1.0}
-    losses = choose_members(EnsembleSpec(top_k=2), {"a": 0.5, "b": 0.25, "c": 1.0}, False)
+    assert choose_members(EnsembleSpec(top_k=3), metrics, metric("roc_auc")) == {"b": 0.80, "c": 0.75, "a": 0.70}
+    assert choose_members(EnsembleSpec(top_k=2, weighting="equal"), metrics, metric("roc_auc")) == {"b": 1.0, "c": 1.0}
+    losses = choose_members(EnsembleSpec(top_k=2), {"a": 0.5, "b": 0.25, "c": 1.0}, metric("log_loss"))
     assert losses == {"b": 4.0, "a": 2.0}  # lower is better: inverse weights

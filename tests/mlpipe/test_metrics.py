@@ -1,4 +1,4 @@
-"""Metric functions by task type, checked against scikit-learn, and the curves."""
+"""The metric table and its functions by target type, checked against scikit-learn, and the curves."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from mlpipe.metrics import calibration_error, compute_metrics, curves
+from mlpipe.metric_functions import calibration_error, curves
+from mlpipe.metrics import METRICS, compute_metrics, gate_metrics, metric
 
 
 def test_binary_metrics_match_sklearn():
@@ -27,8 +28,6 @@ def test_binary_metrics_match_sklearn():
     assert got["recall"] == pytest.approx(skm.recall_score(y, label))
     assert got["positive_rate"] == pytest.approx(y.mean())
     assert all(isinstance(v, float) for v in got.values())
-    assert compute_metrics("binary", y, score, threshold=0.9)["accuracy"] == pytest.approx(
-        skm.accuracy_score(y, score >= 0.9))
 
 
 def test_calibration_error_is_the_weighted_gap_per_bin():
@@ -57,6 +56,50 @@ def test_regression_metrics_match_sklearn():
     assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, pred)))
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
     assert got["r2"] == pytest.approx(skm.r2_score(y, pred))
+
+
+def _multiclass(rng, n=600, k=4):
+    y = rng.integers(0, k, size=n)
+    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y]
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, p
+
+
+def test_multiclass_metrics_match_sklearn():
+    y, p = _multiclass(np.random.default_rng(5))
+    got = compute_metrics("multiclass", y, p)
+    assert set(got) == {"log_loss", "brier", "accuracy", "f1_macro", "f1_weighted", "roc_auc"}
+    label = p.argmax(axis=1)
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y, p))
+    assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, label))
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(y, label, average="macro"))
+    assert got["f1_weighted"] == pytest.approx(skm.f1_score(y, label, average="weighted"))
+    assert got["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    assert got["brier"] == pytest.approx(np.mean(((p - np.eye(4)[y]) ** 2).sum(axis=1)))
+
+
+def test_multiclass_roc_auc_averages_the_classes_present():
+    y, p = _multiclass(np.random.default_rng(6), k=3)
+    y[y == 2] = 0  # class 2 has no rows: its one-vs-rest AUC is undefined and left out
+    expected = np.mean([skm.roc_auc_score(y == k, p[:, k]) for k in (0, 1)])
+    assert compute_metrics("multiclass", y, p)["roc_auc"] == pytest.approx(expected)
+    assert "roc_auc" not in compute_metrics("multiclass", np.zeros(5, dtype=int), p[:5])
+
+
+def test_the_table_gives_every_metric_a_known_target_a_direction_and_the_gate_a_bootstrap():
+    assert {t for m in METRICS.values() for t in m.targets} == {"binary", "multiclass", "regression"}
+    assert set(gate_metrics("multiclass")) == {"roc_auc", "log_loss", "brier", "accuracy", "f1_macro", "f1_weighted"}
+    assert set(gate_metrics("binary")) == {"roc_auc", "pr_auc", "log_loss", "brier", "accuracy"}
+    assert set(gate_metrics("regression")) == {"rmse", "mae", "r2"}
+    loss, auc = metric("log_loss"), metric("roc_auc")
+    assert loss.best_first({"a": 0.5, "b": 0.3, "c": 0.4}) == ["b", "c", "a"]
+    assert auc.best_first({"a": 0.5, "b": 0.7}) == ["b", "a"]
+    assert loss.gain(0.3, 0.4) == pytest.approx(0.1) and auc.gain(0.6, 0.7) == pytest.approx(-0.1)
+    assert loss.meets(0.4, 0.5) and not loss.meets(0.6, 0.5) and not auc.meets(None, 0.5)
+    assert (loss.direction, auc.direction) == ("minimize", "maximize")
+    assert (loss.bad_side(0.99), auc.bad_side(0.99)) == (0.99, pytest.approx(0.01))
+    with pytest.raises(KeyError, match="unknown metric 'nope'"):
+        metric("nope")
 
 
 def test_curves_are_thinned_and_span_the_unit_square():

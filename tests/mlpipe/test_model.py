@@ -103,3 +103,29 @@ def test_unfitted_backend_in_bundle_raises(spec, model_frame):
     bundle = ModelBundle("sklearn_linear", pre, Linear(task="binary"), "binary", "late")
     with pytest.raises(NotFittedError):
         bundle.score(model_frame)
+
+
+@pytest.mark.parametrize("variant", ["hgb", "linear"])
+def test_train_multiclass_scores_a_probability_per_class_and_saves_its_classes(multiclass_spec, model_frame,
+                                                                               variant, tmp_path):
+    bundle = ModelBundle.train(multiclass_spec, _variant(multiclass_spec, variant), model_frame)
+    assert bundle.task == "multiclass" and bundle.classes == ["0", "1", "2"]  # learnt from the rows, sorted
+    scores = bundle.score(model_frame)
+    assert scores.shape == (len(model_frame), 3)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-6)
+    truth = model_frame["delay_band"].astype(int).to_numpy()
+    assert (scores.argmax(axis=1) == truth).mean() > 0.6  # chance: about 1/3
+    loaded = ModelBundle.load(bundle.save(tmp_path / "bundle"))
+    assert loaded.classes == bundle.classes
+    np.testing.assert_allclose(loaded.score(model_frame), scores)
+
+
+def test_listed_classes_fix_the_order_and_an_unlisted_label_is_refused(multiclass_spec, model_frame):
+    target = multiclass_spec.target.model_copy(update={"classes": ["2", "1", "0"]})
+    listed = multiclass_spec.model_copy(update={"target": target})
+    bundle = ModelBundle.train(listed, _variant(listed, "hgb"), model_frame)
+    assert bundle.classes == ["2", "1", "0"]
+    assert (bundle.score(model_frame).argmax(axis=1) == 2 - model_frame["delay_band"].astype(int)).mean() > 0.6
+    target = multiclass_spec.target.model_copy(update={"classes": ["0", "1"]})
+    with pytest.raises(TrainingError, match=r"labels \['2'\] are not among target.classes \['0', '1'\]"):
+        ModelBundle.train(multiclass_spec.model_copy(update={"target": target}), _variant(listed, "hgb"), model_frame)

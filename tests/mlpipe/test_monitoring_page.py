@@ -12,8 +12,7 @@ DEGRADED = {DAYS[6]}
 
 
 def _summary(day: dt.date, action: str = "none") -> dict:
-    band = {"metric": "roc_auc", "days": 7, "method": "windows", "windows": 40, "median": 0.7, "bound": 0.62,
-            "greater_is_better": True}
+    band = {"metric": "roc_auc", "days": 7, "method": "windows", "windows": 40, "median": 0.7, "bound": 0.62}
     return {"day": str(day), "model_version": "3", "rows": 100 + day.day, "dataset_drift": day in DRIFT,
             "drift_share": 0.5 if day in DRIFT else 0.0, "drift_score": 2.5 if day in DRIFT else 0.0,
             "drift_score_band": 0.0, "drifted_columns": ["amount"] if day in DRIFT else [],

@@ -123,8 +123,7 @@ def test_with_a_quality_band_live_quality_is_judged_against_windows_of_the_same_
     ctx = _ctx(spec, store, tolerance=0.02)
     _scored(ctx)
     holdout({"roc_auc": 0.9})
-    band = {"metric": "roc_auc", "days": len(DAYS), "method": "windows", "windows": 40, "median": 0.8, "bound": 0.76,
-            "greater_is_better": True}
+    band = {"metric": "roc_auc", "days": len(DAYS), "method": "windows", "windows": 40, "median": 0.8, "bound": 0.76}
     ctx.tracking.bands = {"quality": band}
     quality = monitoring.live_quality(ctx, DAY)
     assert quality["live"] == pytest.approx(LIVE_AUC) and quality["baseline"] == band and not quality["degraded"]
@@ -142,7 +141,7 @@ def test_a_window_shorter_than_the_bands_is_not_judged_against_it(spec, store, h
     _scored(ctx, days=[DAY])
     holdout({"roc_auc": 0.9})
     ctx.tracking.bands = {"quality": {"metric": "roc_auc", "days": len(DAYS), "method": "windows", "windows": 40,
-                                      "median": 0.9, "bound": 0.85, "greater_is_better": True},
+                                      "median": 0.9, "bound": 0.85},
                           "calibrator": {"x": [0.0, 1.0], "y": [0.0, 1.0]}}
     quality = monitoring.live_quality(ctx, DAY)
     assert quality["live"] == pytest.approx(LIVE_AUC) and not quality["judged"] and not quality["degraded"]
@@ -155,8 +154,7 @@ def test_the_estimate_before_labels_is_reported_and_asks_for_a_retrain_only_when
     ctx = _ctx(spec, store, tolerance=0.02)
     _scored(ctx)
     holdout({"roc_auc": 0.9})
-    band = {"metric": "roc_auc", "days": len(DAYS), "method": "windows", "windows": 40, "median": 0.9, "bound": 0.87,
-            "greater_is_better": True}
+    band = {"metric": "roc_auc", "days": len(DAYS), "method": "windows", "windows": 40, "median": 0.9, "bound": 0.87}
     ctx.tracking.bands = {"quality": band, "calibrator": {"x": [0.0, 1.0], "y": [0.0, 1.0]}}
     quality = monitoring.live_quality(ctx, DAY)
     assert 0 < quality["estimated"]["value"] < 1 and quality["estimated"]["metric"] == "roc_auc"

@@ -33,6 +33,24 @@ def test_regression_has_no_predicted_label(spec, with_target):
     assert (out[predictions.CHALLENGER_SCORE].tolist(), out[predictions.CHALLENGER_VERSION].tolist()) == ([5.0], ["2"])
 
 
+def test_a_multiclass_day_has_a_probability_column_per_class_and_the_predicted_class(multiclass_spec):
+    champion = predictions.score_frame(np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]), ["a", "b", "c"])
+    challenger = predictions.score_frame(np.array([[0.9, 0.1], [0.2, 0.8]]), ["a", "b"])
+    out = predictions.build(multiclass_spec, _features(D1, [1, 2]), champion, "3", "champion", challenger, "4")
+    assert [c for c in out.columns if "score" in c] == ["score_a", "score_b", "score_c", "challenger_score_a",
+                                                        "challenger_score_b"]
+    assert out[predictions.PREDICTED_LABEL].tolist() == ["b", "a"]
+    assert predictions.classes_in(out) == ["a", "b", "c"]
+    assert predictions.classes_in(out, predictions.CHALLENGER_SCORE) == ["a", "b"]
+    # the challenger's scores on the champion's classes: a class it does not know scores 0
+    np.testing.assert_array_equal(predictions.scores_of(out, ["a", "b", "c"], predictions.CHALLENGER_SCORE),
+                                  [[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]])
+    assert predictions.summarise(out) == {"class_shares": {"a": 0.5, "b": 0.5, "c": 0.0},
+                                          "mean_probabilities": {"a": 0.4, "b": 0.3, "c": 0.3}}
+    alone = predictions.build(multiclass_spec, _features(D1, [1, 2]), champion, "3", "champion", None, None)
+    assert alone[predictions.CHALLENGER_SCORE].isna().all() and alone[predictions.CHALLENGER_VERSION].isna().all()
+
+
 def test_with_labels_joins_on_row_id_and_day_and_keeps_labelled_rows(spec, store):
     target = spec.target.name
     for day, score in ((D1, 0.1), (D2, 0.9)):  # the same row ids on both days

@@ -38,7 +38,7 @@ def test_bundled_flights_spec_loads():
     assert spec.sources["planes"].rename == {"year": "plane_year"}
     assert spec.target.task == "binary"
     assert spec.target.inputs == ["arr_delay"]
-    assert spec.greater_is_better() is True
+    assert spec.metric().direction == "maximize"
     assert len(spec.variants) >= 6
     assert {v.backend.split("_")[0] for v in spec.variants} == {"sklearn", "torch", "tensorflow"}
     assert spec.training.holdout_days < spec.training.lookback_days
@@ -70,7 +70,7 @@ def test_target_inputs_are_the_expression_names(spec_dict, tmp_path):
 
 
 def test_field_level_errors_are_reported_together(spec_dict, tmp_path):
-    spec_dict["target"]["task"] = "multiclass"
+    spec_dict["target"]["task"] = "ordinal"
     spec_dict["training"] = {"lookback_days": 5, "holdout_days": 5}
     spec_dict["partition"]["timezone"] = "Mars/Olympus_Mons"
     spec_dict["variants"][0]["name"] = "Bad Name"
@@ -101,7 +101,7 @@ def test_cross_field_errors_are_reported_together(spec_dict, tmp_path):
 
 
 def test_field_errors_are_reported_together_before_cross_field_rules(spec_dict, tmp_path):
-    spec_dict["target"]["task"] = "multiclass"  # unknown task type
+    spec_dict["target"]["task"] = "ordinal"  # unknown task type
     spec_dict["training"] = {"lookback_days": 3, "holdout_days": 3}
     spec_dict["features"]["numeric"].append("settle_time")  # cross-field: reported once fields are valid
     message = _error(tmp_path, spec_dict)
@@ -133,15 +133,46 @@ def test_duplicate_feature_names_rejected(spec_dict, tmp_path):
 def test_regression_target_requires_drop_and_regression_gate(spec_dict, tmp_path):
     spec_dict["target"] = {"name": "y", "expression": "delay", "task": "regression", "when_null": "positive"}
     message = _error(tmp_path, spec_dict)
-    assert "when_null must be 'drop'" in message
+    assert "when_null must be one of ['drop'] for regression targets" in message
     spec_dict["target"]["when_null"] = "drop"
     message = _error(tmp_path, spec_dict)  # roc_auc is not a regression metric
     assert "gate.metric" in message and "roc_auc" in message
     spec_dict["gate"] = {"metric": "rmse", "floors": {"r2": 0.1}}
     spec_dict["variants"][1]["params"] = {"alpha": 1.0}  # ridge, not the logistic C
     spec = load_spec(_dump(tmp_path, spec_dict, "ok.yaml"))
-    assert spec.greater_is_better() is False
-    assert spec.greater_is_better("r2") is True
+    assert spec.metric().direction == "minimize"
+    assert spec.metric("r2").direction == "maximize"
+
+
+def test_the_gate_metric_defaults_to_the_target_types(spec_dict, tmp_path):
+    del spec_dict["gate"]
+    assert load_spec(_dump(tmp_path, spec_dict, "binary.yaml")).gate.metric == "roc_auc"
+    spec_dict["target"] = {"name": "y", "expression": "delay", "task": "regression"}
+    spec_dict["variants"] = [{"name": "hgb", "backend": "sklearn_hgb"}]
+    assert load_spec(_dump(tmp_path, spec_dict, "regression.yaml")).gate.metric == "rmse"
+    spec_dict["target"] = {"name": "y", "expression": "region", "task": "multiclass"}
+    spec_dict["features"]["categorical"].remove("region")
+    spec_dict["features"]["history"].pop(0)  # a target mean: not for classes
+    spec = load_spec(_dump(tmp_path, spec_dict, "multiclass.yaml"))
+    assert spec.gate.metric == "log_loss" and spec.target_type.has_classes and spec.target.classes is None
+
+
+def test_a_multiclass_target_is_checked_against_its_type(spec_dict, tmp_path):
+    spec_dict["features"]["categorical"].remove("region")
+    spec_dict["target"] = {"name": "y", "expression": "region", "task": "multiclass", "when_null": "positive",
+                           "classes": ["a", "b", "a"]}
+    message = _error(tmp_path, spec_dict)
+    assert "when_null must be one of ['drop'] for multiclass targets" in message
+    spec_dict["target"]["when_null"] = "drop"
+    assert "classes: listed more than once" in _error(tmp_path, spec_dict)
+    spec_dict["target"]["classes"] = ["a", "b"]
+    spec_dict["gate"] = {"metric": "pr_auc", "floors": {"f1": 0.2, "f1_macro": 0.3}}
+    message = _error(tmp_path, spec_dict)
+    assert "gate.metric: 'pr_auc' is not a multiclass metric" in message
+    assert "gate.floors.f1: not a multiclass metric" in message and "f1_macro: not" not in message
+    assert "features.history.late_rate_store_2d: stat 'target_mean' is not defined for a multiclass target" in message
+    spec_dict["target"] = {"name": "y", "expression": "delay > 0", "task": "binary", "classes": ["a", "b"]}
+    assert "only a multiclass target has classes" in _error(tmp_path, spec_dict)
 
 
 def test_unknown_keys_bad_expression_and_calendar_are_rejected(spec_dict, tmp_path):

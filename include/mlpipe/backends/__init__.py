@@ -12,6 +12,8 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mlpipe.targets import NAMES
+
 if TYPE_CHECKING:
     from mlpipe.backends.base import Backend
 
@@ -23,8 +25,8 @@ class BackendEntry:
     ``plugins/mlpipe_operators.py`` that trains them (None: the backend cannot be trained
     by the DAGs, and a spec naming it is refused). ``requirements``: distributions pinned
     into each logged model's pip requirements (those not installed are left out).
-    ``params``: the hyperparameters a variant may set, per target task (``binary``,
-    ``regression``), checked by the spec; None accepts any (checked only at fit time).
+    ``params``: the hyperparameters a variant may set, per target type (``binary``,
+    ``multiclass``, ``regression``), checked by the spec; None accepts any (checked only at fit time).
     ``modules``: what loading or training its models imports, which the executors
     preload before they fork task processes (plugins/mlpipe_preload.py)."""
 
@@ -39,8 +41,8 @@ class BackendEntry:
         return [] if self.params is None else sorted(names - self.params[task])
 
 
-def _both(*names: str) -> dict[str, frozenset[str]]:
-    return {"binary": frozenset(names), "regression": frozenset(names)}
+def _all(*names: str) -> dict[str, frozenset[str]]:
+    return dict.fromkeys(NAMES, frozenset(names))
 
 
 # Estimator arguments a variant may set: the backends fix categorical_features,
@@ -49,9 +51,11 @@ def _both(*names: str) -> dict[str, frozenset[str]]:
 _HGB_COMMON = ("early_stopping", "interaction_cst", "l2_regularization", "learning_rate", "loss", "max_bins",
                "max_depth", "max_features", "max_iter", "max_leaf_nodes", "min_samples_leaf", "monotonic_cst",
                "n_iter_no_change", "scoring", "tol", "validation_fraction", "verbose", "warm_start")
-_HGB = {"binary": frozenset({*_HGB_COMMON, "class_weight"}), "regression": frozenset({*_HGB_COMMON, "quantile"})}
-_LINEAR = {"binary": frozenset({"C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio",
-                                "n_jobs", "penalty", "solver", "tol", "verbose", "warm_start"}),
+_CLASSIFIER_HGB = frozenset({*_HGB_COMMON, "class_weight"})
+_LOGISTIC = frozenset({"C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "n_jobs",
+                       "penalty", "solver", "tol", "verbose", "warm_start"})
+_HGB = {"binary": _CLASSIFIER_HGB, "multiclass": _CLASSIFIER_HGB, "regression": frozenset({*_HGB_COMMON, "quantile"})}
+_LINEAR = {"binary": _LOGISTIC, "multiclass": _LOGISTIC,
            "regression": frozenset({"alpha", "copy_X", "fit_intercept", "max_iter", "positive", "solver", "tol"})}
 _MLP = ("batch_size", "dropout", "hidden", "lr", "max_embedding_dim", "max_epochs", "patience",
         "validation_fraction")
@@ -64,9 +68,9 @@ BACKENDS: dict[str, BackendEntry] = {
     "sklearn_linear": BackendEntry("mlpipe.backends.sklearn:Linear", "sklearn", "SklearnTrainOperator", _SKLEARN,
                                    _LINEAR, _SKLEARN_MODULES),
     "torch_mlp": BackendEntry("mlpipe.backends.torch_mlp:TabularMLP", "torch", "TorchTrainOperator", ("torch",),
-                              _both(*_MLP, "weight_decay", "device"), ("torch",)),
+                              _all(*_MLP, "weight_decay", "device"), ("torch",)),
     "tensorflow_mlp": BackendEntry("mlpipe.backends.keras_mlp:KerasMLP", "tensorflow", "TensorFlowTrainOperator",
-                                   ("tensorflow-cpu", "tensorflow", "keras"), _both(*_MLP), ("tensorflow",)),
+                                   ("tensorflow-cpu", "tensorflow", "keras"), _all(*_MLP), ("tensorflow",)),
 }
 
 

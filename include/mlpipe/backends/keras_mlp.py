@@ -52,7 +52,8 @@ class KerasMLP(NeuralBackend):
         for size in self._p("hidden"):
             x = keras.layers.Dense(size, activation="relu")(x)
             x = keras.layers.Dropout(self._p("dropout"), seed=self.seed)(x)
-        out = keras.layers.Dense(1, activation="sigmoid" if self.task == "binary" else None)(x)
+        activation = None if self.n_classes_ is None else "sigmoid" if self.units == 1 else "softmax"
+        out = keras.layers.Dense(self.units, activation=activation)(x)
         return keras.Model([numeric, *columns], out)
 
     @staticmethod
@@ -67,8 +68,10 @@ class KerasMLP(NeuralBackend):
         train, val, target = self._split(y)
         model = self._build(tf, X.numeric.shape[1], list(X.cardinalities))
         optimizer = tf.keras.optimizers.Adam(self._p("lr"))
-        loss_fn = (tf.keras.losses.BinaryCrossentropy() if self.task == "binary"
-                   else tf.keras.losses.MeanSquaredError())
+        loss_fn = (tf.keras.losses.MeanSquaredError() if self.n_classes_ is None
+                   else tf.keras.losses.BinaryCrossentropy() if self.units == 1
+                   else tf.keras.losses.SparseCategoricalCrossentropy())
+        head = (lambda out: out[:, 0]) if self.units == 1 else (lambda out: out)
         inputs, t = [tf.constant(a) for a in self._inputs(X)], tf.constant(target)
         weights, batch = model.trainable_variables, self._p("batch_size")
 
@@ -80,12 +83,12 @@ class KerasMLP(NeuralBackend):
             for start in tf.range(0, tf.shape(order)[0], batch):
                 rows = order[start:start + batch]
                 with tf.GradientTape() as tape:
-                    pred = model([tf.gather(a, rows) for a in inputs], training=True)[:, 0]
+                    pred = head(model([tf.gather(a, rows) for a in inputs], training=True))
                     loss = loss_fn(tf.gather(t, rows), pred)
                 optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
 
         val_inputs, val_target = [tf.gather(a, val) for a in inputs], tf.gather(t, val)
-        val_loss = tf.function(lambda: loss_fn(val_target, model(val_inputs, training=False)[:, 0]))
+        val_loss = tf.function(lambda: loss_fn(val_target, head(model(val_inputs, training=False))))
         rng = np.random.default_rng(self.seed)
         best = self._early_stopping(lambda: epoch(tf.constant(rng.permutation(train).astype("int32"))),
                                     lambda: float(val_loss()), model.get_weights)
@@ -96,7 +99,7 @@ class KerasMLP(NeuralBackend):
     def _raw(self, X: Encoded) -> np.ndarray:
         self._check_fitted()
         out = self.model_.predict(self._inputs(X), verbose=0, batch_size=8192)
-        return out.reshape(-1).astype("float64")
+        return (out.reshape(-1) if self.units == 1 else out).astype("float64")
 
     def save(self, directory: Path) -> None:
         self._save_meta(directory)

@@ -1,6 +1,7 @@
 """What the torch and Keras MLP backends share: hyperparameter checking with defaults,
 the seeded validation split with target scaling, and predict / predict_proba on top of
-each backend's ``_raw`` (probabilities for binary targets, scaled values for regression)."""
+each backend's ``_raw`` (class probabilities for classifiers: one column, the positive
+class's, for two classes, else one per class; scaled values for regression)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from mlpipe.errors import NotFittedError, TrainingError
 from mlpipe.preprocessing import Encoded
+from mlpipe.targets import target_type
 
 DEFAULTS: dict[str, Any] = {"hidden": [128, 64], "dropout": 0.1, "lr": 2e-3, "batch_size": 1024,
                             "max_epochs": 30, "patience": 3, "validation_fraction": 0.1, "max_embedding_dim": 16}
@@ -38,10 +40,18 @@ class NeuralBackend:
         if not hasattr(self, self.fitted_attr):
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() first")
 
+    @property
+    def units(self) -> int:
+        """Output units: one (regression, or the positive class's logit), else one per class."""
+        return 1 if self.n_classes_ in (None, 2) else self.n_classes_
+
     def _split(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Seeded (train, validation) row indices and the target, standardised for regression."""
+        """Seeded (train, validation) row indices and the target, standardised for
+        regression; a classifier's classes are 0 .. n_classes_ - 1."""
         y = np.asarray(y, dtype="float32")
-        self.y_mean_, self.y_std_ = (0.0, 1.0) if self.task == "binary" else (float(y.mean()), float(y.std() or 1.0))
+        classifier = target_type(self.task).classifier
+        self.n_classes_ = max(2, int(y.max()) + 1) if classifier else None
+        self.y_mean_, self.y_std_ = (0.0, 1.0) if classifier else (float(y.mean()), float(y.std() or 1.0))
         order = np.random.default_rng(self.seed).permutation(len(y))
         n_val = max(1, int(len(y) * self._p("validation_fraction")))
         return order[n_val:], order[:n_val], ((y - self.y_mean_) / self.y_std_).astype("float32")
@@ -71,7 +81,7 @@ class NeuralBackend:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"task": self.task, "seed": self.seed, "n_threads": self.n_threads, "params": self.params,
-                "y_mean": self.y_mean_, "y_std": self.y_std_, **fitted}
+                "y_mean": self.y_mean_, "y_std": self.y_std_, "n_classes": self.n_classes_, **fitted}
         (directory / "backend.json").write_text(json.dumps(meta))
         return directory
 
@@ -81,6 +91,7 @@ class NeuralBackend:
         meta = json.loads((Path(directory) / "backend.json").read_text())
         model = cls(task=meta["task"], seed=meta["seed"], n_threads=meta["n_threads"], **meta["params"])
         model.y_mean_, model.y_std_ = meta["y_mean"], meta["y_std"]
+        model.n_classes_ = meta.get("n_classes", 2 if target_type(meta["task"]).classifier else None)
         return model, meta
 
     def _raw(self, X: Encoded) -> np.ndarray:  # pragma: no cover - implemented by each backend
@@ -88,13 +99,14 @@ class NeuralBackend:
 
     def predict_proba(self, X: Encoded) -> np.ndarray:
         self._check_fitted()
-        if self.task != "binary":
+        if not target_type(self.task).classifier:
             raise TypeError("predict_proba is only defined for classification")
         p = np.clip(self._raw(X), 0.0, 1.0)
-        return np.column_stack([1.0 - p, p])
+        return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
 
     def predict(self, X: Encoded) -> np.ndarray:
         self._check_fitted()
-        if self.task == "binary":
-            return (self.predict_proba(X)[:, 1] >= 0.5).astype("int64")
+        if target_type(self.task).classifier:
+            p = self.predict_proba(X)
+            return (p[:, 1] >= 0.5).astype("int64") if p.shape[1] == 2 else p.argmax(axis=1)
         return self._raw(X) * self.y_std_ + self.y_mean_

@@ -11,6 +11,7 @@ from threadpoolctl import threadpool_limits
 
 from mlpipe.errors import NotFittedError
 from mlpipe.preprocessing import Encoded
+from mlpipe.targets import target_type
 
 # Types skops does not trust by default that these backends' estimators contain (found
 # by saving each estimator of both tasks; tests/mlpipe/backends checks it stays so).
@@ -64,7 +65,7 @@ class _SklearnBackend:
 
     def predict_proba(self, X: Encoded) -> np.ndarray:
         est = self._fitted()
-        if self.task != "binary":
+        if not target_type(self.task).classifier:
             raise TypeError("predict_proba is only defined for classification")
         with threadpool_limits(self.n_threads):
             return est.predict_proba(self._matrix(X))
@@ -99,12 +100,12 @@ class GradientBoosting(_SklearnBackend):
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
         mask = [False] * X.numeric.shape[1] + [True] * X.categorical.shape[1]
-        cls = HistGradientBoostingClassifier if self.task == "binary" else HistGradientBoostingRegressor
+        cls = HistGradientBoostingClassifier if target_type(self.task).classifier else HistGradientBoostingRegressor
         return cls(categorical_features=mask if any(mask) else None, random_state=self.seed, **self.params)
 
 
 class Linear(_SklearnBackend):
-    """Logistic (binary) or ridge (regression) regression on one-hot categories."""
+    """Logistic (binary, multinomial) or ridge (regression) regression on one-hot categories."""
 
     def _build(self, X: Encoded):
         from sklearn.compose import ColumnTransformer
@@ -116,7 +117,7 @@ class Linear(_SklearnBackend):
         encode = ColumnTransformer(
             [("num", "passthrough", list(range(n_num))),
              ("cat", OneHotEncoder(handle_unknown="ignore"), list(range(n_num, n_num + n_cat)))])
-        if self.task == "binary":
+        if target_type(self.task).classifier:
             model = LogisticRegression(max_iter=2000, random_state=self.seed, **self.params)
         else:
             model = Ridge(random_state=self.seed, **self.params)

@@ -35,7 +35,8 @@ def pick_device(requested: str, quiet: bool = False) -> str:
     return "cpu"
 
 
-def _network(n_numeric: int, cardinalities: list[int], hidden: list[int], dropout: float, max_dim: int):
+def _network(n_numeric: int, cardinalities: list[int], hidden: list[int], dropout: float, max_dim: int,
+             units: int = 1):
     import torch
     from torch import nn
 
@@ -49,12 +50,13 @@ def _network(n_numeric: int, cardinalities: list[int], hidden: list[int], dropou
             for size in hidden:
                 layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
                 width = size
-            layers.append(nn.Linear(width, 1))
+            layers.append(nn.Linear(width, units))
             self.body = nn.Sequential(*layers)
 
         def forward(self, numeric, categorical):
             parts = [numeric] + [emb(categorical[:, i]) for i, emb in enumerate(self.embeddings)]
-            return self.body(torch.cat(parts, dim=1)).squeeze(1)
+            out = self.body(torch.cat(parts, dim=1))
+            return out.squeeze(1) if units == 1 else out
 
     return TabularMLP()
 
@@ -73,12 +75,13 @@ class TabularMLP(NeuralBackend):
         train, val, target = self._split(y)
         self.config_ = {"n_numeric": X.numeric.shape[1], "cardinalities": list(X.cardinalities),
                         "hidden": list(self._p("hidden")), "dropout": self._p("dropout"),
-                        "max_dim": self._p("max_embedding_dim")}
+                        "max_dim": self._p("max_embedding_dim"), "units": self.units}
         net = _network(**self.config_).to(self.device_)
         opt = torch.optim.AdamW(net.parameters(), lr=self._p("lr"), weight_decay=self._p("weight_decay"))
-        loss_fn = torch.nn.BCEWithLogitsLoss() if self.task == "binary" else torch.nn.MSELoss()
+        loss_fn = (torch.nn.MSELoss() if self.n_classes_ is None else torch.nn.BCEWithLogitsLoss() if self.units == 1
+                   else torch.nn.CrossEntropyLoss())
         tensors = self._tensors(X)
-        t = torch.as_tensor(target, device=self.device_)
+        t = torch.as_tensor(target if self.units == 1 else target.astype("int64"), device=self.device_)
         gen = torch.Generator().manual_seed(self.seed)
         batch = self._p("batch_size")
         vidx = torch.as_tensor(val, device=self.device_)
@@ -116,8 +119,8 @@ class TabularMLP(NeuralBackend):
         torch.set_num_threads(self.n_threads)
         with torch.no_grad():
             out = self.net_(*self._tensors(X))
-            if self.task == "binary":
-                out = torch.sigmoid(out)
+            if self.n_classes_ is not None:
+                out = torch.sigmoid(out) if self.units == 1 else torch.softmax(out, dim=1)
         return out.cpu().numpy().astype("float64")
 
     def save(self, directory: Path) -> None:

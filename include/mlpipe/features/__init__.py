@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
 import pandas as pd
 
 from mlpipe.errors import SourceError
@@ -20,16 +19,17 @@ PARTITION_DATE = "partition_date"
 
 
 def compute_target(frame: pd.DataFrame, target: TargetSpec) -> pd.Series:
-    """The label per row (float; NaN where an input is null and the policy is ``drop``)."""
+    """The label per row as its target type derives it (binary and regression: float;
+    multi-class: the class as text), null where an input is null and the policy is ``drop``."""
     missing = [c for c in target.inputs if c not in frame.columns]
     if missing:
         raise SourceError(f"target {target.name!r}: input columns {missing} not found")
     if frame.empty:
-        return pd.Series([], dtype="float64", index=frame.index, name=target.name)
+        return target.type.label([], frame.index).rename(target.name)
     value = pd.eval(target.expression, local_dict={c: frame[c] for c in target.inputs}, engine="python")
-    label = pd.Series(np.asarray(value, dtype="float64"), index=frame.index, name=target.name)
+    label = target.type.label(value, frame.index).rename(target.name)
     unknown = frame[target.inputs].isna().any(axis=1)
-    fill = {"drop": np.nan, "positive": 1.0, "negative": 0.0}[target.when_null]
+    fill = {"drop": None, "positive": 1.0, "negative": 0.0}[target.when_null]
     return label.mask(unknown, fill)
 
 

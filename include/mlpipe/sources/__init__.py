@@ -25,7 +25,8 @@ def read_day(spec: PipelineSpec, day: dt.date, cache_dir: Path,
     """The primary source's rows for ``day`` joined to every other source (read whole, or a SQL query
     taking the day's bounds), in row-id order."""
     name = spec.primary
-    frame = typed(_read(spec, name, spec.sources[name], day, cache_dir, connections, primary=True), spec)
+    frame = _numbered(typed(_read(spec, name, spec.sources[name], day, cache_dir, connections, primary=True), spec),
+                      spec.sources[name].row_number, spec.row_id)
     for other, source in list(spec.sources.items())[1:]:
         right = typed(_read(spec, other, source, day, cache_dir, connections, primary=False), spec)
         keys = source.join.keys
@@ -41,6 +42,15 @@ def read_day(spec: PipelineSpec, day: dt.date, cache_dir: Path,
             raise SourceError(f"join {name} -> {other}: keys {keys} are not unique in {other}") from exc
     present = [c for c in spec.row_id if c in frame.columns]
     return frame.sort_values(present, kind="stable").reset_index(drop=True)
+
+
+def _numbered(frame: pd.DataFrame, column: str | None, row_id: list[str]) -> pd.DataFrame:
+    """``frame`` with ``column`` numbering the rows that share the other row-id columns."""
+    if column is None:
+        return frame
+    others = [c for c in row_id if c != column and c in frame.columns]
+    number = frame.groupby(others, sort=False, dropna=False).cumcount() if others else pd.RangeIndex(len(frame))
+    return frame.assign(**{column: pd.array(number, dtype="Int64")})
 
 
 def _read(spec: PipelineSpec, name: str, source: SourceSpec, day: dt.date, cache_dir: Path,

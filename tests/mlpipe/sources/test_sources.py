@@ -84,3 +84,21 @@ def test_day_without_rows_is_empty_but_has_the_columns(spec, cache_dir, days, ev
 def test_every_event_is_read_on_exactly_one_day(spec, cache_dir, days, events):
     ids = [i for day in days for i in read_day(spec, day, cache_dir)["event_id"]]
     assert sorted(ids) == sorted(events["event_id"])
+
+
+def test_row_number_numbers_the_rows_that_share_the_other_row_ids(toy_dir, spec_dict, write_spec, cache_dir, days):
+    """Rows without a unique key (two identical items of one order): the line column tells them apart."""
+    events = pd.read_csv(toy_dir / "events.csv")
+    twice = pd.concat([events, events[events["event_id"] % 2 == 0]]).sort_values("event_id", kind="stable")
+    twice.to_csv(toy_dir / "events.csv", index=False)
+    spec_dict["sources"]["events"]["row_number"] = "line"
+    spec_dict["row_id"] = ["event_id", "line"]
+    frame = read_day(_spec(toy_dir, spec_dict, write_spec), days[1], cache_dir)
+    assert not frame.duplicated(["event_id", "line"]).any()
+    doubled = frame[frame["event_id"] % 2 == 0]
+    assert len(doubled) and doubled.groupby("event_id")["line"].agg(sorted).map(list).tolist() == \
+        [[0, 1]] * doubled["event_id"].nunique()
+    assert (frame.loc[frame["event_id"] % 2 == 1, "line"] == 0).all()
+    spec_dict["sources"]["stores"]["row_number"] = "n"
+    with pytest.raises(Exception, match="sources.stores.row_number: only the first"):
+        _spec(toy_dir, spec_dict, write_spec, "bad.yaml")
