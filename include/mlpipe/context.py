@@ -93,8 +93,9 @@ def resolve_window(spec: PipelineSpec, end: dt.date, start: dt.date | None = Non
 def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, list[dt.date]]:
     """The window's labelled feature rows split into (training, holdout), and the days read.
 
-    Each split needs ``training.min_rows`` labelled rows and, for a binary target,
-    ``training.min_class_rows`` of each class; the error names the days without features."""
+    Each split needs ``training.min_rows`` labelled rows and, for a binary or multi-class
+    target, ``training.min_class_rows`` of each class of the window (the target type's
+    ``split_problem``); the error names the days without features."""
     frame, days = ctx.store.read_range("features", win.start, win.end)
     missing = _missing_days(win, days)
     if not days:

@@ -47,3 +47,16 @@ def test_members_are_the_top_k_with_metric_or_equal_weights():
     assert choose_members(EnsembleSpec(top_k=2, weighting="equal"), metrics, metric("roc_auc")) == {"b": 1.0, "c": 1.0}
     losses = choose_members(EnsembleSpec(top_k=2), {"a": 0.5, "b": 0.25, "c": 1.0}, metric("log_loss"))
     assert losses == {"b": 4.0, "a": 2.0}  # lower is better: inverse weights
+
+
+def test_a_multiclass_ensemble_averages_class_probabilities_of_members_with_the_same_classes(multiclass_spec,
+                                                                                            model_frame):
+    members = {v.name: ModelBundle.train(multiclass_spec, v, model_frame) for v in multiclass_spec.variants}
+    ensemble = Ensemble(members, {"hgb": 1.0, "linear": 1.0})
+    scores = ensemble.score(model_frame)
+    assert ensemble.classes == ["0", "1", "2"] and scores.shape == (len(model_frame), 3)
+    expected = (members["hgb"].score(model_frame) + members["linear"].score(model_frame)) / 2
+    np.testing.assert_allclose(scores, expected, rtol=1e-12)
+    members["linear"].classes = ["0", "1", "3"]
+    with pytest.raises(TrainingError, match="must predict the same classes"):
+        Ensemble(members, {"hgb": 1.0, "linear": 1.0})

@@ -3,9 +3,10 @@ of the metric, ties, and the unscorable-champion policy."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from mlpipe.evaluation import Decision, decide
+from mlpipe.evaluation import Decision, assess, decide
 from mlpipe.spec import GateSpec
 
 AUC_GATE = GateSpec(metric="roc_auc", floors={"roc_auc": 0.65}, min_improvement=0.01)
@@ -105,3 +106,21 @@ def test_unscorable_champion_follows_the_policy(policy, promoted):
     d = decide(gate, {"a": {"roc_auc": 0.7}}, None, champion_error="v3: KeyError: 'new_feature'")
     assert (d.promote, d.winner) == (promoted, "a")
     assert "cannot score the holdout" in d.reason and f"policy '{policy}'" in d.reason
+
+
+def test_a_multiclass_champion_that_lacks_a_class_is_judged_on_the_candidates_classes(multiclass_spec):
+    """The champion knew classes 0 and 1 only: read on the candidates' three classes it
+    gives class 2 probability 0, loses on those rows, and the paired bootstrap says so."""
+    from mlpipe.predictions import score_frame, scores_of
+    from mlpipe.records import CHAMPION_KEY
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, size=600)
+    logits = rng.normal(size=(600, 3)) + 2.0 * np.eye(3)[y]
+    candidate = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    two = candidate[:, :2] / candidate[:, :2].sum(axis=1, keepdims=True)
+    champion = scores_of(score_frame(two, ["0", "1"]), ["0", "1", "2"])
+    assert (champion[:, 2] == 0).all()
+    decision = assess(multiclass_spec, y.astype(float), {"hgb": candidate, CHAMPION_KEY: champion})
+    assert decision.champion["log_loss"] > decision.candidates["hgb"]["log_loss"] + 1.0
+    assert decision.promote and decision.intervals["hgb"]["gain_ci"][0] > 0, decision.reason
