@@ -90,8 +90,8 @@ def r2(y, score):
 
 def _f1(weighted_by_support: bool):
     """Multi-class F1 per class from weighted true/false positive and negative counts,
-    averaged over every class (macro) or by each class's rows (weighted); a class with no
-    rows and no predictions counts 0, as scikit-learn's ``zero_division=0``."""
+    averaged over the classes with rows or predictions in the resample (macro) or by
+    each class's rows (weighted), as scikit-learn's F1 of the resampled rows."""
     def prepare(y, score):
         eye = np.eye(score.shape[1])
         truth, said = eye[y.astype("int64")], eye[predicted_class(score)]
@@ -100,10 +100,11 @@ def _f1(weighted_by_support: bool):
         def metric(weights):
             tp, support, predicted = weights @ hit, weights @ truth, weights @ said
             denominator = support + predicted  # 2tp + fp + fn
-            f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+            seen = denominator > 0
+            f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=seen)
             if weighted_by_support:
                 return (f1 * support).sum(axis=1) / support.sum(axis=1)
-            return f1.mean(axis=1)
+            return f1.sum(axis=1) / seen.sum(axis=1)
         return metric
     return prepare
 

@@ -111,7 +111,7 @@ def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, l
         if len(part) < training.min_rows:
             problem = f"has {len(part)} labelled rows; need at least {training.min_rows} (training.min_rows)"
         else:
-            problem = kind.split_problem(part[target], training.min_class_rows, classes)
+            problem = kind.split_problem(part[target], training.min_class_rows, classes, holdout=name == "holdout")
         if problem:
             raise TrainingError(f"{name} split of window {win.to_dict()} {problem}"
                                 + (f"; days without feature partitions: {missing}" if missing else ""))

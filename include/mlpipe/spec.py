@@ -159,6 +159,15 @@ class TargetSpec(_Model):
         tree = ast.parse(self.expression, mode="eval")
         return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)})
 
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        """Classes are text, as labels are: YAML's 1 is "1", true is "1" (a label of a comparison)."""
+        if not isinstance(value, list):
+            return value
+        return [str(int(v)) if isinstance(v, bool) or (isinstance(v, float) and v.is_integer()) else str(v)
+                for v in value]
+
     @property
     def type(self) -> TargetType:
         return target_type(self.task)

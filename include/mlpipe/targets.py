@@ -70,8 +70,9 @@ class TargetType:
         """The predicted label of each row (None: the target has no classes)."""
         return None
 
-    def split_problem(self, labels: pd.Series, min_class_rows: int, classes: list[str] | None) -> str | None:
-        """Why a training or holdout split's labels cannot train or judge a model, or None."""
+    def split_problem(self, labels: pd.Series, min_class_rows: int, classes: list[str] | None,
+                      holdout: bool = False) -> str | None:
+        """Why a training (or ``holdout``) split's labels cannot train (or judge) a model, or None."""
         return None
 
 
@@ -94,7 +95,7 @@ class Binary(TargetType):
     def predicted(self, scores, classes):
         return scores >= 0.5
 
-    def split_problem(self, labels, min_class_rows, classes):
+    def split_problem(self, labels, min_class_rows, classes, holdout=False):
         counts = labels.value_counts().reindex([0.0, 1.0], fill_value=0)
         if counts.min() < min_class_rows:
             return (f"has {int(counts[0.0])} negative and {int(counts[1.0])} positive rows; need at least "
@@ -156,11 +157,16 @@ class Multiclass(TargetType):
         y = self.encode(labels, classes)
         return per_class(y[y >= 0], scores[y >= 0], classes)
 
-    def split_problem(self, labels, min_class_rows, classes):
+    def split_problem(self, labels, min_class_rows, classes, holdout=False):
+        """Training: every class of the window (``classes``) has ``min_class_rows`` rows,
+        so the model learns each. Holdout: two classes or more (a rare class may be
+        missing from it: its one-vs-rest figures are left out)."""
         counts = labels.value_counts()
         unknown = sorted(set(counts.index) - set(classes or counts.index))
         if unknown:
             return f"has labels {unknown[:10]} that are not among target.classes {classes}"
+        if holdout:
+            return None if len(counts) >= 2 else f"has rows of {len(counts)} class(es); need two or more to judge"
         counts = counts.reindex(classes or counts.index, fill_value=0)
         few = {c: int(n) for c, n in counts.items() if n < min_class_rows}
         if few or len(counts) < 2:

@@ -25,9 +25,9 @@ MULTICLASS = {
     "brier": lambda y, p, w: np.average(((p - np.eye(4)[y]) ** 2).sum(axis=1), weights=w),
     "accuracy": lambda y, p, w: skm.accuracy_score(y, p.argmax(axis=1), sample_weight=w),
     "f1_macro": lambda y, p, w: skm.f1_score(y, p.argmax(axis=1), sample_weight=w, average="macro",
-                                             labels=range(4), zero_division=0.0),
+                                             zero_division=0.0),
     "f1_weighted": lambda y, p, w: skm.f1_score(y, p.argmax(axis=1), sample_weight=w, average="weighted",
-                                                labels=range(4), zero_division=0.0),
+                                                zero_division=0.0),
 }
 
 

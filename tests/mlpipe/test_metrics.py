@@ -78,6 +78,12 @@ def test_multiclass_metrics_match_sklearn():
     assert got["brier"] == pytest.approx(np.mean(((p - np.eye(4)[y]) ** 2).sum(axis=1)))
 
 
+def test_multiclass_f1_is_over_the_classes_a_row_has_or_is_predicted():
+    y, p = np.array([0, 0, 1, 1]), np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.1, 0.9, 0.0], [0.3, 0.7, 0.0]])
+    got = compute_metrics("multiclass", y, p)  # class 2: no rows, never predicted: not in the mean
+    assert got["f1_macro"] == pytest.approx(np.mean([2 / 3, 0.8]))
+
+
 def test_multiclass_roc_auc_averages_the_classes_present():
     y, p = _multiclass(np.random.default_rng(6), k=3)
     y[y == 2] = 0  # class 2 has no rows: its one-vs-rest AUC is undefined and left out

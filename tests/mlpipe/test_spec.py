@@ -171,6 +171,10 @@ def test_a_multiclass_target_is_checked_against_its_type(spec_dict, tmp_path):
     assert "gate.metric: 'pr_auc' is not a multiclass metric" in message
     assert "gate.floors.f1: not a multiclass metric" in message and "f1_macro: not" not in message
     assert "features.history.late_rate_store_2d: stat 'target_mean' is not defined for a multiclass target" in message
+    spec_dict["target"]["classes"] = [1, 2.0, "x"]  # YAML numbers: classes are text, as labels are
+    spec_dict["features"]["history"] = [h for h in spec_dict["features"]["history"] if h.get("stat") == "count"]
+    spec_dict["gate"] = {"metric": "log_loss"}
+    assert load_spec(_dump(tmp_path, spec_dict, "ok.yaml")).target.classes == ["1", "2", "x"]
     spec_dict["target"] = {"name": "y", "expression": "delay > 0", "task": "binary", "classes": ["a", "b"]}
     assert "only a multiclass target has classes" in _error(tmp_path, spec_dict)
 

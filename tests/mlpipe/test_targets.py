@@ -57,9 +57,16 @@ def test_the_predicted_label_and_the_output_of_each_type():
     (["a"] * 5 + ["b"] * 5 + ["d"] * 5, ["a", "b"], "has labels ['d'] that are not among target.classes"),
     (["a"] * 5 + ["b"] * 5, None, None),
 ])
-def test_a_multiclass_split_needs_every_class_of_the_window(labels, classes, problem):
+def test_a_multiclass_training_split_needs_every_class_of_the_window(labels, classes, problem):
     found = target_type("multiclass").split_problem(pd.Series(labels, dtype="string"), 3, classes)
     assert (found is None) if problem is None else problem in found
+
+
+def test_a_multiclass_holdout_needs_two_classes_and_no_unknown_one():
+    kind, classes = target_type("multiclass"), ["a", "b", "c"]
+    assert kind.split_problem(pd.Series(["a", "b"], dtype="string"), 3, classes, holdout=True) is None
+    assert "need two or more" in kind.split_problem(pd.Series(["a"] * 9, dtype="string"), 3, classes, holdout=True)
+    assert "not among target.classes" in kind.split_problem(pd.Series(["d"], dtype="string"), 3, classes, holdout=True)
 
 
 def test_a_binary_split_needs_both_classes():
