@@ -117,9 +117,12 @@ def test_the_demo_trains_promotes_scores_and_monitors_a_multiclass_pipeline(home
     client = _client(home)
     version = client.get_model_version(PIPELINE, home["champion"])
     assert "| Classes | `chicken`, `classic`, `supreme`, `veggie` |" in version.description
-    from mlflow.models import get_model_info
+    from urllib.parse import urlparse
 
-    outputs = get_model_info(f"models:/{PIPELINE}/{home['champion']}").signature.outputs.input_names()
+    from mlflow.models import Model
+
+    logged = Model.load(urlparse(version.source).path)  # the version's files in the local artifact store
+    outputs = logged.signature.outputs.input_names()
     assert outputs == [f"score_{c}" for c in CLASSES]  # the pyfunc signature names the class outputs
 
 
