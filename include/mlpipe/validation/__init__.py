@@ -63,6 +63,7 @@ def build_rules(spec: PipelineSpec) -> list[Rule]:
     for column in spec.target.inputs:
         if column not in spec.validation.columns:  # a target that is all null can never train
             rules.append(Rule("ExpectColumnValuesToNotBeNull", column, {"mostly": 0.01}))
+    rules += _class_rule(spec)
     if len(spec.row_id) == 1:  # a row appearing twice would be trained (or held out) twice
         rules.append(Rule("ExpectColumnValuesToBeUnique", spec.row_id[0]))
     else:
@@ -112,6 +113,18 @@ def _summarise(result: Any, rules: list[Rule]) -> list[dict]:
                                if k not in ("column", "batch_id", "meta")},
                     "success": bool(r.success), "severity": rule.severity, "result": detail})
     return out
+
+
+def _class_rule(spec: PipelineSpec) -> list[Rule]:
+    """Listed classes of a target that is one column: its values must be among them (as
+    text, or whole numbers), unless the column has a categories rule of its own."""
+    target = spec.target
+    column = target.expression.strip()
+    rule = spec.validation.columns.get(column)
+    if not target.classes or target.inputs != [column] or (rule is not None and rule.categories is not None):
+        return []
+    numbers = [int(c) for c in target.classes if c.lstrip("-").isdigit()]
+    return [Rule("ExpectColumnValuesToBeInSet", column, {"value_set": [*target.classes, *numbers]})]
 
 
 def validate(frame: pd.DataFrame, spec: PipelineSpec, source: str,

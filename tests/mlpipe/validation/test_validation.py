@@ -67,6 +67,25 @@ def test_build_rules_bundled_flights():
     assert ("ExpectColumnToExist", "tailnum") in by  # a history key
 
 
+def test_a_listed_class_target_of_one_column_must_be_among_its_classes(day_frame, spec, reporter, with_target):
+    """Through real GX: a label outside target.classes fails the day's validation, naming the column."""
+    multiclass = with_target(spec, name="kind", expression="channel", task="multiclass", when_null="drop",
+                             classes=["web", "app"])
+    (rule,) = [r for r in build_rules(multiclass) if r.column == "channel" and r.expectation.endswith("InSet")]
+    assert rule.kwargs == {"value_set": ["web", "app", "store"]}  # its own categories rule wins
+    no_rule = multiclass.model_copy(update={"validation": multiclass.validation.model_copy(update={"columns": {}})})
+    (rule,) = [r for r in build_rules(no_rule) if r.column == "channel" and r.expectation.endswith("InSet")]
+    assert rule.kwargs == {"value_set": ["web", "app"]}
+    failure = _fail(day_frame, no_rule, reporter)
+    assert "channel" in str(failure)
+    assert any(f["column"] == "channel" and f["expectation"] == "expect_column_values_to_be_in_set"
+               for f in failure.failures)
+    numbered = with_target(spec, name="kind", expression="event_id", task="multiclass", when_null="drop",
+                           classes=["1", "2"])
+    (rule,) = [r for r in build_rules(numbered) if r.column == "event_id" and r.expectation.endswith("InSet")]
+    assert rule.kwargs == {"value_set": ["1", "2", 1, 2]}  # a column of numbers matches its classes too
+
+
 def test_validate_passes_on_good_data_and_writes_report(day_frame, spec, reporter, store, days):
     summary = validate(day_frame, spec, "raw/day-2", reporter)
     path = store.report_path("validation", days[1])
