@@ -105,7 +105,7 @@ def load_split(ctx: Context, win: Window) -> tuple[pd.DataFrame, pd.DataFrame, l
     dates = pd.to_datetime(frame[PARTITION_DATE]).dt.date
     train, holdout = frame[dates < win.holdout_start], frame[dates >= win.holdout_start]
     training, kind = ctx.spec.training, ctx.spec.target_type
-    classes = kind.classes(frame[target], ctx.spec.target.classes)  # the window's: a holdout-only class is too few
+    classes = kind.classes(train[target], ctx.spec.target.classes)  # the training split's, as a model learns them
     for name, part in (("training", train), ("holdout", holdout)):
         problem = None
         if len(part) < training.min_rows:

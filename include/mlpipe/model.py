@@ -66,7 +66,7 @@ class ModelBundle:
         return cls(variant.backend, pre, backend, spec.target.task, spec.target.name, classes)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
-        scores = target_type(self.task).output(self.backend, self.preprocessor.transform(frame))
+        scores = target_type(self.task).output(self.backend, self.preprocessor.transform(frame), self.classes)
         if self.classes is not None and scores.shape[1] != len(self.classes):
             raise TrainingError(f"{self.backend_name} predicts {scores.shape[1]} classes; the model has "
                                 f"{len(self.classes)}: {self.classes}")

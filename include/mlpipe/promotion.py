@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -71,7 +72,12 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
     train, holdout, days = load_split(ctx, window)
     kind, target = ctx.spec.target_type, ctx.spec.target.name
     classes = kind.classes(train[target], ctx.spec.target.classes)  # the candidates' (trained on train)
-    y = kind.encode(holdout[target], classes).astype("float64")
+    y = kind.encode(holdout[target], classes)
+    if kind.has_classes and (y < 0).any():  # a class no candidate learnt: no model can be judged on it
+        logging.getLogger(__name__).warning("holdout: %d row(s) of classes %s the training days do not have are left out",
+                                            int((y < 0).sum()), sorted(set(holdout[target][y < 0])))
+        holdout, y = holdout[y >= 0], y[y >= 0]
+    y = y.astype("float64")
     experiment = ctx.tracking.experiment(ctx.spec.name)
     scores = score_models(ctx.tracking, {c.variant: c.model_uri for c in candidates}, holdout, classes=classes)
     entry = _recorded(ctx, run_tags)  # a retry of a run whose decision is in the ledger: never decide twice
@@ -96,7 +102,6 @@ def _learn_bands(ctx: Context, entry: LedgerEntry, train, holdout, scores: dict[
     """The promoted version's bands (:mod:`mlpipe.bands`), logged beside its reference: its
     training days against its reference sample, its holdout days' scores against its
     holdout scores (each less the day's own rows), its gate metric over holdout windows."""
-    import logging
     import time
 
     from mlpipe import bands
@@ -315,7 +320,6 @@ def recover(ctx: Context) -> LedgerEntry | None:
 
 def _undo(tracking, name: str, moves: list[tuple[str, str | None, str | None]]) -> bool:
     """Move the aliases back; whether every one went back."""
-    import logging
 
     undone = True
     for alias, new, old in reversed(moves):

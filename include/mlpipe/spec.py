@@ -247,8 +247,8 @@ class TrainingSpec(_Model):
     holdout_days: int = Field(ge=1, description="Most recent days of the window held out")
     min_rows: int = Field(100, ge=1, description="Labelled rows each split (training, holdout) needs")
     min_class_rows: int = Field(
-        5, ge=1, description="Binary and multi-class targets: rows of each class (every class of the window) each "
-                             "split needs")
+        5, ge=1, description="Binary targets: rows of each class each split needs; multi-class: rows of each of two "
+                             "classes or more the training split needs (docs/targets.md)")
     seed: int = Field(
         0, description="Seed of every backend (``random_state``), the Optuna sampler and the reference sample")
 

@@ -59,9 +59,9 @@ class TargetType:
         """Figures per class (:func:`mlpipe.metric_functions.per_class`); None without classes."""
         return None
 
-    def output(self, backend, X) -> np.ndarray:
+    def output(self, backend, X, classes: list[str] | None = None) -> np.ndarray:
         """The model's scores of encoded rows ``X``: one value per row, or (multi-class) a
-        probability per class."""
+        probability per class of ``classes``."""
         import numpy as np
 
         return np.asarray(backend.predict(X), dtype="float64")
@@ -89,7 +89,7 @@ class Binary(TargetType):
 
         return np.asarray(labels, dtype="float64").astype("int64")
 
-    def output(self, backend, X):
+    def output(self, backend, X, classes=None):
         return backend.predict_proba(X)[:, 1].astype("float64")
 
     def predicted(self, scores, classes):
@@ -143,8 +143,18 @@ class Multiclass(TargetType):
 
         return pd.Categorical(np.asarray(labels, dtype="object"), categories=classes).codes.astype("int64")
 
-    def output(self, backend, X):
-        return backend.predict_proba(X).astype("float64")
+    def output(self, backend, X, classes=None):
+        """A probability per class of ``classes``; a class the backend never saw in its
+        training rows (``backend.classes_``: the indices it saw) gets 0."""
+        import numpy as np
+
+        proba = backend.predict_proba(X).astype("float64")
+        seen = getattr(backend, "classes_", None)
+        if classes is None or seen is None or proba.shape[1] == len(classes):
+            return proba
+        full = np.zeros((proba.shape[0], len(classes)))
+        full[:, np.asarray(seen, dtype="int64")] = proba
+        return full
 
     def predicted(self, scores, classes):
         import numpy as np
@@ -158,20 +168,22 @@ class Multiclass(TargetType):
         return per_class(y[y >= 0], scores[y >= 0], classes)
 
     def split_problem(self, labels, min_class_rows, classes, holdout=False):
-        """Training: every class of the window (``classes``) has ``min_class_rows`` rows,
-        so the model learns each. Holdout: two classes or more (a rare class may be
-        missing from it: its one-vs-rest figures are left out)."""
+        """Training: two classes or more with ``min_class_rows`` rows each (rarer ones are
+        learnt too), and a row of every class in ``classes``: a model cannot learn a class
+        it never saw. Holdout: two classes or more. Either: no label outside ``classes``."""
         counts = labels.value_counts()
         unknown = sorted(set(counts.index) - set(classes or counts.index))
         if unknown:
             return f"has labels {unknown[:10]} that are not among target.classes {classes}"
         if holdout:
             return None if len(counts) >= 2 else f"has rows of {len(counts)} class(es); need two or more to judge"
-        counts = counts.reindex(classes or counts.index, fill_value=0)
-        few = {c: int(n) for c, n in counts.items() if n < min_class_rows}
-        if few or len(counts) < 2:
-            return (f"has too few rows of classes {few or dict(counts)}; need at least two classes with "
-                    f"{min_class_rows} rows each (training.min_class_rows), every class of the window included")
+        absent = [c for c in classes or [] if c not in counts.index]
+        if absent:
+            return (f"has no row of classes {absent} (a model cannot learn a class it never saw): widen the window "
+                    "or leave them out of target.classes")
+        if (counts >= min_class_rows).sum() < 2:
+            return (f"has rows per class {dict(counts)}; need two classes or more with {min_class_rows} rows each "
+                    "(training.min_class_rows)")
         return None
 
 

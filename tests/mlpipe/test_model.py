@@ -126,6 +126,12 @@ def test_listed_classes_fix_the_order_and_an_unlisted_label_is_refused(multiclas
     bundle = ModelBundle.train(listed, _variant(listed, "hgb"), model_frame)
     assert bundle.classes == ["2", "1", "0"]
     assert (bundle.score(model_frame).argmax(axis=1) == 2 - model_frame["delay_band"].astype(int)).mean() > 0.6
+    target = multiclass_spec.target.model_copy(update={"classes": ["0", "1", "2", "3"]})
+    for variant in ("hgb", "linear"):  # "3" has no row (a search's fitting days may lack a rare class)
+        padded = ModelBundle.train(listed.model_copy(update={"target": target}), _variant(listed, variant),
+                                   model_frame).score(model_frame)
+        assert padded.shape == (len(model_frame), 4) and (padded[:, 3] == 0).all(), variant
+        np.testing.assert_allclose(padded.sum(axis=1), 1.0, rtol=1e-6)
     target = multiclass_spec.target.model_copy(update={"classes": ["0", "1"]})
     with pytest.raises(TrainingError, match=r"labels \['2'\] are not among target.classes \['0', '1'\]"):
         ModelBundle.train(multiclass_spec.model_copy(update={"target": target}), _variant(listed, "hgb"), model_frame)

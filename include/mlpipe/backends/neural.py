@@ -41,6 +41,12 @@ class NeuralBackend:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() first")
 
     @property
+    def classes_(self) -> np.ndarray:
+        """A classifier's classes: 0 .. n_classes_ - 1 (the largest label it saw)."""
+        self._check_fitted()
+        return np.arange(self.n_classes_)
+
+    @property
     def units(self) -> int:
         """Output units: one (regression, or the positive class's logit), else one per class."""
         return 1 if self.n_classes_ in (None, 2) else self.n_classes_

@@ -58,6 +58,11 @@ class _SklearnBackend:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() first")
         return self.estimator_
 
+    @property
+    def classes_(self) -> np.ndarray:
+        """A classifier's classes as its training labels had them (indices, for multi-class)."""
+        return self._fitted().classes_
+
     def predict(self, X: Encoded) -> np.ndarray:
         est = self._fitted()
         with threadpool_limits(self.n_threads):
