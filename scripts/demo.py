@@ -138,6 +138,9 @@ def phase(label: str, selection: list[tuple[str, object]], create) -> dict[str, 
             last = states
             if _done(states):
                 break
+            if scheduler.proc.poll() is not None:  # no scheduler: nothing would ever run
+                raise SystemExit(f"the scheduler exited (code {scheduler.proc.returncode}) during {label}; its log: "
+                                 f"{scheduler.log.name}")
             time.sleep(1 if tty else 3)
             states = run_states(selection)
     finally:

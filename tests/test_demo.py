@@ -28,6 +28,8 @@ def test_a_phase_records_the_time_from_creating_its_runs_until_all_are_done(monk
     clock = [1000.0]
 
     class NoScheduler:
+        proc = type("Running", (), {"poll": staticmethod(lambda: None)})
+
         def __init__(self, *args):
             pass
 
@@ -53,6 +55,31 @@ def test_a_phase_records_the_time_from_creating_its_runs_until_all_are_done(monk
     out = capsys.readouterr().out
     assert "[     5s] score: 0/2 runs done" in out and "[     8s] score: 1/2 runs done" in out
     assert "score finished in 11s: {'success': 2}" in out
+
+
+def test_a_phase_stops_with_the_schedulers_log_when_the_scheduler_exits(monkeypatch, tmp_path):
+    """In-process: a scheduler that cannot start (a bad executor setting) would leave the
+    runs queued for ever; the phase says so instead of waiting."""
+    import pytest
+
+    demo = _demo()
+
+    class DeadScheduler:
+        proc = type("Exited", (), {"poll": staticmethod(lambda: 1), "returncode": 1})
+        log = type("Log", (), {"name": str(tmp_path / "scheduler.log")})
+
+        def __init__(self, *args):
+            pass
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(demo, "Service", DeadScheduler)
+    monkeypatch.setattr(demo, "run_states", lambda selection: {"queued": 1})
+    monkeypatch.setattr(demo, "running_tasks", lambda dag_ids: 0)
+    monkeypatch.setattr(demo.time, "sleep", lambda seconds: None)
+    with pytest.raises(SystemExit, match=r"the scheduler exited \(code 1\) during train; its log: .*scheduler.log"):
+        demo.phase("train", [("flights__train", ("2013-01-01", "2013-01-01"))], lambda: None)
 
 
 def test_a_phase_whose_runs_are_all_done_starts_no_scheduler(monkeypatch, capsys):
