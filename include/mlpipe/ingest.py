@@ -12,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import pandas as pd
+
 from mlpipe import features as feat
-from mlpipe import ranges, report_index
+from mlpipe import online, ranges, report_index
 from mlpipe.context import Context
 from mlpipe.errors import SourceError, ValidationFailed
 from mlpipe.sources import day_has_rows, read_day, source_files
@@ -90,8 +92,11 @@ def build_day_features(ctx: Context, day: dt.date, warm_up: bool = True) -> dict
     past, days = store.read_range("validated", start, end, columns=feat.history_columns(spec),
                                   date_column=feat.PARTITION_DATE)
     frame = feat.build_features(spec, day, rows, past)
-    return {**written(store.write("features", day, frame), len(frame)), "history_days": [str(d) for d in days],
-            "warmed_up": [str(d) for d in warm], "history_gaps": gaps}
+    out = {**written(store.write("features", day, frame), len(frame)), "history_days": [str(d) for d in days],
+           "warmed_up": [str(d) for d in warm], "history_gaps": gaps}
+    today = rows[[c for c in feat.history_columns(spec) if c in rows.columns]].assign(**{feat.PARTITION_DATE: day})
+    out["online"] = online.publish(store, spec, day, pd.concat([past, today], ignore_index=True))
+    return out
 
 
 def unvalidated_history(ctx: Context, day: dt.date) -> list[dt.date]:

@@ -53,17 +53,32 @@ def history_columns(spec: PipelineSpec) -> list[str]:
     return sorted(keys | set(spec.target.inputs))
 
 
-def _aggregate(rows: pd.DataFrame, past: pd.DataFrame, hist: HistorySpec, day: dt.date) -> pd.Series:
-    since = day - dt.timedelta(days=hist.window_days)
-    window = past[(past[PARTITION_DATE] >= since) & (past[PARTITION_DATE] < day)]
-    if not hist.group_by:  # one value for every row: the whole window's statistic
-        value = float(len(window)) if hist.stat == "count" else window["__label"].mean()
-        return pd.Series(value, index=rows.index, name=hist.name, dtype="float64")
-    if hist.stat == "count":
-        stats = window.groupby(hist.group_by, dropna=False).size().rename(hist.name)
-    else:
-        stats = window.groupby(hist.group_by, dropna=False)["__label"].mean().rename(hist.name)
-    joined = rows[hist.group_by].merge(stats.reset_index(), on=hist.group_by, how="left")
+def history_stats(spec: PipelineSpec, past: pd.DataFrame, day: dt.date) -> dict[str, pd.DataFrame | float]:
+    """Each history feature's statistic for rows of ``day``, from ``past`` (validated rows
+    with ``partition_date``; only its ``window_days`` days before ``day`` count): a frame of
+    the group columns and the value per group, or one value when it has no groups. The
+    batch features and the online snapshot (:func:`snapshot_day`) are both these."""
+    past = past[past[PARTITION_DATE] < day].copy()
+    past["__label"] = compute_target(past, spec.target)
+    out: dict[str, pd.DataFrame | float] = {}
+    for hist in spec.features.history:
+        window = past[past[PARTITION_DATE] >= day - dt.timedelta(days=hist.window_days)]
+        if not hist.group_by:  # one value for every row: the whole window's statistic
+            out[hist.name] = float(len(window)) if hist.stat == "count" else float(window["__label"].mean())
+        elif hist.stat == "count":
+            out[hist.name] = window.groupby(hist.group_by, dropna=False).size().rename(hist.name).reset_index()
+        else:
+            out[hist.name] = (window.groupby(hist.group_by, dropna=False)["__label"].mean().rename(hist.name)
+                              .reset_index())
+    return out
+
+
+def _looked_up(rows: pd.DataFrame, hist: HistorySpec, stat: pd.DataFrame | float) -> pd.Series:
+    """A history feature's value for each row: its group's statistic (a group absent from
+    the window: count 0, mean unknown)."""
+    if not hist.group_by:
+        return pd.Series(stat, index=rows.index, name=hist.name, dtype="float64")
+    joined = rows[hist.group_by].merge(stat, on=hist.group_by, how="left")
     out = joined[hist.name].astype("float64")
     if hist.stat == "count":
         out = out.fillna(0.0)
@@ -76,6 +91,15 @@ def build_features(spec: PipelineSpec, day: dt.date, rows: pd.DataFrame, past: p
     ``rows`` is the day's validated partition; ``past`` holds earlier validated rows
     (``history_columns`` plus ``partition_date``), only days before ``day`` are used.
     """
+    stats = history_stats(spec, past, day) if spec.features.history else {}
+    return features_from(spec, day, rows, stats).sort_values(spec.row_id, kind="stable").reset_index(drop=True)
+
+
+def features_from(spec: PipelineSpec, day: dt.date, rows: pd.DataFrame,
+                  stats: dict[str, pd.DataFrame | float], label: bool = True) -> pd.DataFrame:
+    """The features of ``rows`` of ``day`` with the history statistics ``stats``
+    (:func:`history_stats`), in the rows' order; with ``label``, the label too (a request
+    to a serving process has none)."""
     feats = spec.features
     wanted = [*spec.row_id, *feats.numeric, *feats.categorical]
     missing = [c for c in dict.fromkeys(wanted) if c not in rows.columns]
@@ -88,15 +112,13 @@ def build_features(spec: PipelineSpec, day: dt.date, rows: pd.DataFrame, past: p
                 "is_weekend": float(stamp.dayofweek >= 5)}
     for name in feats.calendar:
         out[name] = float(calendar[name])
-    if feats.history:
-        past = past[past[PARTITION_DATE] < day].copy()
-        past["__label"] = compute_target(past, spec.target)
-        for hist in feats.history:
-            out[hist.name] = _aggregate(rows, past, hist, day)
+    for hist in feats.history:
+        out[hist.name] = _looked_up(rows, hist, stats[hist.name])
     for column in feats.numeric:
         if column not in spec.row_id:  # ids keep their stored type
             out[column] = pd.to_numeric(out[column], errors="raise").astype("float64")
     for column in feats.categorical:
         out[column] = as_category_text(out[column])
-    out[spec.target.name] = compute_target(rows, spec.target)
-    return out.sort_values(spec.row_id, kind="stable").reset_index(drop=True)
+    if label:
+        out[spec.target.name] = compute_target(rows, spec.target)
+    return out

@@ -1,0 +1,68 @@
+"""The online snapshot and request features (in-process: files, real Great Expectations
+for the ingest that publishes the snapshots)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+
+from mlpipe import ingest, online
+from mlpipe.context import Context
+from mlpipe.errors import SourceError
+from mlpipe.features import PARTITION_DATE
+from mlpipe.settings import get_settings
+from mlpipe.storage import Store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ingested(spec, tmp_path, days):
+    root = tmp_path / "data"
+    ctx = Context(dataclasses.replace(get_settings(), data_root=root), spec, Store(root, spec.name))
+    for day in days:
+        ingest.extract_day(ctx, day)
+        ingest.validate_day(ctx, day)
+        ingest.build_day_features(ctx, day)
+    return ctx
+
+
+def _requests(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows as a client sends them: JSON records (timestamps as ISO text)."""
+    return pd.DataFrame(json.loads(frame.to_json(orient="records", date_format="iso")))
+
+
+def test_rows_of_day_d_with_the_snapshot_as_of_d_minus_1_get_day_ds_batch_features(ingested, days):
+    ctx = ingested
+    for day in days[1:]:
+        snapshot = online.load(ctx.store, day - dt.timedelta(days=1))
+        raw = ctx.store.read("raw", day)
+        got = online.request_features(ctx.spec, _requests(raw), snapshot)
+        batch = ctx.store.read("features", day).drop(columns=[ctx.spec.target.name])
+        got = got.sort_values(ctx.spec.row_id, kind="stable").reset_index(drop=True)
+        assert list(got.columns) == list(batch.columns)
+        pd.testing.assert_frame_equal(got.astype({PARTITION_DATE: str}), batch.astype({PARTITION_DATE: str}),
+                                      check_dtype=False)
+        history = [h.name for h in ctx.spec.features.history]
+        assert got[history].notna().any().all(), day  # the lookups found their groups
+
+
+def test_the_pointer_moves_only_forward_and_keeps_the_previous_snapshot(ingested, days):
+    store = ingested.store
+    assert online.current(store)["as_of"] == str(days[-1])
+    again = online.publish(store, ingested.spec, days[0], pd.DataFrame(columns=["store", "channel", "delay",
+                                                                                PARTITION_DATE]))
+    assert again == {"as_of": str(days[0]), "published": False, "current": str(days[-1])}  # a backfill: no swap
+    assert online.load(store)["as_of"] == days[-1]
+    assert online.snapshot_path(store, days[-2]).exists()  # what a reader of the previous one holds
+
+
+def test_a_request_row_without_a_readable_timestamp_is_named(ingested, days):
+    rows = _requests(ingested.store.read("raw", days[1]).head(3))
+    rows.loc[1, ingested.spec.partition.column] = "not a time"
+    with pytest.raises(SourceError, match=r"ts: rows \[1\] have no readable timestamp"):
+        online.request_features(ingested.spec, rows, online.load(ingested.store))
