@@ -26,7 +26,7 @@ FROM ?=
 TO ?=
 HOLDOUT ?=
 
-.PHONY: install browser demo test lint up clean ledger rollback ingest-day ingest-range score-range relearn-bands cluster cluster-down
+.PHONY: install browser demo test lint up clean ledger rollback ingest-day ingest-range score-range relearn-bands cluster cluster-down serve
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -101,6 +101,12 @@ relearn-bands: install
 
 up: install
 	$(BIN)/python scripts/up.py
+
+# Online serving of every pipeline's champion (docs/serving.md): needs MLPIPE_SERVING_TOKEN
+# (or MLPIPE_SERVING_INSECURE=1 for development), e.g. after make demo:
+# MLPIPE_SERVING_TOKEN=s3cret make serve   then   curl -H "Authorization: Bearer s3cret" ...
+serve: install
+	$(BIN)/python -m mlpipe.serving_app
 
 # The docker-compose topology as processes (CeleryExecutor, Postgres, Redis, MLflow server)
 cluster: install

@@ -71,6 +71,28 @@ def publish(store: Store, spec: PipelineSpec, as_of: dt.date, past: pd.DataFrame
     return {"as_of": str(as_of), "published": True}
 
 
+def publish_day(ctx, as_of: dt.date) -> dict:
+    """Publish ``as_of``'s snapshot from the validated partitions (what the ingest of that
+    day publishes; for data ingested before snapshots existed, or a lost pointer)."""
+    spec, stop = ctx.spec, as_of + dt.timedelta(days=1)
+    start, _ = feat.history_days(spec, stop)
+    past, _ = ctx.store.read_range("validated", start, stop, columns=feat.history_columns(spec),
+                                   date_column=feat.PARTITION_DATE)
+    return publish(ctx.store, spec, as_of, past)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from mlpipe.context import Context
+
+    parser = argparse.ArgumentParser(prog="python -m mlpipe.online", description=publish_day.__doc__.split("\n")[0])
+    parser.add_argument("--pipeline", help="the pipeline's name (default: the only one, when there is one)")
+    parser.add_argument("--as-of", required=True, type=dt.date.fromisoformat, help="the last ingested day to publish")
+    args = parser.parse_args(argv)
+    print(json.dumps(publish_day(Context.for_cli(args.pipeline), args.as_of)))
+
+
 def _forget(store: Store, as_of: dt.date) -> None:
     """Delete one old snapshot (by name: the folder is never listed)."""
     try:
@@ -102,6 +124,7 @@ def request_features(spec: PipelineSpec, rows: pd.DataFrame, snapshot: dict) -> 
     from mlpipe.sources.files import partition_dates
 
     rows = typed(rows.reset_index(drop=True), spec)
+    rows = rows.assign(**{c: None for c in spec.row_id if c not in rows.columns})  # ids are optional in a request
     days = partition_dates(rows[spec.partition.column], spec.partition)
     if days.isna().any():
         bad = rows.index[days.isna()].tolist()[:5]
@@ -121,3 +144,7 @@ def _aligned(stats: dict, rows: pd.DataFrame) -> dict:
             value = value.astype({c: rows[c].dtype for c in keys}, errors="ignore")
         out[name] = value
     return out
+
+
+if __name__ == "__main__":
+    main()

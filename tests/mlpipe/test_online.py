@@ -66,3 +66,17 @@ def test_a_request_row_without_a_readable_timestamp_is_named(ingested, days):
     rows.loc[1, ingested.spec.partition.column] = "not a time"
     with pytest.raises(SourceError, match=r"ts: rows \[1\] have no readable timestamp"):
         online.request_features(ingested.spec, rows, online.load(ingested.store))
+
+
+def test_a_days_snapshot_can_be_published_again_from_its_validated_partitions(ingested, days):
+    """For data ingested before snapshots existed: the same statistics as the ingest's."""
+    store = ingested.store
+    published = online.load(store, days[-1])
+    online.snapshot_path(store, days[-1]).unlink()
+    assert online.publish_day(ingested, days[-1]) == {"as_of": str(days[-1]), "published": True}
+    again = online.load(store, days[-1])
+    for name, value in published["stats"].items():
+        if isinstance(value, float):
+            assert again["stats"][name] == pytest.approx(value, nan_ok=True)
+        else:
+            pd.testing.assert_frame_equal(again["stats"][name], value)
