@@ -46,7 +46,8 @@ def _scored(ctx, days=DAYS, scores=SCORES, labels=LABELS, version: str = "3") ->
     for n, day in enumerate(days):
         ids = [n * 100 + i for i in range(len(scores))]
         ctx.store.write("predictions", day, pd.DataFrame({
-            "event_id": ids, "score": scores, "model_version": version, "challenger_score": None}))
+            "event_id": ids, "score": scores, "model_version": version, "challenger_score": None,
+            "challenger_version": None}))
         ctx.store.write("features", day, pd.DataFrame({"event_id": ids, target: labels}))
 
 
