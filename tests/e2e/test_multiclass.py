@@ -6,6 +6,9 @@ live score run, each run by ``airflow dags test`` (in-process in that CLI proces
 scheduler), re-point the champion and score a day again with it. Checked from the metadata DB, the
 ledger, the store and the MLflow registry.
 
+A serving process (``python -m mlpipe.serving_app``, a real uvicorn server) then answers
+requests for the pipeline's champion over HTTP and follows the rollback.
+
 Tests in this module run in order and share one Airflow home.
 """
 
@@ -126,13 +129,82 @@ def test_the_demo_trains_promotes_scores_and_monitors_a_multiclass_pipeline(home
     assert outputs == [f"score_{c}" for c in CLASSES]  # the pyfunc signature names the class outputs
 
 
-def test_the_rollback_dag_repoints_the_champion_and_the_next_score_run_uses_it(home):
-    """In-process in `airflow dags test` (no scheduler): the rollback DAG, then the score DAG."""
+@pytest.fixture(scope="module")
+def server(home):
+    """The serving process over the demo's registry and data (token, a poll every second)."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**home["env"], "MLPIPE_SERVING_TOKEN": "e2e-token", "MLPIPE_SERVING_PORT": str(port),
+           "MLPIPE_SERVING_POLL_SECONDS": "1"}
+    log = open(home["work"] / "serving.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "mlpipe.serving_app"], env=env, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise AssertionError((home["work"] / "serving.log").read_text()[-3000:])
+    yield {"url": url, "proc": proc}
+    proc.terminate()
+    proc.wait(30)
+    log.close()
+
+
+def _post(server, rows, token="e2e-token"):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{server['url']}/v1/{PIPELINE}/predict", data=json.dumps(rows).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_serving_process_answers_with_the_champion_over_http(home, server):
+    """A real uvicorn process: class probabilities from the champion, the snapshot the
+    demo's ingest published, and a refusal without the token."""
+    rows = json.loads(_store(home).read("raw", HOLDOUT_DAYS[-1]).head(5).to_json(orient="records",
+                                                                                   date_format="iso"))
+    status, answer = _post(server, rows)
+    assert status == 200, answer
+    assert (answer["model_version"], answer["role"], answer["as_of"]) == (home["champion"], "champion", str(TO))
+    assert len(answer["predictions"]) == 5
+    for prediction in answer["predictions"]:
+        assert set(prediction["probabilities"]) == set(CLASSES) and prediction["label"] in CLASSES
+        assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-6
+    assert _post(server, rows, token=None)[0] == 401
+    status, refused = _post(server, [{**rows[0], "size": "XXXL"}])
+    assert (status, refused["field"]) == (422, "size")
+
+
+def test_the_rollback_dag_repoints_the_champion_and_the_next_score_run_uses_it(home, server):
+    """In-process in `airflow dags test` (no scheduler): the rollback DAG, then the score DAG;
+    the serving process follows the alias within its poll."""
+    import time
+
     from mlpipe import ledger
 
     conf = json.dumps({"version": home["challenger"], "reason": "e2e multiclass rollback"})
     _airflow(home, "dags", "test", ROLLBACK, "--conf", conf)
     assert str(_client(home).get_model_version_by_alias(PIPELINE, "champion").version) == home["challenger"]
+    row = json.loads(_store(home).read("raw", HOLDOUT_DAYS[-1]).head(1).to_json(orient="records", date_format="iso"))
+    deadline = time.time() + 60
+    while _post(server, row)[1]["model_version"] != home["challenger"]:
+        assert time.time() < deadline, "the serving process did not follow the rollback"
+        time.sleep(0.5)
     last = ledger.entries(_store(home))[-1]
     assert (last.kind, last.champion_before, last.champion_after) == ("rollback", home["champion"], home["challenger"])
 
