@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from mlpipe.errors import NotFittedError
 from mlpipe.preprocessing import Encoded
@@ -19,6 +19,17 @@ from mlpipe.targets import target_type
 TRUSTED_TYPES = frozenset({"functools.partial", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
                            "sklearn.utils.validation.check_array"})
 
+
+
+_THREADPOOLS: list[ThreadpoolController] = []
+
+
+def threadpool_limits(n_threads: int):
+    """threadpoolctl's limit with the native libraries found once per process (finding
+    them is about 5 ms, which a one-row prediction would pay on every call)."""
+    if not _THREADPOOLS:
+        _THREADPOOLS.append(ThreadpoolController())
+    return _THREADPOOLS[0].limit(limits=n_threads)
 
 
 def _skops():
