@@ -1,5 +1,5 @@
 """A multi-class pipeline end to end through Airflow: the bundled pizza spec (four kinds of
-pizza) on three weeks of 2015. ``make demo``'s code path (scripts/demo.py: its own
+pizza) on two weeks of 2015. ``make demo``'s code path (scripts/demo.py: its own
 scheduler, LocalExecutor and api-server on a fresh SQLite metadata DB and MLflow store)
 ingests, trains, evaluates, promotes, scores and monitors; then the rollback DAG and a
 live score run, each run by ``airflow dags test`` (in-process in that CLI process, no
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 
 PIPELINE = "pizza"
 CLASSES = ["chicken", "classic", "supreme", "veggie"]
-FROM, TO, HOLDOUT = dt.date(2015, 1, 1), dt.date(2015, 1, 21), 7
+FROM, TO, HOLDOUT = dt.date(2015, 1, 1), dt.date(2015, 1, 14), 5
 HOLDOUT_DAYS = [TO - dt.timedelta(days=i) for i in range(HOLDOUT - 1, -1, -1)]
 TRAIN, SCORE, ROLLBACK, SCORE_RANGE = (dag_id(PIPELINE, d) for d in ("train", "score", "rollback", "score_range"))
 
