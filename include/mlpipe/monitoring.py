@@ -197,12 +197,9 @@ def _evidently(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, curre
     from evidently.metrics import ValueDrift
 
     mon, outs = spec.monitoring, outputs(ref_scores)
-    categorical = [c for c in columns if c in spec.features.categorical]
-    numeric = [c for c in columns if c not in categorical]
-    out_categorical = [c for c in outs if is_categorical(spec, c)]
-    definition = DataDefinition(numerical_columns=[*numeric, *(c for c in outs if c not in out_categorical)],
-                                categorical_columns=[*categorical, *out_categorical])
-    categorical = [*categorical, *out_categorical]
+    every = [*columns, *outs]
+    text = [c for c in every if is_categorical(spec, c)]
+    definition = DataDefinition(numerical_columns=[c for c in every if c not in text], categorical_columns=text)
     reference = pd.concat([ref_features[columns].reset_index(drop=True), ref_scores[outs].reset_index(drop=True)],
                           axis=1)
     bands = {**((learnt or {}).get("columns") or {}), **output_bands(learnt)}
@@ -212,13 +209,12 @@ def _evidently(spec, ref_features: pd.DataFrame, ref_scores: pd.DataFrame, curre
             return ValueDrift(column=column, method=band_method(spec, column, band["test"]), threshold=band["band"])
         return ValueDrift(column=column, method=method, threshold=threshold)
 
-    metrics = [value_drift(c, mon.cat_method, mon.cat_threshold) for c in categorical]
-    metrics += [value_drift(c, mon.num_method, mon.num_threshold) for c in numeric]
+    metrics = [value_drift(c, mon.cat_method, mon.cat_threshold) if c in text
+               else value_drift(c, mon.num_method, mon.num_threshold) for c in columns]
     report = Report([*metrics, *(value_drift(c, None, None) for c in outs)], include_tests=True)
-    return report.run(Dataset.from_pandas(current[[*columns, *outs]].astype({c: "string" for c in categorical}),
+    return report.run(Dataset.from_pandas(current[every].astype({c: "string" for c in text}),
                                           data_definition=definition),
-                      Dataset.from_pandas(reference.astype({c: "string" for c in categorical}),
-                                          data_definition=definition))
+                      Dataset.from_pandas(reference.astype({c: "string" for c in text}), data_definition=definition))
 
 
 def _with_table(page: str, summary: dict) -> str:

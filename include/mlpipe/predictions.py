@@ -71,13 +71,12 @@ def outputs(frame: pd.DataFrame) -> list[str]:
     return [SCORE] if classes is None else [PREDICTED_LABEL, *score_columns(classes)]
 
 
-def reference_scores(scores: np.ndarray, classes: list[str] | None, days) -> pd.DataFrame:
+def reference_scores(spec: PipelineSpec, scores: np.ndarray, classes: list[str] | None, days) -> pd.DataFrame:
     """A version's holdout scores as monitoring's reference keeps them: its outputs
     (:func:`outputs`) and each row's ``partition_date``."""
     frame = score_frame(scores, classes)
     if classes is not None:
-        frame.insert(0, PREDICTED_LABEL, pd.Series(np.asarray(classes, dtype="object")[np.asarray(scores).argmax(axis=1)],
-                                                   dtype="string"))
+        frame.insert(0, PREDICTED_LABEL, pd.Series(spec.target_type.predicted(scores, classes), dtype="string"))
     frame[PARTITION_DATE] = np.asarray(days)
     return frame
 

@@ -91,14 +91,15 @@ def evaluate_and_promote(ctx: Context, candidates: list[Candidate], requested: l
                             spec_hash=spec_hash(ctx.spec), trigger=run_tags.get("mlpipe.trigger"))
         entry, scores = _decide_and_commit(ctx, holdout, y, classes, scores, candidates, may_move, draft, run_tags)
     if entry.moved and ctx.tracking.bands_of(entry.model, entry.champion_after) is None:  # a retry learns them too
-        _learn_bands(ctx, entry, train, holdout, scores)
+        _learn_bands(ctx, entry, train, holdout, scores, classes)
     report, evaluation_run = _report(ctx, entry, y, scores, experiment, run_tags)
     _publish(ctx, entry, str(report), evaluation_run)
     _index(ctx, entry, str(report))
     return {**entry.to_dict(), "report": str(report), "replayed": replayed}
 
 
-def _learn_bands(ctx: Context, entry: LedgerEntry, train, holdout, scores: dict[str, np.ndarray]) -> None:
+def _learn_bands(ctx: Context, entry: LedgerEntry, train, holdout, scores: dict[str, np.ndarray],
+                 classes: list[str] | None) -> None:
     """The promoted version's bands (:mod:`mlpipe.bands`), logged beside its reference: its
     training days against its reference sample, its holdout days' scores against its
     holdout scores (each less the day's own rows), its gate metric over holdout windows."""
@@ -111,7 +112,6 @@ def _learn_bands(ctx: Context, entry: LedgerEntry, train, holdout, scores: dict[
     variant = next((v for v, c in entry.candidates.items() if str(c.get("version")) == str(entry.champion_after)), None)
     if variant not in scores:
         return
-    classes = ctx.spec.target_type.classes(train[ctx.spec.target.name], ctx.spec.target.classes)
     reference, ref_scores = reference_sample(ctx.spec, train, holdout, scores[variant], classes)
     window = entry.window
     learnt = bands.learn(ctx.spec, reference, train, ref_scores, ref_scores,

@@ -107,7 +107,7 @@ def reference_sample(spec, train: pd.DataFrame, holdout: pd.DataFrame, holdout_s
     rows = min(spec.monitoring.reference_rows, len(train))
     columns = list(dict.fromkeys([*spec.monitored_columns, PARTITION_DATE]))
     features = train[columns].sample(n=rows, random_state=spec.training.seed).reset_index(drop=True)
-    return features, reference_scores(np.asarray(holdout_scores, dtype="float64"), classes,
+    return features, reference_scores(spec, np.asarray(holdout_scores, dtype="float64"), classes,
                                       holdout[PARTITION_DATE].to_numpy())
 
 
