@@ -106,7 +106,7 @@ up: install
 # (or MLPIPE_SERVING_INSECURE=1 for development), e.g. after make demo:
 # MLPIPE_SERVING_TOKEN=s3cret make serve   then   curl -H "Authorization: Bearer s3cret" ...
 serve: install
-	$(BIN)/python -m mlpipe.serving_app
+	$(BIN)/python -m mlpipe.serving
 
 # The docker-compose topology as processes (CeleryExecutor, Postgres, Redis, MLflow server)
 cluster: install

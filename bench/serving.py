@@ -1,5 +1,5 @@
 """Online serving latency and throughput: our serving process (``python -m
-mlpipe.serving_app``: source-shaped rows, features from the online snapshot) against
+mlpipe.serving``: source-shaped rows, features from the online snapshot) against
 ``mlflow models serve`` of the same registered version (``--env-manager local``: nothing
 fetched; it takes the model's feature rows), on this machine, in one invocation.
 
@@ -149,7 +149,7 @@ def main() -> int:
     one, batch = bodies(args.pipeline)
     json_headers = {"Content-Type": "application/json"}
     targets = {
-        "ours": Target("ours", [str(BIN / "python"), "-m", "mlpipe.serving_app"], f"/v1/{args.pipeline}/predict",
+        "ours": Target("ours", [str(BIN / "python"), "-m", "mlpipe.serving"], f"/v1/{args.pipeline}/predict",
                        json_headers, "/readyz", env),
         "mlflow": Target("mlflow", [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{args.pipeline}@champion",
                                     "--env-manager", "local", "--host", "127.0.0.1"], "/invocations", json_headers,

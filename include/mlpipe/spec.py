@@ -443,6 +443,40 @@ class MonitoringSpec(_Model):
     retrain: RetrainSpec = Field(RetrainSpec(), description="When monitoring asks for a retrain")
 
 
+class CanarySpec(_Model):
+    """A canary release: the challenger answers ``steps`` shares of the traffic in turn. At
+    each step the ``<pipeline>__canary`` DAG compares the arms on served rows whose labels
+    have arrived with an always-valid sequential test; fewer than ``min_rows`` labelled rows
+    in an arm holds the step (never passes it)."""
+    steps: list[float] = Field([0.05, 0.25, 0.5, 1.0], min_length=1,
+                               description="The challenger's traffic share at each step, increasing, the last 1.0: "
+                                           "passing it moves champion")
+    min_rows: int = Field(200, ge=10, description="Labelled served rows each arm needs before a step may pass")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="False-alarm level of the always-valid test, over all looks")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[float]) -> list[float]:
+        if any(not 0 < s <= 1 for s in steps) or steps != sorted(set(steps)) or steps[-1] != 1.0:
+            raise ValueError(f"{steps}: shares in (0, 1], strictly increasing, the last 1.0")
+        return steps
+
+
+class ServingSpec(_Model):
+    """Which model answers an online request (``policy``): ``champion`` only; ``shadow`` (the
+    challenger scores every request too, only the champion answers); ``ab`` (the challenger
+    answers ``share`` of the requests); ``canary`` (evaluate moves only ``challenger``, and the
+    canary DAG moves its share through ``canary.steps``). An A/B or canary arm is assigned by
+    a hash of the request column ``key``, so one key always gets the same arm."""
+    policy: Literal["champion", "shadow", "ab", "canary"] = Field("champion", description="The traffic policy")
+    key: str | None = Field(None, description="Request column whose hash assigns a request's arm (default: the "
+                                              "first row_id column)")
+    share: float = Field(0.1, gt=0, lt=1, description="The challenger's share of the requests under ab")
+    canary: CanarySpec = Field(CanarySpec(), description="The canary's steps and test")
+    log_rows: int = Field(5000, ge=1, description="Served rows buffered before the request log writes a part")
+    log_seconds: float = Field(10.0, gt=0, description="Seconds at most between the request log's writes")
+
+
 class DemoSpec(_Model):
     """The window ``make demo`` runs the pipeline over: ingest ``start`` .. ``end``, train on
     all but the last ``holdout_days``, then score and monitor those."""
@@ -484,6 +518,7 @@ class PipelineSpec(_Model):
     ensemble: EnsembleSpec | None = Field(None, description="Optional soft-voting ensemble of the best variants")
     execution: ExecutionSpec = Field(ExecutionSpec(), description="Queues, pools, parallelism and timeouts")
     monitoring: MonitoringSpec = Field(MonitoringSpec(), description="Drift, live quality and retraining")
+    serving: ServingSpec = Field(ServingSpec(), description="Online serving: traffic policy, canary, request log")
     access_control: dict[str, list[Literal["read", "edit", "delete", "trigger"]]] = Field(
         {}, description="Airflow roles and what they may do with this pipeline's DAGs (read, edit, delete, trigger); "
                         "none: Airflow's defaults")
@@ -531,9 +566,24 @@ class PipelineSpec(_Model):
         problems += [f"features.history.{h.name}: stat {h.stat!r} is not defined for a {self.target.task} target; "
                      f"choose one of {list(self.target.type.history_stats)}"
                      for h in feats.history if h.stat not in self.target.type.history_stats]
+        if self.serving.key is not None and self.serving.key not in self.request_columns:
+            problems.append(f"serving.key: {self.serving.key!r} is not a column of a request "
+                            f"({sorted(self.request_columns)})")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def request_columns(self) -> list[str]:
+        """What an online request row may hold: the row ids, the partition column and the
+        source columns the features read (history keys included)."""
+        feats = self.features
+        keys = [k for h in feats.history for k in h.group_by]
+        return list(dict.fromkeys([*self.row_id, self.partition.column, *feats.numeric, *feats.categorical, *keys]))
+
+    @property
+    def serving_key(self) -> str:
+        return self.serving.key or self.row_id[0]
 
     @property
     def monitored_columns(self) -> list[str]:

@@ -6,7 +6,7 @@ live score run, each run by ``airflow dags test`` (in-process in that CLI proces
 scheduler), re-point the champion and score a day again with it. Checked from the metadata DB, the
 ledger, the store and the MLflow registry.
 
-A serving process (``python -m mlpipe.serving_app``, a real uvicorn server) then answers
+A serving process (``python -m mlpipe.serving``, a real uvicorn server) then answers
 requests for the pipeline's champion over HTTP and follows the rollback.
 
 Tests in this module run in order and share one Airflow home.
@@ -139,7 +139,7 @@ def server(home):
     env = {**home["env"], "MLPIPE_SERVING_TOKEN": "e2e-token", "MLPIPE_SERVING_PORT": str(port),
            "MLPIPE_SERVING_POLL_SECONDS": "1"}
     log = open(home["work"] / "serving.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "mlpipe.serving_app"], env=env, cwd=ROOT, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "mlpipe.serving"], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

@@ -16,7 +16,7 @@ from mlpipe import ingest, ledger, online, registry, training
 from mlpipe.backends import backend_entry
 from mlpipe.context import Context
 from mlpipe.records import Job, LedgerEntry, Window
-from mlpipe.serving import BadRequest, PipelineServer
+from mlpipe.serving.server import BadRequest, PipelineServer
 from mlpipe.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ def test_bad_rows_are_refused_naming_the_field(ctx, days, change, field, status,
 def test_the_app_needs_the_token_names_unknown_pipelines_and_counts(ctx, days, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from mlpipe.serving_app import create_app, token_from_env
+    from mlpipe.serving.app import create_app, token_from_env
 
     champion(ctx, VERSIONS[0])
     row = records(ctx.store.read("raw", days[-1]).head(2))

@@ -6,7 +6,7 @@ the online snapshot (:mod:`mlpipe.online`), a request's checks, features and ans
 ``refresh`` follows the registry: when ``champion`` moves (a promotion, a rollback) it
 loads the new version, scores a row with it (warm-up) and only then swaps it in, one
 attribute assignment, so a request in flight keeps the model it started with and none
-waits on a load. The HTTP face is :mod:`mlpipe.serving_app`.
+waits on a load. The HTTP face is :mod:`mlpipe.serving.app`.
 """
 
 from __future__ import annotations

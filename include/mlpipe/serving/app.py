@@ -6,7 +6,7 @@ token configured the process refuses to start unless ``MLPIPE_SERVING_INSECURE=1
 development) says otherwise. A background thread follows the registry and the online
 snapshots every ``MLPIPE_SERVING_POLL_SECONDS`` (see :mod:`mlpipe.serving`).
 
-    python -m mlpipe.serving_app [--host 127.0.0.1] [--port 8000]     (make serve)
+    python -m mlpipe.serving [--host 127.0.0.1] [--port 8000]     (make serve)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastapi import Body, FastAPI, Header
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from mlpipe.serving import BadRequest, PipelineServer
+from mlpipe.serving.server import BadRequest, PipelineServer
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     from mlpipe.context import Context
     from mlpipe.pipelines import spec_files
 
-    parser = argparse.ArgumentParser(prog="python -m mlpipe.serving_app", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlpipe.serving", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default=os.environ.get("MLPIPE_SERVING_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("MLPIPE_SERVING_PORT", "8000")))
     args = parser.parse_args(argv)
@@ -161,6 +161,3 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(servers, token, float(os.environ.get("MLPIPE_SERVING_POLL_SECONDS", "10")))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
-
-if __name__ == "__main__":
-    main()

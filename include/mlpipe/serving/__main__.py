@@ -1,0 +1,3 @@
+from mlpipe.serving.app import main
+
+main()
