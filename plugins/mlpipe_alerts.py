@@ -107,8 +107,11 @@ def _validation_alert(day, message: str, failures: list[dict], report, data_docs
                                       "data_docs": data_docs, "message": message.splitlines()[0]}, pipeline)
 
 
+CANARY_ALERTS = ("start", "advance", "promote", "rollback")  # every canary step but a hold
+
+
 def alert_for(step: str, result, pipeline: str) -> dict | None:
-    """The alert a step's result calls for: a promotion, a rollback, a fallback model (each
+    """The alert a step's result calls for: a promotion, a rollback, a canary step, a fallback model (each
     day of a score range that fell back), each day of a range ingest that failed validation,
     a drift or degradation episode that starts or ends (a live monitor run)."""
     if step == "validate_range" and isinstance(result, dict):
@@ -121,6 +124,10 @@ def alert_for(step: str, result, pipeline: str) -> dict | None:
         return send(kind, {"model": result.get("model"), "from_version": result.get("champion_before"),
                            "to_version": result.get("champion_after"), "reason": result.get("reason"),
                            "run_id": result.get("run_id"), "mode": result.get("mode")}, pipeline)
+    if step == "canary_step" and isinstance(result, dict) and result.get("action") in CANARY_ALERTS:
+        return send(f"canary_{result['action']}", {k: result.get(k) for k in (
+            "model", "reason", "champion_before", "champion_after", "challenger_after", "share", "comparison",
+            "run_id")}, pipeline)
     if step == "score_day" and isinstance(result, dict) and result.get("fallback"):
         return send("fallback", {"day": result.get("day"), **result["fallback"]}, pipeline)
     if step == "monitor_day" and isinstance(result, dict):  # once when an episode starts, once when it ends

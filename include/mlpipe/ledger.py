@@ -90,7 +90,8 @@ def clear_pending(store: Store) -> None:
 
 
 def previous_champion(store: Store, current: str | None) -> str | None:
-    """The version that was champion before ``current`` was promoted by a train run.
+    """The version that was champion before ``current`` was promoted by a train run (or
+    the last step of a canary).
 
     Rollbacks do not count as promotions, so repeated "previous" rollbacks walk back
     through the promotion history (v5 -> v4 -> v1) instead of flipping between two
@@ -98,7 +99,7 @@ def previous_champion(store: Store, current: str | None) -> str | None:
     goes back to the champion that rollback replaced.
     """
     moves = [e for e in entries(store) if e.moved and e.champion_after == current]
-    promotions = [e for e in moves if e.kind == "train"]
+    promotions = [e for e in moves if e.kind in ("train", "canary")]
     last = (promotions or moves or [None])[-1]
     return last.champion_before if last else None
 

@@ -205,7 +205,7 @@ def commit(ctx: Context, decision: Decision, seen: Aliases, candidates: list[Can
     transaction (:func:`_transact`). The caller holds the ledger lock and has checked
     the aliases are still ``seen``."""
     by_name = {c.variant: c for c in candidates}
-    planned = _planned(decision, by_name, seen) if may_move else []
+    planned = _planned(decision, by_name, seen, ctx.spec.serving.policy == "canary") if may_move else []
     return _transact(ctx, _entry(ctx, draft, decision, by_name, seen, planned), planned,
                      Moves(seen.champion, seen.challenger),
                      lambda moves: _entry(ctx, draft, decision, by_name, seen, moves.done, moves.note))
@@ -240,6 +240,9 @@ def _entry(ctx: Context, draft: LedgerEntry, decision: Decision, by_name: dict[s
     gate, after = ctx.spec.gate, {alias: new for alias, new, _ in moves}
     moved = registry.CHAMPION in after
     label = "promote" if moved else ("would-promote" if decision.promote and not note else "keep")
+    if label == "would-promote" and registry.CHALLENGER in after \
+            and after[registry.CHALLENGER] == by_name[decision.winner].version:
+        label = "challenger"  # the canary policy: the winner goes into canary
     outcomes = {n: {"version": by_name[n].version, "run_id": by_name[n].run_id, "backend": by_name[n].backend,
                     "sha256": by_name[n].sha256, "metrics": decision.candidates[n],
                     **({"members": by_name[n].members} if by_name[n].members is not None else {}),
@@ -254,14 +257,19 @@ def _entry(ctx: Context, draft: LedgerEntry, decision: Decision, by_name: dict[s
         candidates=outcomes, intervals=decision.intervals, ineligible=decision.ineligible)
 
 
-def _planned(decision: Decision, by_name: dict[str, Candidate], seen: Aliases) -> list[tuple[str, str | None, str | None]]:
+def _planned(decision: Decision, by_name: dict[str, Candidate], seen: Aliases,
+             canary: bool = False) -> list[tuple[str, str | None, str | None]]:
     """The alias moves ``(alias, new, old)`` a decision asks for: champion to the winner
-    if it won, challenger to the runner-up (cleared if none)."""
+    if it won, challenger to the runner-up (cleared if none). ``canary`` (the serving
+    policy, once there is a champion): a winner becomes the challenger, and the canary DAG
+    may make it champion."""
     from mlpipe import registry
 
     planned, champion = [], seen.champion
     winner, runner_up = by_name.get(decision.winner), by_name.get(decision.challenger)
-    if decision.promote and winner and winner.version:
+    if canary and seen.champion and decision.promote and winner and winner.version:  # the canary DAG decides
+        runner_up = winner
+    elif decision.promote and winner and winner.version:
         planned.append((registry.CHAMPION, winner.version, seen.champion))
         champion = winner.version
     wanted = runner_up.version if runner_up and runner_up.version != champion else None

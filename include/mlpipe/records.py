@@ -100,11 +100,11 @@ class LedgerEntry:
     """One train decision or rollback in the promotion ledger. ``seq`` and ``time`` are
     set when the ledger stores it; the train-only fields stay empty on a rollback."""
 
-    kind: Literal["train", "rollback"]
+    kind: Literal["train", "rollback", "canary"]
     pipeline: str
     model: str
     mode: Mode
-    decision: str  # promote | would-promote | keep | rollback
+    decision: str  # promote | would-promote | challenger | keep | rollback | canary-<start|hold|advance|promote|rollback>
     reason: str
     dag_id: str | None = None
     run_id: str | None = None
@@ -134,6 +134,8 @@ class LedgerEntry:
     trigger: str | None = None  # a retrain request's reason, when monitoring started the run
     # rollbacks
     requested: str | None = None
+    # canary looks: step, share, status and the comparison's figures (mlpipe.serving.canary)
+    canary: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "window": self.window.to_dict() if self.window else None}

@@ -365,6 +365,7 @@ class TimeoutSpec(_Model):
     score: int = Field(30, ge=1, description="Each task of the score DAG")
     monitor: int = Field(30, ge=1, description="Each task of the monitor DAG")
     rollback: int = Field(10, ge=1, description="The rollback task")
+    canary: int = Field(10, ge=1, description="The canary's daily look")
 
 
 class ExecutionSpec(_Model):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mlpipe import ingest, monitoring, promotion, scoring, training
+from mlpipe.serving import canary
 
 STEPS: dict[str, Callable] = {
     # ingest DAG
@@ -26,6 +27,8 @@ STEPS: dict[str, Callable] = {
     "evaluate_and_promote": promotion.evaluate_and_promote,
     # rollback DAG
     "rollback": promotion.rollback,
+    # canary DAG
+    "canary_step": canary.step,
     # score DAG
     "score_day": scoring.score_day,
     # monitor DAG

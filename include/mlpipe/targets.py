@@ -55,6 +55,25 @@ class TargetType:
         known = y >= 0 if self.has_classes else slice(None)
         return compute_metrics(self.name, y[known], scores[known])
 
+    def row_loss(self, labels, scores: np.ndarray, classes: list[str] | None = None) -> np.ndarray:
+        """Each row's loss (lower is better), what a canary's sequential test compares:
+        the squared error; a classifier's, the log loss of its label (probabilities clipped
+        at 1e-15, as scikit-learn's log loss). Rows of a class the model does not know are
+        left out."""
+        import numpy as np
+
+        y = self.encode(labels, classes)
+        if not self.classifier:
+            return (np.asarray(scores, dtype="float64") - y) ** 2
+        probability = self._of_label(y, np.asarray(scores, dtype="float64"))
+        return -np.log(np.clip(probability[~np.isnan(probability)], 1e-15, 1.0))
+
+    def _of_label(self, y: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The probability each row's model gave its label (NaN: an unknown class)."""
+        import numpy as np
+
+        return np.where(y == 1, scores, 1.0 - scores)
+
     def per_class(self, labels, scores: np.ndarray, classes: list[str] | None) -> dict | None:
         """Figures per class (:func:`mlpipe.metric_functions.per_class`); None without classes."""
         return None
@@ -160,6 +179,12 @@ class Multiclass(TargetType):
         import numpy as np
 
         return np.asarray(classes, dtype="object")[scores.argmax(axis=1)]
+
+    def _of_label(self, y, scores):
+        import numpy as np
+
+        picked = scores[np.arange(len(y)), np.clip(y, 0, None)]
+        return np.where(y >= 0, picked, np.nan)
 
     def per_class(self, labels, scores, classes):
         from mlpipe.metric_functions import per_class

@@ -3,8 +3,10 @@ own api-server, async, typed request bodies) that serves every configured pipeli
 ``POST /v1/<pipeline>/predict``, with ``/healthz``, ``/readyz`` and Prometheus
 ``/metrics``. Requests need ``Authorization: Bearer <MLPIPE_SERVING_TOKEN>``; without a
 token configured the process refuses to start unless ``MLPIPE_SERVING_INSECURE=1`` (for
-development) says otherwise. A background thread follows the registry and the online
-snapshots every ``MLPIPE_SERVING_POLL_SECONDS`` (see :mod:`mlpipe.serving`).
+development) says otherwise. A background thread follows the registry, the online
+snapshots and the canary every ``MLPIPE_SERVING_POLL_SECONDS`` (see :mod:`mlpipe.serving`).
+Every answered row goes to the request log (``served/``); on SIGTERM uvicorn finishes the
+requests in flight and the lifespan's end writes out what the log still buffers.
 
     python -m mlpipe.serving [--host 127.0.0.1] [--port 8000]     (make serve)
 """
@@ -24,6 +26,7 @@ from fastapi import Body, FastAPI, Header
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from mlpipe.serving.requestlog import RequestLog
 from mlpipe.serving.server import BadRequest, PipelineServer
 
 log = logging.getLogger(__name__)
@@ -68,15 +71,17 @@ def create_app(servers: dict[str, PipelineServer], token: str | None, poll_secon
 
 def _following(servers: dict[str, PipelineServer], metrics: Metrics, poll_seconds: float):
     """The app's lifespan: load every pipeline's models and snapshot, then follow the
-    registry and the snapshots from a background thread."""
+    registry, the snapshots and the canaries from a background thread; at shutdown, write
+    out the buffered request logs."""
     def refresh_all() -> None:
         for server in servers.values():
             try:
                 server.refresh()
             except Exception:  # noqa: BLE001 - a registry or store hiccup: keep serving what is loaded
                 log.exception("serving %s: refresh failed; still serving what was loaded", server.name)
-            if server.champion is not None:
-                metrics.version.labels(server.name, server.champion.role).set(float(server.champion.version))
+            for role in server.aliases:
+                served = server.models.get(role)
+                metrics.version.labels(server.name, role).set(float(served.version) if served else float("nan"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -88,8 +93,11 @@ def _following(servers: dict[str, PipelineServer], metrics: Metrics, poll_second
                 refresh_all()
 
         threading.Thread(target=follow, name="mlpipe-serving-follow", daemon=True).start()
+        logs = [s.log.start() for s in servers.values() if s.log is not None]
         yield
-        stop.set()
+        stop.set()  # uvicorn has finished the requests in flight (SIGTERM): write out the request logs
+        for request_log in logs:
+            request_log.close()
 
     return lifespan
 
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in spec_files():
         ctx = Context.load(path)
         servers[ctx.spec.name] = PipelineServer(ctx, int(os.environ.get("MLPIPE_SERVING_MAX_ROWS", "1000")),
-                                                int(max_age) if max_age else None)
+                                                int(max_age) if max_age else None, RequestLog(ctx.store, ctx.spec))
     app = create_app(servers, token, float(os.environ.get("MLPIPE_SERVING_POLL_SECONDS", "10")))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

@@ -1,12 +1,13 @@
-"""Online serving's logic, one :class:`PipelineServer` per pipeline: the version behind
-``champion`` loaded the way batch scoring loads it (the registered version's artifact,
+"""Online serving's logic, one :class:`PipelineServer` per pipeline: the versions behind
+``champion`` (and ``challenger``, when the traffic policy uses it) loaded the way batch scoring loads them (the registered version's artifact,
 refused unless it has the hash the ledger recorded; preprocessing inside the bundle),
 the online snapshot (:mod:`mlpipe.online`), a request's checks, features and answer.
 
-``refresh`` follows the registry: when ``champion`` moves (a promotion, a rollback) it
-loads the new version, scores a row with it (warm-up) and only then swaps it in, one
-attribute assignment, so a request in flight keeps the model it started with and none
-waits on a load. The HTTP face is :mod:`mlpipe.serving.app`.
+``refresh`` follows the registry: when an alias moves (a promotion, a rollback, a canary
+step) it loads the new version, scores a row with it (warm-up) and only then swaps it in, one
+attribute assignment, so a request in flight keeps the models it started with and none
+waits on a load. Each row's arm comes from the policy (:mod:`mlpipe.serving.policy`); every
+answered row goes to the request log (:mod:`mlpipe.serving.requestlog`). The HTTP face is :mod:`mlpipe.serving.app`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import pandas as pd
 from mlpipe import online
 from mlpipe.context import Context
 from mlpipe.errors import MlpipeError, SourceError
+from mlpipe.serving import canary, policy
+from mlpipe.serving.requestlog import Answered, RequestLog
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +48,24 @@ class Served:
 
 
 class PipelineServer:
-    def __init__(self, ctx: Context, max_rows: int = 1000, max_snapshot_age_days: int | None = None):
-        self.ctx, self.max_rows, self.max_age = ctx, max_rows, max_snapshot_age_days
-        self.champion: Served | None = None
+    def __init__(self, ctx: Context, max_rows: int = 1000, max_snapshot_age_days: int | None = None,
+                 request_log: RequestLog | None = None):
+        self.ctx, self.max_rows, self.max_age, self.log = ctx, max_rows, max_snapshot_age_days, request_log
+        self.models: dict[str, Served] = {}  # alias -> loaded version; replaced whole, never changed in place
         self.snapshot: dict | None = None
+        self.canary: dict | None = None
         self._refreshing = threading.Lock()
+
+    @property
+    def champion(self) -> Served | None:
+        return self.models.get("champion")
+
+    @property
+    def aliases(self) -> list[str]:
+        """The aliases served: the challenger too unless the policy is champion only."""
+        from mlpipe import registry
+
+        return [registry.CHAMPION] + ([registry.CHALLENGER] if self.ctx.spec.serving.policy != "champion" else [])
 
     @property
     def name(self) -> str:
@@ -60,33 +76,49 @@ class PipelineServer:
         columns the features read (history keys included)."""
         feats = self.ctx.spec.features
         keys = [k for h in feats.history for k in h.group_by]
-        return list(dict.fromkeys([self.ctx.spec.partition.column, *feats.numeric, *feats.categorical, *keys]))
+        sticky = [self.ctx.spec.serving_key] if self.ctx.spec.serving.policy in ("ab", "canary") else []
+        return list(dict.fromkeys([self.ctx.spec.partition.column, *feats.numeric, *feats.categorical, *keys,
+                                   *sticky]))
 
     def refresh(self) -> list[str]:
-        """Load what moved since the last call (the champion's version, the snapshot's
-        pointer) and swap it in; what was swapped, as log lines."""
-        from mlpipe import ledger, registry
-
+        """Load what moved since the last call (the served aliases' versions, the snapshot's
+        pointer, the canary's state) and swap it in; what was swapped, as log lines."""
         with self._refreshing:  # one refresh at a time; requests never take this lock
             done = []
-            tracking, name = self.ctx.tracking, self.ctx.spec.registered_model
             pointer = online.current(self.ctx.store)
             if pointer and (self.snapshot is None or str(self.snapshot["as_of"]) != pointer["as_of"]):
                 self.snapshot = online.load(self.ctx.store)
                 done.append(f"{self.name}: snapshot as of {self.snapshot['as_of']}")
-            alias = tracking.champion_version(name)
-            version = str(alias.version) if alias else None
-            if version and (self.champion is None or self.champion.version != version):
-                model = tracking.load_model(registry.version_uri(name, version), ledger.recorded_hash(self.ctx.store,
-                                                                                                       version))
-                candidate = Served(version, registry.CHAMPION, registry.bundle_of(model))
-                if self.snapshot is not None:
-                    self._warm_up(candidate)
-                before, self.champion = self.champion, candidate
-                done.append(f"{self.name}: {registry.CHAMPION} v{before.version if before else None} -> v{version}")
+            self.canary = canary.state(self.ctx.store) if self.ctx.spec.serving.policy == "canary" else None
+            for alias in self.aliases:
+                done += self._follow(alias)
             for line in done:
                 log.info("serving %s", line)
             return done
+
+    def _follow(self, alias: str) -> list[str]:
+        """Load and swap in the version behind ``alias`` if it moved (a version another alias
+        already serves is reused, not loaded again)."""
+        from mlpipe import ledger, registry
+
+        tracking, name = self.ctx.tracking, self.ctx.spec.registered_model
+        found = tracking.alias_version(name, alias)
+        version, before = (str(found.version) if found else None), self.models.get(alias)
+        if version == (before.version if before else None):
+            return []
+        if version is None:
+            self.models = {a: s for a, s in self.models.items() if a != alias}
+        else:
+            loaded = next((s.bundle for s in self.models.values() if s.version == version), None)
+            if loaded is None:
+                model = tracking.load_model(registry.version_uri(name, version),
+                                            ledger.recorded_hash(self.ctx.store, version))
+                loaded = registry.bundle_of(model)
+            candidate = Served(version, alias, loaded)
+            if self.snapshot is not None:
+                self._warm_up(candidate)
+            self.models = {**self.models, alias: candidate}
+        return [f"{self.name}: {alias} v{before.version if before else None} -> v{version}"]
 
     def _warm_up(self, served: Served) -> None:
         """Score one made-up row, so the first request pays no first-call cost."""
@@ -106,8 +138,10 @@ class PipelineServer:
         return True, f"{self.name}: v{self.champion.version}, snapshot as of {self.snapshot['as_of']}"
 
     def predict(self, records: list[dict]) -> dict:
-        """The answer to a request of source-shaped ``records`` (or ``BadRequest``)."""
-        served, snapshot = self.champion, self.snapshot  # one model and snapshot for the whole request
+        """The answer to a request of source-shaped ``records`` (or ``BadRequest``); each
+        row is answered by its arm's model and logged."""
+        models, snapshot, state = self.models, self.snapshot, self.canary  # one view for the whole request
+        served = models.get("champion")
         if served is None or snapshot is None:
             raise BadRequest(self.readiness()[1], status=503)
         rows = self.checked(records)
@@ -115,10 +149,52 @@ class PipelineServer:
             features = online.request_features(self.ctx.spec, rows, snapshot)
         except SourceError as exc:
             raise BadRequest(str(exc), self.ctx.spec.partition.column) from exc
-        scores = served.bundle.score(features)
-        return {"request_id": uuid.uuid4().hex, "pipeline": self.name, "model_version": served.version,
-                "role": served.role, "as_of": str(snapshot["as_of"]),
-                "predictions": self.answers(scores, getattr(served.bundle, "classes", None))}
+        request_id, now = uuid.uuid4().hex, dt.datetime.now(dt.timezone.utc)
+        answers: list[dict] = [{}] * len(rows)
+        for arm, model, index in self._arms(rows, models, state):
+            part = features if len(index) == len(rows) else features.iloc[index]
+            scores = model.bundle.score(part)
+            classes = getattr(model.bundle, "classes", None)
+            shadow = self._shadow(models, part, classes) if arm == policy.CHAMPION else None
+            if self.log is not None:
+                self.log.add(Answered(request_id, now, arm, model.version, snapshot["as_of"], part, scores, classes,
+                                      shadow))
+            for i, answer in zip(index, self.answers(scores, classes), strict=True):
+                answers[i] = {**answer, "model_version": model.version, "role": arm}
+        versions = {(a["model_version"], a["role"]) for a in answers}
+        version, role = next(iter(versions)) if len(versions) == 1 else (None, None)
+        return {"request_id": request_id, "pipeline": self.name, "model_version": version, "role": role,
+                "as_of": str(snapshot["as_of"]), "predictions": answers}
+
+    def _arms(self, rows: pd.DataFrame, models: dict[str, Served], state: dict | None):
+        """``(arm, model, row positions)`` per arm answering some of ``rows``."""
+        serving, challenger = self.ctx.spec.serving, models.get("challenger")
+        share = policy.challenger_share(serving.policy, serving.share, state, challenger and challenger.version)
+        if share <= 0:
+            return [(policy.CHAMPION, models["champion"], np.arange(len(rows)))]
+        keys = rows[self.ctx.spec.serving_key]
+        if keys.isna().any():
+            raise BadRequest(f"{self.ctx.spec.serving_key}: the key that assigns a row's arm is missing "
+                             f"(row {int(keys.isna().idxmax())})", self.ctx.spec.serving_key)
+        picked = policy.to_challenger(keys.astype(str).tolist(), share, self.name)
+        arms = [(policy.CHAMPION, models["champion"], np.flatnonzero(~picked)),
+                (policy.challenger_role(serving.policy), challenger, np.flatnonzero(picked))]
+        return [arm for arm in arms if len(arm[2])]
+
+    def _shadow(self, models: dict[str, Served], features: pd.DataFrame,
+                classes: list[str] | None) -> tuple[str, np.ndarray] | None:
+        """The challenger's scores of rows the champion answers, under the shadow policy (a
+        multi-class challenger's on the champion's ``classes``, as batch scoring reads them)."""
+        from mlpipe import predictions
+
+        challenger = models.get("challenger")
+        if self.ctx.spec.serving.policy != "shadow" or challenger is None:
+            return None
+        scores = challenger.bundle.score(features)
+        if classes is not None:
+            own = getattr(challenger.bundle, "classes", None)
+            scores = predictions.scores_of(predictions.score_frame(scores, own), classes)
+        return challenger.version, scores
 
     def checked(self, records: list[dict]) -> pd.DataFrame:
         """The request's rows, refused (naming the field) when one is missing, a number is
