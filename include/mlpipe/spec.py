@@ -449,9 +449,9 @@ class CanarySpec(_Model):
     each step the ``<pipeline>__canary`` DAG compares the arms on served rows whose labels
     have arrived with an always-valid sequential test; fewer than ``min_rows`` labelled rows
     in an arm holds the step (never passes it)."""
-    steps: list[float] = Field([0.05, 0.25, 0.5, 1.0], min_length=1,
+    steps: list[float] = Field([0.05, 0.25, 0.5, 1.0], min_length=2,
                                description="The challenger's traffic share at each step, increasing, the last 1.0: "
-                                           "passing it moves champion")
+                                           "passing the step before it moves champion")
     min_rows: int = Field(200, ge=10, description="Labelled served rows each arm needs before a step may pass")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="False-alarm level of the always-valid test, over all looks")
 

@@ -26,7 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
-DAGS = ("ingest", "ingest_range", "train", "score", "score_range", "monitor", "rollback")
+DAGS = ("ingest", "ingest_range", "train", "score", "score_range", "monitor", "rollback", "canary")
 HEAVY = ["torch", "tensorflow", "mlflow", "great_expectations", "evidently", "sklearn", "pandas", "pyarrow"]
 PIPELINES_DIR = ROOT / "include" / "pipelines"
 # the bundled pipelines, by the `name` of each spec file (as mlpipe.pipelines.spec_files picks them)
@@ -107,7 +107,7 @@ def test_every_task_alerts_on_failure_and_has_the_specs_timeout(dagbag, specs, p
 
     minutes = specs[pipeline].execution.timeouts
     kind = {"ingest": "ingest", "ingest_range": "ingest", "train": "evaluate", "score": "score", "score_range": "score",
-            "monitor": "monitor", "rollback": "rollback"}
+            "monitor": "monitor", "rollback": "rollback", "canary": "canary"}
     for name, dag in dags_of(dagbag, pipeline).items():
         for task in dag.tasks:
             label = f"{dag.dag_id}.{task.task_id}"

@@ -23,7 +23,7 @@ from mlpipe.pipelines import dag_id
 pytestmark = pytest.mark.e2e
 
 FLIGHTS = PIPELINE
-DAG_NAMES = ("ingest", "ingest_range", "train", "score", "score_range", "monitor", "rollback")
+DAG_NAMES = ("ingest", "ingest_range", "train", "score", "score_range", "monitor", "rollback", "canary")
 # run ids and logical dates of their own: other modules' train runs use other ones
 RUNS = {FLIGHTS: "manual__side_by_side_flights", BIKES: "manual__side_by_side_bikes"}
 # each train run's window [start, end) and the day scored after it (past the window)

@@ -397,3 +397,16 @@ def test_the_bands_are_relearnt_on_scored_days_and_the_earlier_ones_kept(ctx):
     kept = [a.path for a in ctx.tracking.client.list_artifacts(run_id, "reference")]
     assert "reference/bands.json" in kept and any(p.startswith("reference/bands-") for p in kept)
     assert learnt["quality"] and learnt["calibrator"]  # kept from the promotion's bands
+
+
+def test_under_the_canary_policy_a_winner_becomes_challenger_once_there_is_a_champion():
+    """Pure: the alias moves a decision asks for (no registry)."""
+    from mlpipe.evaluation import Decision
+
+    made = {n: Candidate(n, "sklearn_hgb", f"run-{n}", f"runs:/{n}", v, {}) for n, v in (("hgb", "5"), ("lin", "6"))}
+    won = Decision(promote=True, winner="hgb", reason="gain", metric="roc_auc", challenger="lin")
+    seen = promotion.Aliases("3", "4")
+    assert promotion._planned(won, made, seen) == [("champion", "5", "3"), ("challenger", "6", "4")]
+    assert promotion._planned(won, made, seen, canary=True) == [("challenger", "5", "4")]
+    first = promotion.Aliases(None, None)  # no champion yet: the first winner is promoted outright
+    assert promotion._planned(won, made, first, canary=True) == [("champion", "5", None), ("challenger", "6", None)]

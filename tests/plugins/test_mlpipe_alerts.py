@@ -116,3 +116,13 @@ def test_a_monitor_day_alerts_once_per_episode_that_starts_or_ends(webhook):
     assert [(a["kind"], a["state"]) for a in webhook] == [("drift", "started"), ("degradation", "ended")]
     assert last == webhook[-1] and webhook[0]["page"] == "/p/index.html" and webhook[0]["columns"] == ["temp"]
     assert mlpipe_alerts.alert_for("monitor_day", {"episodes": []}, "flights") is None
+
+
+def test_every_canary_step_but_a_hold_alerts(webhook):
+    step = {"action": "rollback", "model": "flights", "reason": "worse", "champion_before": "1", "champion_after": "1",
+            "challenger_after": None, "share": 0.0, "comparison": {"p_value": 0.001, "verdict": "worse"}}
+    sent = mlpipe_alerts.alert_for("canary_step", step, "flights")
+    assert sent["kind"] == "canary_rollback" and sent["comparison"]["verdict"] == "worse"
+    assert mlpipe_alerts.alert_for("canary_step", {**step, "action": "promote"}, "flights")["kind"] == "canary_promote"
+    assert mlpipe_alerts.alert_for("canary_step", {**step, "action": "hold"}, "flights") is None
+    assert mlpipe_alerts.alert_for("canary_step", {"action": "none", "reason": "no challenger"}, "flights") is None

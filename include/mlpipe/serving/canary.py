@@ -12,8 +12,9 @@ canary DAG looks once:
   the always-valid test of :mod:`mlpipe.serving.sequential`, so looking every day does not
   inflate false alarms. Fewer than ``canary.min_rows`` labelled rows in an arm: hold.
   Significantly worse: ``challenger`` is cleared (the canary gets no more traffic) and it
-  alerts. Otherwise the share moves to the next step; passing the last step (1.0) moves
-  ``champion`` to the canary, through the alias transaction promotion and rollback use.
+  alerts. Otherwise the share moves to the next step; when that is the last (1.0: all the
+  traffic, no champion arm left to compare with) ``champion`` moves to the canary instead,
+  through the alias transaction promotion and rollback use.
 
 Every look is a ledger entry (``kind: canary``) with its figures: rows, mean losses, the
 difference's confidence sequence, the always-valid p-value and each arm's metrics.
@@ -113,7 +114,7 @@ def _decide(ctx: Context, current: dict, found: sequential.Comparison, seen, run
     from mlpipe import registry
 
     steps, figures = ctx.spec.serving.canary.steps, found.to_dict()
-    where = f"step {current['step'] + 1}/{len(steps)} ({current['share']:.0%})"
+    where = f"step {current['step'] + 1}/{len(steps) - 1} ({current['share']:.0%})"
     if found.verdict == "hold":
         after = {**current, "look": figures}
         entry = _record(ctx, "canary-hold", f"{where}: too little labelled data ({found.n_control} champion, "
@@ -125,7 +126,7 @@ def _decide(ctx: Context, current: dict, found: sequential.Comparison, seen, run
                         f"{found.mean_treatment:.4g} against {found.mean_control:.4g}, p={found.p_value:.3g}): "
                         "challenger cleared", seen, after, run_tags, figures,
                         moves=[(registry.CHALLENGER, None, seen.challenger)])
-    elif current["step"] + 1 < len(steps):
+    elif steps[current["step"] + 1] < 1.0:
         share = steps[current["step"] + 1]
         after = {**current, "step": current["step"] + 1, "share": share, "step_since": _now(), "look": None}
         entry = _record(ctx, "canary-advance", f"{where} passed ({found.verdict}, p={found.p_value:.3g}): "
