@@ -45,17 +45,20 @@ KIND = "drift"
 
 def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_flight: bool = False,
                 page: bool = True) -> dict:
-    """Drift and live quality of ``day``, the retrain decision, written as the day's
+    """Drift and live quality of ``day`` (and of its served traffic:
+    :mod:`mlpipe.serving.report`), the retrain decision, written as the day's
     report, and (with ``page``) the pipeline's monitoring page rebuilt; returns the
     summary (small: fit for XCom). A live run lists the drift and degradation
     ``episodes`` that start or end on the day (each alerts once); a backfill lists none."""
     from mlpipe import monitoring_page
+    from mlpipe.serving import report as served_report
 
     spec, store = ctx.spec, ctx.store
     drift, html, version, rows = _measure(ctx, day)
     quality = live_quality(ctx, day - dt.timedelta(days=spec.monitoring.label_delay_days))
     summary = {"day": str(day), "model_version": version, "rows": rows, **drift, "quality": quality,
                "estimated": estimated_quality(ctx, day, version)}
+    summary["served"] = served_report.served_day(ctx, day)  # online traffic of the day, when there was some
     summary["decision"] = retrain_decision(ctx, day, summary, backfill, train_in_flight)
     summary["episodes"] = [] if backfill else _episodes(ctx, day, summary)
     report = atomic_write(store.report_path(KIND, day, ".html"), html)
@@ -63,7 +66,8 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
     summary["page"] = str(store.report_dir("monitoring") / "index.html") if page else None
     store.write_report(KIND, day, summary)
     built = monitoring_page.build(store, day) if page else None  # before the index, which links it once it exists
-    report_index.record(store, "day", str(day), {"drift": str(report)},
+    report_index.record(store, "day", str(day), {"drift": str(report),
+                                                 "served": summary["served"] and summary["served"]["report"]},
                         drift_status=("drift" if summary["dataset_drift"] else "no drift")
                         + ("" if summary["decision"]["action"] == "none" else f", {summary['decision']['action']}"))
     ctx.tracking.log_monitoring(spec.name, summary, html, built)

@@ -22,7 +22,7 @@ import json
 from mlpipe.storage import Location, Store, atomic_write, listing, read_json, relative
 
 SECTIONS = ("day", "train")
-DAY_COLUMNS = ("validation", "data_docs", "predictions", "drift")
+DAY_COLUMNS = ("validation", "data_docs", "predictions", "drift", "served")
 TRAIN_COLUMNS = ("evaluation", "ledger")
 SHARD_RUNS = 100  # train runs per shard; a day shard is a calendar month
 PREFIX = {"day": "days-", "train": "train-"}  # a shard's name: prefix, then its month or hundred
