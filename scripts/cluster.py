@@ -64,7 +64,7 @@ def _secrets(state: Path) -> dict:
     values = json.loads(path.read_text()) if path.exists() else {}
     wanted = {"fernet": lambda: Fernet.generate_key().decode(), "jwt": lambda: secrets.token_urlsafe(32),
               "api": lambda: secrets.token_urlsafe(32), "mlflow_secret": lambda: secrets.token_urlsafe(32),
-              "mlflow_password": lambda: secrets.token_urlsafe(16),
+              "mlflow_password": lambda: secrets.token_urlsafe(16), "serving_token": lambda: secrets.token_urlsafe(24),
               "admin_password": lambda: os.environ.get("MLPIPE_ADMIN_PASSWORD") or secrets.token_urlsafe(12),
               "logins": lambda: {user: secrets.token_urlsafe(12) for user, _ in ROLES}}
     missing = {k: make() for k, make in wanted.items() if k not in values}
@@ -131,6 +131,7 @@ def environment(state: Path) -> dict[str, str]:
         "MLPIPE_GPU_POOL": _setting("MLPIPE_GPU_POOL", "gpu"),
         "GX_ANALYTICS_ENABLED": "false",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLPIPE_SERVING_PORT": _setting("MLPIPE_SERVING_PORT", "8000"),
         # which pipelines: the folder's specs (default include/pipelines), or just MLPIPE_SPEC
         **{k: os.environ[k] for k in ("MLPIPE_PIPELINES_DIR", "MLPIPE_SPEC") if os.environ.get(k)},
     }
@@ -172,6 +173,10 @@ def services(state: Path, env: dict[str, str]) -> dict[str, tuple[list[str], dic
         "worker-gpu": ([*worker, "--queues", "gpu", "--celery-hostname", f"gpu@{HOST}",
                         "--concurrency", _setting("MLPIPE_GPU_WORKER_CONCURRENCY", "1")],
                        {"MLPIPE_HOSTNAME": f"{HOST}-gpu", "MLPIPE_CACHE_DIR": str(state / "cache-gpu")}),
+        "serving": ([str(BIN / "python"), "-m", "mlpipe.serving", "--host", "127.0.0.1",
+                     "--port", env["MLPIPE_SERVING_PORT"]],
+                    {"MLPIPE_SERVING_TOKEN": _secrets(state)["serving_token"],
+                     "MLPIPE_CACHE_DIR": str(state / "cache-serving")}),
     }
 
 
@@ -249,6 +254,7 @@ def up() -> int:
             start(service)
         _wait("api-server", lambda: _answers(f"http://localhost:{env['AIRFLOW__API__PORT']}/api/v2/version"))
         _wait_workers(env)
+        _wait("serving", lambda: _answers(f"http://127.0.0.1:{env['MLPIPE_SERVING_PORT']}/healthz"))
         output = accounts.communicate()[0]
         if accounts.returncode != 0:
             raise SystemExit(f"creating the logins and the GPU pool failed:\n{output}")
@@ -257,7 +263,8 @@ def up() -> int:
         down()
         raise
     print(f"cluster up: Airflow http://localhost:{env['AIRFLOW__API__PORT']} (login {admin}, password in "
-          f"{state / 'admin-password'}; a viewer and an operator login in {state / 'logins.json'}), MLflow {env['MLFLOW_TRACKING_URI']}, logs {state / 'logs'}")
+          f"{state / 'admin-password'}; a viewer and an operator login in {state / 'logins.json'}), MLflow {env['MLFLOW_TRACKING_URI']}, serving "
+          f"http://127.0.0.1:{env['MLPIPE_SERVING_PORT']} (token in {state / 'secrets.json'}), logs {state / 'logs'}")
     return 0
 
 

@@ -259,7 +259,7 @@ def test_locks_default_to_the_compose_postgres_airflow_database():
 
 def test_the_object_storage_override_drops_the_data_volume_from_every_service():
     services = OVERRIDE["services"]
-    assert set(services) == set(AIRFLOW)  # a misspelt name would add a service, not change one
+    assert set(services) == {*AIRFLOW, "mlpipe-serving"}  # a misspelt name would add a service, not change one
     common = COMPOSE["x-airflow-common"]
     for name, layer in services.items():
         assert isinstance(layer["volumes"], Tagged) and layer["volumes"].tag == "!override", name
@@ -300,7 +300,7 @@ def test_env_example_shows_both_data_root_setups_as_optional_lines():
         assert key in optional, key
     assert optional["MLPIPE_DATA_ROOT"].startswith("s3://")
     assert optional["COMPOSE_FILE"].split()[0] == "docker-compose.yaml:docker-compose.object-storage.yaml"
-    assert not [line for line in lines if re.match(r"(MLPIPE|AWS)_", line)]  # the volume stays the default
+    assert not [line for line in lines if re.match(r"(MLPIPE_(DATA|LOCK|CACHE|STORAGE)|AWS)_", line)]  # the volume stays the default
     for key in ("AWS_SECRET_ACCESS_KEY", "MLPIPE_LOCK_URL"):
         assert "<" in optional[key], key  # placeholders, never a credential
 
@@ -314,3 +314,16 @@ def test_docker_compose_accepts_the_object_storage_override(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "mlpipe-data" not in str([s.get("volumes") for s in json.loads(done.stdout)["services"].values()])
+
+
+def test_the_serving_app_runs_the_common_settings_its_token_and_a_health_check():
+    serving = SERVICES["mlpipe-serving"]
+    assert serving["command"] == "python -m mlpipe.serving --host 0.0.0.0 --port 8000"
+    env = serving["environment"]
+    common = COMPOSE["x-airflow-common"]["environment"]
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD", "MLPIPE_PIPELINES_DIR", *STORE_SETTINGS):
+        assert env[key] == common[key], key  # the registry, the specs and the data root the DAGs use
+    assert env["MLPIPE_SERVING_TOKEN"].startswith("${MLPIPE_SERVING_TOKEN:?")  # no token, no start
+    assert DATA_MOUNT in serving["volumes"] and "8000:8000" in serving["ports"]
+    assert "http://localhost:8000/healthz" in serving["healthcheck"]["test"]
+    assert serving["depends_on"]["mlflow"] == {"condition": "service_healthy"}

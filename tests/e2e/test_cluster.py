@@ -157,6 +157,33 @@ def test_the_mlflow_server_holds_runs_versions_aliases_and_artifacts(cluster):
     assert not (ROOT / "mlflow" / "artifacts" / experiment.experiment_id).exists()
 
 
+
+def test_the_clusters_serving_process_answers_with_the_champion_from_the_data_root(cluster):
+    """The `make cluster` serving process (a real uvicorn server): the champion from the
+    MLflow server (basic auth), the online snapshot from the cluster's data root."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{cluster.env['MLPIPE_SERVING_PORT']}/v1/flights/predict"
+    token = json.loads((cluster.state / "secrets.json").read_text())["serving_token"]
+    rows = json.loads(cluster.store().read("raw", LAST).head(3).to_json(orient="records", date_format="iso"))
+    champion = str(cluster.mlflow().get_model_version_by_alias("flights", "champion").version)
+    request = urllib.request.Request(url, data=json.dumps(rows).encode(), headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    deadline = time.time() + 60  # the process polls the registry every second here
+    while True:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            body = json.loads(answer.read())
+        if body["model_version"] == champion or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert (body["model_version"], body["role"], len(body["predictions"])) == (champion, "champion", 3)
+    assert all(0 <= p["score"] <= 1 for p in body["predictions"]) and dt.date.fromisoformat(body["as_of"]) >= FIRST
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(url, data=json.dumps(rows).encode(),
+                                                      headers={"Content-Type": "application/json"}), timeout=10)
+    assert refused.value.code == 401
+
 # past the cooldown of every train on the shared cluster (test_faults' last window ends Jan 16)
 DRIFTED = [dt.date(2013, 1, d) for d in (21, 22, 23, 24)]  # nothing scored on Jan 20
 BACKFILLED = [dt.date(2013, 1, 30), dt.date(2013, 1, 31), dt.date(2013, 2, 1)]  # past the retrain's cooldown

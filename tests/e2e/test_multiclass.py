@@ -7,7 +7,13 @@ scheduler), re-point the champion and score a day again with it. Checked from th
 ledger, the store and the MLflow registry.
 
 A serving process (``python -m mlpipe.serving``, a real uvicorn server) then answers
-requests for the pipeline's champion over HTTP and follows the rollback.
+requests for the pipeline's champion over HTTP, under the canary policy. A load generator
+runs while the rollback DAG rolls back, a train run (``airflow dags test``) puts a new
+winner into ``challenger`` and the canary DAG (``airflow dags test``) starts its canary and
+then promotes it: no request fails, and each answer's version is the one behind the alias
+(or the canary's arm) at its time, within the poll. A second serving process shares the
+request log's folder and, on SIGTERM, finishes its request in flight and writes out its
+buffered rows; neither overwrites the other's.
 
 Tests in this module run in order and share one Airflow home.
 """
@@ -22,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from topology import ROOT, free_port
@@ -31,10 +38,13 @@ from mlpipe.pipelines import dag_id
 pytestmark = pytest.mark.e2e
 
 PIPELINE = "pizza"
+POLL = 1  # the serving processes' poll of the registry, seconds
+SLACK = 10  # seconds a swap may take past the poll (loading and warming a version on a busy machine)
 CLASSES = ["chicken", "classic", "supreme", "veggie"]
 FROM, TO, HOLDOUT = dt.date(2015, 1, 1), dt.date(2015, 1, 14), 5
 HOLDOUT_DAYS = [TO - dt.timedelta(days=i) for i in range(HOLDOUT - 1, -1, -1)]
-TRAIN, SCORE, ROLLBACK, SCORE_RANGE = (dag_id(PIPELINE, d) for d in ("train", "score", "rollback", "score_range"))
+TRAIN, SCORE, ROLLBACK, SCORE_RANGE, CANARY = (dag_id(PIPELINE, d) for d in ("train", "score", "rollback",
+                                                                             "score_range", "canary"))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +55,10 @@ def home(tmp_path_factory):
     spec = yaml.safe_load((ROOT / "include/pipelines/pizza.yaml").read_text())
     spec["variants"] = [{"name": "hgb", "backend": "sklearn_hgb", "params": {"max_iter": 60, "max_leaf_nodes": 15}},
                         {"name": "logreg", "backend": "sklearn_linear", "params": {"C": 1.0}}]
+    spec["serving"] = {"policy": "canary", "canary": {"steps": [0.5, 1.0], "min_rows": 30}, "log_seconds": 0.5}
     (work / "pizza.yaml").write_text(yaml.safe_dump(spec))
+    spec["serving"] |= {"log_seconds": 3600, "log_rows": 100000}  # a second server: writes only at shutdown
+    (work / "pizza-sigterm.yaml").write_text(yaml.safe_dump(spec))
     env = {**os.environ, "AIRFLOW_HOME": str(work / "airflow"), "MLPIPE_DATA_ROOT": str(work / "data"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow' / 'mlflow.db'}",
            "MLPIPE_ARTIFACTS": str(work / "mlflow" / "artifacts"), "MLPIPE_SPEC": str(work / "pizza.yaml"),
@@ -129,16 +142,15 @@ def test_the_demo_trains_promotes_scores_and_monitors_a_multiclass_pipeline(home
     assert outputs == [f"score_{c}" for c in CLASSES]  # the pyfunc signature names the class outputs
 
 
-@pytest.fixture(scope="module")
-def server(home):
-    """The serving process over the demo's registry and data (token, a poll every second)."""
+def _serve(home, spec: str = "pizza.yaml") -> dict:
+    """A serving process over the demo's registry and data (token, a poll every second)."""
     import time
     import urllib.request
 
     port = free_port()
     env = {**home["env"], "MLPIPE_SERVING_TOKEN": "e2e-token", "MLPIPE_SERVING_PORT": str(port),
-           "MLPIPE_SERVING_POLL_SECONDS": "1"}
-    log = open(home["work"] / "serving.log", "wb")
+           "MLPIPE_SERVING_POLL_SECONDS": str(POLL), "MLPIPE_SPEC": str(home["work"] / spec)}
+    log = open(home["work"] / f"serving-{port}.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "mlpipe.serving"], env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -152,11 +164,17 @@ def server(home):
             time.sleep(0.5)
     else:
         proc.kill()
-        raise AssertionError((home["work"] / "serving.log").read_text()[-3000:])
-    yield {"url": url, "proc": proc}
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+        raise AssertionError((home["work"] / f"serving-{port}.log").read_text()[-3000:])
+    return {"url": url, "proc": proc, "log": log}
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    served = _serve(home)
+    yield served
+    served["proc"].terminate()
+    served["proc"].wait(30)
+    served["log"].close()
 
 
 def _post(server, rows, token="e2e-token"):
@@ -190,26 +208,162 @@ def test_the_serving_process_answers_with_the_champion_over_http(home, server):
     assert (status, refused["field"]) == (422, "size")
 
 
-def test_the_rollback_dag_repoints_the_champion_and_the_next_score_run_uses_it(home, server):
-    """In-process in `airflow dags test` (no scheduler): the rollback DAG, then the score DAG;
-    the serving process follows the alias within its poll."""
-    import time
+class Load:
+    """A load generator: one-row requests back to back from a thread (cycling through
+    ``rows``), each recorded as (sent, received, status, version, role)."""
 
+    def __init__(self, server, rows: list[dict]):
+        import threading
+
+        self.server, self.rows, self.answers, self.stop = server, rows, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import time
+
+        i = 0
+        while not self.stop.is_set():
+            sent = time.time()
+            status, answer = _post(self.server, [self.rows[i % len(self.rows)]])
+            self.answers.append((sent, time.time(), status, answer.get("model_version"), answer.get("role")))
+            i += 1
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(60)
+
+    def wait_for(self, version: str, role: str = "champion", timeout: float = 60) -> None:
+        import time
+
+        deadline = time.time() + timeout
+        while not any((v, r) == (version, role) for *_, v, r in self.answers[-20:]):
+            assert time.time() < deadline, f"no answer from v{version} ({role}) within {timeout}s"
+            time.sleep(0.2)
+
+    def check(self, moved_at: float, before: set, after: set) -> None:
+        """No request failed; answers received before the move came from ``before``, those
+        sent a poll (and a load) after it from ``after``; none went back."""
+        assert self.answers and all(a[2] == 200 for a in self.answers), [a for a in self.answers if a[2] != 200][:3]
+        assert all((v, r) in before for s, got, _, v, r in self.answers if got < moved_at)
+        settled = moved_at + POLL + SLACK
+        assert all((v, r) in after for s, got, _, v, r in self.answers if s > settled)
+        assert any(s > settled for s, *_ in self.answers)
+        first_new = next(i for i, a in enumerate(self.answers) if (a[3], a[4]) in after - before)
+        assert all((a[3], a[4]) in after for a in self.answers[first_new:]), "an answer went back to the old version"
+
+
+def _raw_rows(home, days) -> list[dict]:
+    frames = [_store(home).read("raw", d) for d in days]
+    return json.loads(pd.concat(frames).to_json(orient="records", date_format="iso"))
+
+
+def _ledger_time(entry) -> float:
+    return dt.datetime.fromisoformat(entry.time).timestamp()
+
+
+def test_the_rollback_dag_repoints_the_champion_under_load_and_the_next_score_run_uses_it(home, server):
+    """In-process in `airflow dags test` (no scheduler): the rollback DAG while a load
+    generator runs, then the score DAG; the serving process follows the alias within its
+    poll, and no request fails."""
     from mlpipe import ledger
 
     conf = json.dumps({"version": home["challenger"], "reason": "e2e multiclass rollback"})
-    _airflow(home, "dags", "test", ROLLBACK, "--conf", conf)
-    assert str(_client(home).get_model_version_by_alias(PIPELINE, "champion").version) == home["challenger"]
-    row = json.loads(_store(home).read("raw", HOLDOUT_DAYS[-1]).head(1).to_json(orient="records", date_format="iso"))
-    deadline = time.time() + 60
-    while _post(server, row)[1]["model_version"] != home["challenger"]:
-        assert time.time() < deadline, "the serving process did not follow the rollback"
-        time.sleep(0.5)
-    last = ledger.entries(_store(home))[-1]
+    with Load(server, _raw_rows(home, HOLDOUT_DAYS[-1:])) as load:
+        load.wait_for(home["champion"])
+        _airflow(home, "dags", "test", ROLLBACK, "--conf", conf)
+        load.wait_for(home["challenger"])
+        last = ledger.entries(_store(home))[-1]
+        import time
+
+        time.sleep(POLL + SLACK + 1)
     assert (last.kind, last.champion_before, last.champion_after) == ("rollback", home["champion"], home["challenger"])
+    load.check(_ledger_time(last), {(home["champion"], "champion")}, {(home["challenger"], "champion")})
+    assert str(_client(home).get_model_version_by_alias(PIPELINE, "champion").version) == home["challenger"]
 
     day = HOLDOUT_DAYS[-1]  # scored by the first champion; a live run scores it again with the current one
     _airflow(home, "dags", "test", SCORE, f"{day + dt.timedelta(days=1)}T00:00:00+00:00")
     scored = _store(home).read("predictions", day)
     assert set(scored["model_version"].astype(str)) == {home["challenger"]} and len(scored) > 20
     assert {f"score_{c}" for c in CLASSES} <= set(scored.columns)
+
+
+def test_a_train_run_starts_a_canary_that_served_labelled_traffic_promotes_under_load(home, server):
+    """In-process in `airflow dags test` (no scheduler): under the canary policy the train
+    DAG moves only `challenger`; the canary DAG starts the canary (50 %), the served rows of
+    labelled days reach the request log, and its next look promotes the canary through the
+    alias transaction. The serving process follows each move within its poll; no request fails."""
+    import time
+
+    from mlpipe import ledger
+    from mlpipe.serving import requestlog
+
+    champion, rows = home["challenger"], _raw_rows(home, HOLDOUT_DAYS)
+    conf = json.dumps({"window_start": str(FROM), "window_end": str(TO + dt.timedelta(days=1)),
+                       "holdout_days": HOLDOUT})
+    with Load(server, rows[:200]) as load:
+        load.wait_for(champion)
+        _airflow(home, "dags", "test", TRAIN, f"{TO + dt.timedelta(days=1)}T06:00:00+00:00", "--conf", conf)
+        trained = ledger.entries(_store(home))[-1]
+        assert (trained.kind, trained.decision, trained.moved) == ("train", "challenger", False), trained.reason
+        canary_version = trained.challenger_after
+        assert str(_client(home).get_model_version_by_alias(PIPELINE, "champion").version) == champion
+
+        _airflow(home, "dags", "test", CANARY, f"{TO + dt.timedelta(days=1)}T06:00:00+00:00")
+        started = ledger.entries(_store(home))[-1]
+        assert (started.decision, started.canary["share"]) == ("canary-start", 0.5)
+        load.wait_for(canary_version, "canary")
+        for chunk in range(0, len(rows), 500):  # every labelled holdout row, in batches
+            status, answer = _post(server, rows[chunk:chunk + 500])
+            assert status == 200 and {p["role"] for p in answer["predictions"]} == {"champion", "canary"}
+        time.sleep(2)  # the request log writes every half second
+        _airflow(home, "dags", "test", CANARY, f"{TO + dt.timedelta(days=1)}T07:00:00+00:00")
+        promoted = ledger.entries(_store(home))[-1]
+        assert promoted.decision == "canary-promote", promoted.reason
+        load.wait_for(canary_version)
+        time.sleep(POLL + SLACK + 1)
+    figures = promoted.canary["comparison"]
+    assert figures["n_control"] >= 30 and figures["n_treatment"] >= 30 and figures["verdict"] in ("not_worse", "better")
+    assert str(_client(home).get_model_version_by_alias(PIPELINE, "champion").version) == canary_version
+    load.check(_ledger_time(started), {(champion, "champion")},
+               {(champion, "champion"), (canary_version, "canary"), (canary_version, "champion")})
+    load.check(_ledger_time(promoted), {(champion, "champion"), (canary_version, "canary")},
+               {(canary_version, "champion")})
+    served = requestlog.read_served(_store(home), HOLDOUT_DAYS[0], TO + dt.timedelta(days=1))
+    assert {"champion", "canary"} <= set(served["arm"]) and len(served) >= len(rows)
+    assert {f"score_{c}" for c in CLASSES} <= set(served.columns) and served["as_of"].notna().all()
+
+
+def test_sigterm_finishes_the_request_in_flight_and_writes_out_the_buffered_log(home, server):
+    """A second serving process (its log written only at shutdown) beside the first, on
+    the same request log folder: SIGTERM while a 1,000-row request is in flight."""
+    import signal
+    import threading
+    import time
+
+    from mlpipe.serving import requestlog
+
+    other = _serve(home, "pizza-sigterm.yaml")
+    rows = (_raw_rows(home, HOLDOUT_DAYS) * 2)[:1000]
+    status, first = _post(other, rows[:3])
+    assert status == 200
+    in_flight: list = []
+    sender = threading.Thread(target=lambda: in_flight.append(_post(other, rows)))
+    sender.start()
+    time.sleep(0.05)
+    other["proc"].terminate()
+    sender.join(60)
+    # uvicorn shuts down gracefully, then raises the signal again: the exit status says SIGTERM
+    assert other["proc"].wait(60) == -signal.SIGTERM
+    other["log"].close()
+    status, answer = in_flight[0]
+    assert status == 200 and len(answer["predictions"]) == 1000
+    served = requestlog.read_served(_store(home), HOLDOUT_DAYS[0], TO + dt.timedelta(days=1))
+    counts = served["request_id"].value_counts()
+    assert (counts.get(first["request_id"]), counts.get(answer["request_id"])) == (3, 1000)
+    parts = [n for d in HOLDOUT_DAYS for n in os.listdir(requestlog.day_dir(_store(home), d))]
+    writers = {n.split("-", 2)[2].rsplit("-", 1)[0] for n in parts}
+    assert len(writers) == 2 and len(parts) == len(set(parts))  # one writer each, no name reused

@@ -270,6 +270,7 @@ def running(work: Path, name: str, redis_db: int, pipelines: Path, alerts_url: s
             "AIRFLOW_CONN_MLPIPE_ALERTS": json.dumps({"conn_type": "http", "host": alerts_url}),
             "MLPIPE_REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}", "MLPIPE_AIRFLOW_PORT": str(free_port()),
             "MLPIPE_MLFLOW_PORT": str(free_port()), "MLPIPE_PIPELINES_DIR": str(pipelines),
+            "MLPIPE_SERVING_PORT": str(free_port()), "MLPIPE_SERVING_POLL_SECONDS": "1",
             **({"MLPIPE_CLUSTER_DATA_ROOT": data_root} if data_root else {})}
     up = subprocess.run([*SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout + up.stderr
