@@ -147,6 +147,9 @@ def main() -> int:
     args = parser.parse_args()
     env = {**_env(), "MLPIPE_SERVING_INSECURE": "1", "MLPIPE_SERVING_POLL_SECONDS": "3600"}
     one, batch = bodies(args.pipeline)
+    from mlpipe.pipelines import spec_file
+
+    env.setdefault("MLPIPE_SPEC", str(spec_file(args.pipeline)))  # serve only it: readiness needs no other's champion
     json_headers = {"Content-Type": "application/json"}
     targets = {
         "ours": Target("ours", [str(BIN / "python"), "-m", "mlpipe.serving"], f"/v1/{args.pipeline}/predict",

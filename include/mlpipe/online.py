@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import numpy as np
 import pandas as pd
 
 from mlpipe import features as feat
@@ -120,29 +121,72 @@ def request_features(spec: PipelineSpec, rows: pd.DataFrame, snapshot: dict) -> 
     """The features of source-shaped request ``rows`` (the columns a validated row has),
     typed as ingest types a day's rows, each on its own partition day (from the partition
     column) with the snapshot's history statistics; in the rows' order, without a label."""
-    from mlpipe.sources import typed
     from mlpipe.sources.files import partition_dates
 
-    rows = typed(rows.reset_index(drop=True), spec)
+    feats = spec.features
+    read = [*spec.row_id, spec.partition.column, *feats.numeric, *feats.categorical,
+            *(k for h in feats.history for k in h.group_by)]
+    # only the columns the features read: typing is column by column, the rest is cost
+    wanted = [c for c in dict.fromkeys(read) if c in rows.columns]
+    rows = _typed((rows if len(wanted) == rows.shape[1] else rows[wanted]).reset_index(drop=True), spec)
     rows = rows.assign(**{c: None for c in spec.row_id if c not in rows.columns})  # ids are optional in a request
     days = partition_dates(rows[spec.partition.column], spec.partition)
     if days.isna().any():
         bad = rows.index[days.isna()].tolist()[:5]
         raise SourceError(f"{spec.partition.column}: rows {bad} have no readable timestamp")
-    parts = [feat.features_from(spec, day, rows.loc[index], _aligned(snapshot["stats"], rows.loc[index]), label=False)
+    stats = _lookups(spec, snapshot, rows)
+    if days.nunique() == 1:
+        return feat.features_from(spec, days.iloc[0], rows, stats, label=False)
+    parts = [feat.features_from(spec, day, rows.loc[index], stats, label=False)
              for day, index in rows.groupby(days).groups.items()]
-    return pd.concat(parts).loc[rows.index] if len(parts) > 1 else parts[0]
+    return pd.concat(parts).loc[rows.index]
 
 
-def _aligned(stats: dict, rows: pd.DataFrame) -> dict:
-    """Each statistic's group columns with the request's dtypes, so a lookup matches as
-    the batch merge does (JSON reads a text code of digits as a number)."""
+_NUMBER_LETTERS = frozenset("aefinty")  # the only letters in text pd.to_numeric reads (1e5, inf, infinity, nan)
+
+
+def _typed(rows: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
+    """``sources.typed(rows, spec)``, without its cost for the columns whose outcome is
+    plain: a text column with a value no number has a letter of (ingest leaves it as it
+    is), one of nulls only (``Int64``, or ``float64`` when declared so)."""
+    from mlpipe.sources import typed
+
+    rules, plain, rest = spec.validation.columns, {}, []
+    for column in rows.columns:
+        values = rows[column]
+        declared = rules[column].type if column in rules else None
+        if declared == "string" or not (pd.api.types.is_string_dtype(values) or values.dtype == object):
+            continue
+        items = values.tolist()
+        if all(v is None or (isinstance(v, float) and v != v) for v in items):
+            plain[column] = pd.Series(np.nan if declared in ("float", "number") else pd.NA, index=values.index,
+                                      dtype="float64" if declared in ("float", "number") else "Int64")
+        elif not any(isinstance(v, str) and any(c.isalpha() and c.lower() not in _NUMBER_LETTERS for c in v)
+                     for v in items):
+            rest.append(column)
+    if rest:
+        plain.update(typed(rows[rest], spec))
+    return rows.assign(**plain) if plain else rows
+
+
+def _lookups(spec: PipelineSpec, snapshot: dict, rows: pd.DataFrame) -> dict:
+    """The snapshot's statistics as :class:`mlpipe.features.GroupLookup` s, their group
+    columns cast to the request's dtypes first, so a lookup matches as the batch merge does
+    (JSON reads a text code of digits as a number). Built once per snapshot and dtypes,
+    kept in the snapshot (a merge with a large statistic costs a request milliseconds)."""
+    cache = snapshot.setdefault("lookups", {})
     out = {}
-    for name, value in stats.items():
-        if isinstance(value, pd.DataFrame):
-            keys = [c for c in value.columns if c != name and c in rows.columns]
-            value = value.astype({c: rows[c].dtype for c in keys}, errors="ignore")
-        out[name] = value
+    for hist in spec.features.history:
+        value = snapshot["stats"][hist.name]
+        if not isinstance(value, pd.DataFrame):
+            out[hist.name] = value
+            continue
+        keys = [c for c in value.columns if c != hist.name and c in rows.columns]
+        dtypes = {c: rows[c].dtype for c in keys}
+        key = (hist.name, tuple(str(d) for d in dtypes.values()))
+        if key not in cache:  # a race builds it twice, the same
+            cache[key] = feat.GroupLookup(value.astype(dtypes, errors="ignore"), hist.name, hist.group_by)
+        out[hist.name] = cache[key]
     return out
 
 

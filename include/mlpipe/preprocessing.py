@@ -47,6 +47,7 @@ class Preprocessor:
             counts = frame[column].dropna().astype(str).value_counts()
             top = counts.sort_index().sort_values(ascending=False, kind="stable").index[: self.max_categories]
             self.vocab_[column] = list(top)
+        self._lookups_ = None
         return self
 
     def _check(self) -> None:
@@ -63,18 +64,35 @@ class Preprocessor:
         missing = [c for c in [*self.numeric, *self.categorical] if c not in frame.columns]
         if missing:
             raise KeyError(f"input lacks feature columns {missing}")
-        num = frame[self.numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
-        flags = num[self.indicators_].isna().astype("float64").to_numpy()
-        scaled = ((num.fillna(self.medians_) - pd.Series(self.means_)) / pd.Series(self.scales_)).to_numpy()
-        numeric = np.hstack([scaled, flags]).astype("float32") if self.numeric else np.zeros((len(frame), 0), "float32")
-        codes = []
-        for column in self.categorical:
-            lookup = {v: i + 1 for i, v in enumerate(self.vocab_[column])}
-            values = frame[column].astype("object").where(frame[column].notna(), None)
-            codes.append([lookup.get(str(v), 0) if v is not None else 0 for v in values])
-        categorical = np.array(codes, dtype="int64").T.reshape(len(frame), len(self.categorical))
+        n = len(frame)
+        # column by column on numpy: the same float64 operations as on the frame, without
+        # pandas' fixed cost per operation (a one-row request pays it ten times over)
+        num = np.empty((n, len(self.numeric)), dtype="float64")
+        for j, column in enumerate(self.numeric):
+            values = frame[column]
+            if not pd.api.types.is_numeric_dtype(values):
+                values = pd.to_numeric(values, errors="coerce")
+            num[:, j] = values.to_numpy(dtype="float64", na_value=np.nan)
+        missing_at = np.isnan(num)
+        flags = missing_at[:, [self.numeric.index(c) for c in self.indicators_]].astype("float64")
+        medians, means, scales = (np.array([table[c] for c in self.numeric], dtype="float64")
+                                  for table in (self.medians_, self.means_, self.scales_))
+        scaled = (np.where(missing_at, medians, num) - means) / scales
+        numeric = np.hstack([scaled, flags]).astype("float32") if self.numeric else np.zeros((n, 0), "float32")
+        codes = np.zeros((n, len(self.categorical)), dtype="int64")
+        for j, column in enumerate(self.categorical):
+            lookup = self._lookups()[column]
+            values = frame[column]
+            codes[:, j] = [0 if null else lookup.get(str(v), 0)
+                           for v, null in zip(values.tolist(), values.isna().to_numpy(), strict=True)]
         cards = tuple(len(self.vocab_[c]) + 1 for c in self.categorical)
-        return Encoded(numeric, categorical, cards)
+        return Encoded(numeric, codes, cards)
+
+    def _lookups(self) -> dict[str, dict[str, int]]:
+        """Each categorical column's code per category (made once, not per transform)."""
+        if getattr(self, "_lookups_", None) is None:
+            self._lookups_ = {c: {v: i + 1 for i, v in enumerate(self.vocab_[c])} for c in self.categorical}
+        return self._lookups_
 
     def save(self, directory: str | Path) -> None:
         self._check()

@@ -80,3 +80,14 @@ def test_a_days_snapshot_can_be_published_again_from_its_validated_partitions(in
             assert again["stats"][name] == pytest.approx(value, nan_ok=True)
         else:
             pd.testing.assert_frame_equal(again["stats"][name], value)
+
+
+def test_request_typing_is_the_ingests(spec):
+    """The cheap typing of a request's columns gives what ``sources.typed`` gives."""
+    from mlpipe.sources import typed
+
+    frames = [pd.DataFrame({"channel": ["web", None], "region": [None, None], "store": ["s1", "7"],
+                            "amount": [None, 1.5], "delay": ["1", " 2 "]}),
+              pd.DataFrame({"channel": ["12"], "region": ["north"], "store": ["inf"], "amount": [None], "delay": [None]})]
+    for frame in frames:
+        pd.testing.assert_frame_equal(online._typed(frame, spec), typed(frame, spec))

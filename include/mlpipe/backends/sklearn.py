@@ -119,6 +119,70 @@ class GradientBoosting(_SklearnBackend):
         cls = HistGradientBoostingClassifier if target_type(self.task).classifier else HistGradientBoostingRegressor
         return cls(categorical_features=mask if any(mask) else None, random_state=self.seed, **self.params)
 
+    def _raw(self, X: Encoded) -> np.ndarray:
+        """The estimator's ``_raw_predict`` of our own float64 matrix without its per-call
+        validation and set-up (about 1.5 ms, 10x the trees' work for one row): the same
+        tree calls, in the same order, on the same array, so the same sums."""
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+        est, matrix = self._fitted(), self._matrix(X)
+        if matrix.shape[1] != est.n_features_in_:
+            raise ValueError(f"X has {matrix.shape[1]} features; the model was fitted with {est.n_features_in_}")
+        if est._preprocessor is not None:  # its ColumnTransformer: ordinal codes of the categories first
+            mask = est.is_categorical_
+            encoded = [np.where(known, pos, np.nan) for pos, known in
+                       (self._ordinal(cats, matrix[:, j]) for cats, j in
+                        zip(est._preprocessor.named_transformers_["encoder"].categories_, np.flatnonzero(mask),
+                            strict=True))]
+            matrix = np.hstack([np.column_stack(encoded).astype("float64") if encoded else matrix[:, :0],
+                                matrix[:, ~mask]])
+        matrix = np.ascontiguousarray(matrix, dtype="float64")
+        bitsets = getattr(self, "_bitsets_", None)
+        if bitsets is None:  # fixed once fitted
+            bitsets = self._bitsets_ = est._bin_mapper.make_known_categories_bitsets()
+        raw = np.zeros((len(matrix), est.n_trees_per_iteration_), dtype=est._baseline_prediction.dtype, order="F")
+        raw += est._baseline_prediction
+        n_threads = _openmp_effective_n_threads()
+        for predictors in est._predictors:
+            for k, predictor in enumerate(predictors):
+                raw[:, k] += predictor.predict(matrix, known_cat_bitsets=bitsets[0], f_idx_map=bitsets[1],
+                                               n_threads=n_threads)
+        return raw
+
+    @staticmethod
+    def _ordinal(categories: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """OrdinalEncoder's code of each value (its position among the sorted ``categories``)
+        and whether it is known (unknown ones: NaN, as the estimator configures it)."""
+        pos = np.searchsorted(categories, values)
+        return pos, categories[np.minimum(pos, len(categories) - 1)] == values
+
+    def _direct(self) -> bool:
+        """Whether :meth:`_raw` applies: the estimator is laid out as the scikit-learn version
+        written against has it (ordinal encoder first, the rest passed through)."""
+        est = self._fitted()
+        pre = getattr(est, "_preprocessor", None)
+        if not hasattr(est, "_predictors") or not hasattr(est, "_baseline_prediction"):
+            return False
+        if pre is None:
+            return True
+        n_cat = int(np.sum(est.is_categorical_))
+        return (getattr(pre, "output_indices_", {}).get("encoder") == slice(0, n_cat)
+                and pre.output_indices_.get("numerical") == slice(n_cat, est.n_features_in_)
+                and pre.remainder == "drop" and all(np.asarray(c).dtype.kind == "f"
+                                                    for c in pre.named_transformers_["encoder"].categories_))
+
+    def predict(self, X: Encoded) -> np.ndarray:
+        if target_type(self.task).classifier or not self._direct():
+            return super().predict(X)
+        with threadpool_limits(self.n_threads):
+            return self._fitted()._loss.link.inverse(self._raw(X).ravel())
+
+    def predict_proba(self, X: Encoded) -> np.ndarray:
+        if not target_type(self.task).classifier or not self._direct():
+            return super().predict_proba(X)
+        with threadpool_limits(self.n_threads):
+            return self._fitted()._loss.predict_proba(self._raw(X))
+
 
 class Linear(_SklearnBackend):
     """Logistic (binary, multinomial) or ridge (regression) regression on one-hot categories."""

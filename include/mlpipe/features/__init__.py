@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 
 from mlpipe.errors import SourceError
@@ -73,13 +74,36 @@ def history_stats(spec: PipelineSpec, past: pd.DataFrame, day: dt.date) -> dict[
     return out
 
 
-def _looked_up(rows: pd.DataFrame, hist: HistorySpec, stat: pd.DataFrame | float) -> pd.Series:
+def _null_as_none(value):
+    """One null for every kind of missing value (None, NaN, pd.NA), as the merge matches them."""
+    return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else value
+
+
+class GroupLookup:
+    """A group statistic (:func:`history_stats`'s frame) as a dict from the group's values
+    to the value: what the left merge of a few rows finds, without its fixed cost (a
+    serving request). Build it from the frame with its key columns of the rows' dtypes."""
+
+    def __init__(self, stat: pd.DataFrame, name: str, group_by: list[str]):
+        keys = zip(*(map(_null_as_none, stat[c].tolist()) for c in group_by), strict=True)
+        self.table = dict(zip(keys, stat[name].astype("float64").tolist(), strict=True))  # groupby keys: unique
+
+    def __call__(self, rows: pd.DataFrame, group_by: list[str]) -> np.ndarray:
+        keys = zip(*(map(_null_as_none, rows[c].tolist()) for c in group_by), strict=True)
+        get = self.table.get
+        return np.array([get(key, np.nan) for key in keys], dtype="float64")
+
+
+def _looked_up(rows: pd.DataFrame, hist: HistorySpec, stat: pd.DataFrame | GroupLookup | float) -> pd.Series:
     """A history feature's value for each row: its group's statistic (a group absent from
     the window: count 0, mean unknown)."""
     if not hist.group_by:
         return pd.Series(stat, index=rows.index, name=hist.name, dtype="float64")
-    joined = rows[hist.group_by].merge(stat, on=hist.group_by, how="left")
-    out = joined[hist.name].astype("float64")
+    if isinstance(stat, GroupLookup):
+        out = pd.Series(stat(rows, hist.group_by))
+    else:
+        joined = rows[hist.group_by].merge(stat, on=hist.group_by, how="left")
+        out = joined[hist.name].astype("float64")
     if hist.stat == "count":
         out = out.fillna(0.0)
     return pd.Series(out.to_numpy(), index=rows.index, name=hist.name)
@@ -105,20 +129,28 @@ def features_from(spec: PipelineSpec, day: dt.date, rows: pd.DataFrame,
     missing = [c for c in dict.fromkeys(wanted) if c not in rows.columns]
     if missing:
         raise SourceError(f"features for {day}: columns {missing} not in the validated partition")
-    out = rows[list(dict.fromkeys(wanted))].copy()
-    out.insert(len(spec.row_id), PARTITION_DATE, pd.Series([day] * len(rows), index=rows.index, dtype="object"))
+    # built as a dict of columns and made a frame once: a column set on a frame costs
+    # about as much for one row as for a day's (a serving request)
+    ids, others = list(dict.fromkeys(spec.row_id)), [c for c in dict.fromkeys(wanted) if c not in spec.row_id]
+    out = {c: rows[c] for c in ids}
+    out[PARTITION_DATE] = pd.Series([day] * len(rows), index=rows.index, dtype="object")
+    out.update({c: rows[c] for c in others})
     stamp = pd.Timestamp(day)
     calendar = {"day_of_week": stamp.dayofweek, "day_of_year": stamp.dayofyear, "month": stamp.month,
                 "is_weekend": float(stamp.dayofweek >= 5)}
     for name in feats.calendar:
-        out[name] = float(calendar[name])
+        out[name] = pd.Series(float(calendar[name]), index=rows.index, dtype="float64")
     for hist in feats.history:
         out[hist.name] = _looked_up(rows, hist, stats[hist.name])
     for column in feats.numeric:
         if column not in spec.row_id:  # ids keep their stored type
-            out[column] = pd.to_numeric(out[column], errors="raise").astype("float64")
+            values = out[column]
+            if not pd.api.types.is_numeric_dtype(values):  # to_numeric leaves numbers as they are
+                values = pd.to_numeric(values, errors="raise")
+            out[column] = values.astype("float64")
     for column in feats.categorical:
         out[column] = as_category_text(out[column])
     if label:
         out[spec.target.name] = compute_target(rows, spec.target)
-    return out
+    # every column is on rows' index: their arrays need no alignment (nor copies: copy on write)
+    return pd.DataFrame({c: v.array for c, v in out.items()}, index=rows.index, copy=False)

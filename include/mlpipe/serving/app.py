@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import json
 import logging
 import os
 import threading
@@ -22,7 +23,8 @@ import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Body, FastAPI, Header
+from fastapi import FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -126,10 +128,14 @@ def _predict(app: FastAPI, servers: dict[str, PipelineServer], metrics: Metrics,
         return JSONResponse({"error": message, **({"field": field} if field else {})}, status_code=status)
 
     @app.post("/v1/{pipeline}/predict")
-    def predict(pipeline: str, body: Annotated[dict | list, Body()],
-                authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
+    async def predict(pipeline: str, request: Request,
+                      authorization: Annotated[str | None, Header()] = None) -> JSONResponse:
         """A record, a list of records, or ``{"rows": [records]}`` -> one answer per row."""
         started = time.perf_counter()
+        try:  # the raw body, json-decoded: a typed Body() validates every value again (ms for 1,000 rows)
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
         if token is not None and not hmac.compare_digest(authorization or "", f"Bearer {token}"):
             return refused(pipeline, 401, "missing or wrong bearer token", "Authorization")
         server = servers.get(pipeline)
@@ -138,8 +144,8 @@ def _predict(app: FastAPI, servers: dict[str, PipelineServer], metrics: Metrics,
         records = body.get("rows", [body]) if isinstance(body, dict) else body
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             return refused(pipeline, 422, "send a record, a list of records, or {\"rows\": [records]}", "rows")
-        try:
-            answer = server.predict(records)
+        try:  # off the event loop, as FastAPI runs a plain def endpoint
+            answer = await run_in_threadpool(server.predict, records)
         except BadRequest as exc:
             return refused(pipeline, exc.status, str(exc), exc.field)
         metrics.requests.labels(pipeline, "200").inc()

@@ -203,23 +203,33 @@ class PipelineServer:
             raise BadRequest("no rows: send one record or a list of them", "rows")
         if len(records) > self.max_rows:
             raise BadRequest(f"{len(records)} rows: at most {self.max_rows} a request", "rows", status=413)
-        rows = pd.DataFrame.from_records(records)
-        missing = [c for c in self.required_columns() if c not in rows.columns]
+        present = dict.fromkeys(k for record in records for k in record)  # a frame's columns: every key seen
+        missing = [c for c in self.required_columns() if c not in present]
         if missing:
             raise BadRequest(f"missing columns {missing}", missing[0])
+        # checked on plain values; pandas (what decides) only for a column of other values
         for column in self.ctx.spec.features.numeric:
-            values = rows[column]
+            values = [record.get(column) for record in records]
+            if all(v is None or (type(v) in (int, float) and abs(v) < 2**53) for v in values):
+                continue
+            values = pd.Series(values)
             numbers = pd.to_numeric(values, errors="coerce")
             bad = values.notna() & numbers.isna()
             if bad.any():
                 raise BadRequest(f"{column}: not a number: {values[bad].iloc[0]!r} (row {int(bad.idxmax())})", column)
         for column, rule in self.ctx.spec.validation.columns.items():
-            if rule.categories is not None and column in rows.columns:
-                unknown = rows[column].notna() & ~rows[column].astype(str).isin([str(c) for c in rule.categories])
-                if unknown.any():
-                    raise BadRequest(f"{column}: unknown category {rows[column][unknown].iloc[0]!r}; known: "
-                                     f"{rule.categories}", column)
-        return rows
+            if rule.categories is not None and column in present:
+                values, known = [record.get(column) for record in records], {str(c) for c in rule.categories}
+                if all(v is None or type(v) is str for v in values):
+                    unknown = next((v for v in values if v is not None and v not in known), None)
+                else:
+                    values = pd.Series(values)
+                    bad = values.notna() & ~values.astype(str).isin(known)
+                    unknown = values[bad].iloc[0] if bad.any() else None
+                if unknown is not None:
+                    raise BadRequest(f"{column}: unknown category {unknown!r}; known: {rule.categories}", column)
+        keep = set(self.required_columns()) | set(self.ctx.spec.row_id)  # what features and arms read
+        return pd.DataFrame.from_records(records, columns=[c for c in present if c in keep])
 
     def answers(self, scores: np.ndarray, classes: list[str] | None) -> list[dict]:
         """One answer per row: the score and label, or each class's probability and the class."""
