@@ -367,3 +367,21 @@ def test_sigterm_finishes_the_request_in_flight_and_writes_out_the_buffered_log(
     parts = [n for d in HOLDOUT_DAYS for n in os.listdir(requestlog.day_dir(_store(home), d))]
     writers = {n.split("-", 2)[2].rsplit("-", 1)[0] for n in parts}
     assert len(writers) == 2 and len(parts) == len(set(parts))  # one writer each, no name reused
+
+
+def test_the_monitor_dag_reports_the_served_traffic_and_compares_the_arms(home, server):
+    """In-process in `airflow dags test` (no scheduler): the monitor DAG's day reports the
+    request log's rows of it beside the batch predictions, the arms on labelled rows."""
+    day = HOLDOUT_DAYS[-1]
+    _airflow(home, "dags", "test", dag_id(PIPELINE, "monitor"), f"{day + dt.timedelta(days=1)}T00:00:00+00:00",
+             "--conf", json.dumps({"day": str(day)}))
+    summary = json.loads(_store(home).report_path("drift", day).read_text())
+    served = summary["served"]
+    assert served["rows"] > 0 and {"champion", "canary"} <= set(served["arms"])
+    assert isinstance(served["drift"]["dataset_drift"], bool)
+    quality = served["arms_quality"]  # the served days up to the day before, whose labels have arrived
+    assert quality["metric"] == "log_loss" and {a["arm"] for a in quality["arms"]} >= {"champion", "canary"}
+    assert all(a["rows"] > 0 and a["metrics"]["log_loss"] > 0 for a in quality["arms"])
+    assert quality["comparison"]["against"] == "canary"
+    page = _store(home).report_path("served", day, ".html").read_text()
+    assert "Arms on labelled served rows" in page

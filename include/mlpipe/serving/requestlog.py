@@ -59,19 +59,38 @@ def day_dir(store: Store, day: dt.date):
     return store.base / LAYER / f"date={day.isoformat()}"
 
 
-def frame_of(spec: PipelineSpec, item: Answered) -> pd.DataFrame:
-    """The log rows of ``item``: its features, its outputs as predictions name them, the request's fields."""
-    features = item.features.reset_index(drop=True)
-    scores = predictions.score_frame(item.scores, item.classes) if item.classes is not None else item.scores
-    shadow_version, shadow = item.shadow or (None, None)
-    if shadow is not None and item.classes is not None:
-        shadow = predictions.score_frame(shadow, item.classes)
-    built = predictions.build(spec, features, scores, item.version, item.arm, shadow, shadow_version)
+def frame_of(spec: PipelineSpec, items: list[Answered]) -> pd.DataFrame:
+    """The log rows of ``items``: their features, their outputs as predictions name them,
+    the requests' fields. Built once for all the items of one kind (one concat, one
+    :func:`mlpipe.predictions.build`): a flush of many one-row requests costs one frame."""
+    kinds: dict[tuple, list[Answered]] = {}
+    for item in items:
+        kinds.setdefault((tuple(item.classes or ()), item.shadow is not None), []).append(item)
+    return pd.concat([_frame(spec, same) for same in kinds.values()], ignore_index=True)
+
+
+def _frame(spec: PipelineSpec, items: list[Answered]) -> pd.DataFrame:
+    features = pd.concat([i.features for i in items], ignore_index=True)
+    counts, classes = [len(i.features) for i in items], items[0].classes
+
+    def each(values) -> np.ndarray:
+        return np.repeat(np.asarray(values, dtype="object"), counts)
+
+    def outputs(scores: list[np.ndarray]):
+        joined = np.concatenate([np.asarray(s, dtype="float64").reshape(n, -1) for s, n in zip(scores, counts,
+                                                                                                  strict=True)])
+        return predictions.score_frame(joined, classes) if classes is not None else joined.ravel()
+
+    shadowed = items[0].shadow is not None
+    built = predictions.build(spec, features, outputs([i.scores for i in items]), each([i.version for i in items]),
+                              each([i.arm for i in items]),
+                              outputs([i.shadow[1] for i in items]) if shadowed else None,
+                              each([i.shadow[0] for i in items]) if shadowed else None)
     out = pd.concat([features, built.drop(columns=predictions.keys(spec))], axis=1)
-    out.insert(0, REQUEST_ID, item.request_id)
-    out.insert(1, SERVED_AT, pd.Timestamp(item.served_at))
-    out.insert(2, ARM, item.arm)
-    out.insert(3, AS_OF, item.as_of)
+    out.insert(0, REQUEST_ID, each([i.request_id for i in items]))
+    out.insert(1, SERVED_AT, pd.to_datetime(each([i.served_at for i in items]), utc=True))
+    out.insert(2, ARM, each([i.arm for i in items]))
+    out.insert(3, AS_OF, each([i.as_of for i in items]))
     return out
 
 
@@ -105,7 +124,7 @@ class RequestLog:
             with self._lock:
                 items, self._buffer, self._buffered = self._buffer, [], 0
             if items:
-                frame = pd.concat([frame_of(self.spec, i) for i in items], ignore_index=True)
+                frame = frame_of(self.spec, items)
                 self._unwritten += [part.reset_index(drop=True) for _, part in frame.groupby(PARTITION_DATE)]
             written = []
             while self._unwritten:

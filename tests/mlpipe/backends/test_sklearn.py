@@ -118,24 +118,3 @@ def test_loading_skops_in_a_task_process_logs_no_deprecation_storm():
             "print(len(seen))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "0"
-
-
-@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
-def test_hgb_direct_predictions_are_the_estimators_own(task):
-    """The fast path (no per-call validation) sums the same trees: unknown codes and NaN included."""
-
-    rng = np.random.default_rng(0)
-    n = 300
-    numeric = rng.normal(size=(n, 3)).astype("float32")
-    numeric[::7, 1] = np.nan
-    codes = rng.integers(0, 5, size=(n, 2))
-    y = {"binary": rng.integers(0, 2, n), "multiclass": rng.integers(0, 3, n), "regression": rng.normal(size=n)}[task]
-    model = GradientBoosting(task=task, max_iter=20).fit(Encoded(numeric, codes, (5, 5)), y)
-    codes[::5, 0] = 9  # never seen in training
-    X = Encoded(numeric, codes, (5, 5))
-    assert model._direct()
-    est = model.estimator_
-    if task == "regression":
-        np.testing.assert_array_equal(model.predict(X), est.predict(model._matrix(X)))
-    else:
-        np.testing.assert_array_equal(model.predict_proba(X), est.predict_proba(model._matrix(X)))
