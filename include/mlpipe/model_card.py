@@ -84,7 +84,8 @@ def model_description(entries: list[LedgerEntry], champion: str | None) -> str:
             lines.append(f"Holdout {made.metric} {value:.4f} {_interval(made, made.winner)}, trained on "
                          f"{made.window.start} to {made.window.holdout_start}.")
     elif made is not None:
-        lines[0] += f", made champion by rollback (ledger entry {made.seq}, {made.time}): {made.reason}"
+        how = "its canary" if made.kind == "canary" else "rollback"
+        lines[0] += f", made champion by {how} (ledger entry {made.seq}, {made.time}): {made.reason}"
     latest = entries[-1] if entries else None
     if latest is not None and latest is not made:
         lines.append(f"Latest decision: ledger entry {latest.seq} ({latest.kind}, run `{latest.run_id}`): "

@@ -138,6 +138,11 @@ def _decide(ctx: Context, current: dict, found: sequential.Comparison, seen, run
                         moves=[(registry.CHAMPION, seen.challenger, seen.champion),
                                (registry.CHALLENGER, None, seen.challenger)])
     _save(ctx.store, after)
+    if entry.moved:  # the registered model's description names its champion and why
+        from mlpipe import model_card
+
+        ctx.tracking.describe_model(ctx.spec.registered_model,
+                                    model_card.model_description(ledger.entries(ctx.store), entry.champion_after))
     return {"action": entry.decision.removeprefix("canary-"), **_result(entry, after)}
 
 

@@ -69,6 +69,8 @@ def test_a_canary_starts_holds_on_too_little_data_advances_and_promotes(canaried
                                            "canary-promote"]
     assert looks[-1].canary["comparison"]["n_treatment"] >= 20 and looks[-1].canary["share"] == 0.5
     assert ledger.previous_champion(ctx.store, second) == first  # a rollback of "previous" undoes the canary
+    described = ctx.tracking.client.get_registered_model("toy").description
+    assert f"**Champion: v{second}**, made champion by its canary" in described
     assert canary.step(ctx, TAGS)["action"] == "none"  # no challenger left
 
 
