@@ -58,7 +58,8 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
     quality = live_quality(ctx, day - dt.timedelta(days=spec.monitoring.label_delay_days))
     summary = {"day": str(day), "model_version": version, "rows": rows, **drift, "quality": quality,
                "estimated": estimated_quality(ctx, day, version)}
-    summary["served"] = served_report.served_day(ctx, day)  # online traffic of the day, when there was some
+    # online traffic of the day, when there was some
+    summary["served"] = served_report.served_day(ctx, day, lambda current, v: _against_reference(ctx, current, v))
     summary["decision"] = retrain_decision(ctx, day, summary, backfill, train_in_flight)
     summary["episodes"] = [] if backfill else _episodes(ctx, day, summary)
     report = atomic_write(store.report_path(KIND, day, ".html"), html)
@@ -116,14 +117,19 @@ def monitor_range(ctx: Context, scored: dict, monitor: bool = True) -> dict:
 def _measure(ctx: Context, day: dt.date) -> tuple[dict, str, str, int]:
     """The day's drift against the reference of the version that scored it:
     (summary, report HTML, version, rows compared)."""
-    spec = ctx.spec
     current, version = _current(ctx, day)
+    drift, html = _against_reference(ctx, current, version)
+    return drift, html, version, len(current)
+
+
+def _against_reference(ctx: Context, current: pd.DataFrame, version: str) -> tuple[dict, str]:
+    """Drift of ``current`` against ``version``'s reference and bands: (summary, report HTML)."""
+    spec = ctx.spec
     reference = ctx.tracking.reference_of(spec.registered_model, version, _reference_dir(ctx, version))
     if reference is None:
         raise MlpipeError(f"version {version} of {spec.registered_model!r} has no monitoring reference "
                           f"(trained before references were logged): retrain to monitor it")
-    drift, html = drift_report(spec, *reference, current, ctx.tracking.bands_of(spec.registered_model, version))
-    return drift, html, version, len(current)
+    return drift_report(spec, *reference, current, ctx.tracking.bands_of(spec.registered_model, version))
 
 
 def _reference_dir(ctx: Context, version: str):

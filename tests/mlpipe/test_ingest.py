@@ -40,7 +40,7 @@ def reports_index(store) -> dict[str, dict[str, tuple[str, Path]]]:
     for day, cells in re.findall(r"<tr><th>(\d{4}-\d\d-\d\d)</th>(.*?)</tr>", page.read_text()):
         links = re.findall(r"<td>(?:<a href=\"([^\"]+)\">([^<]+)</a>)?</td>", cells)
         rows[day] = {column: (text, (page.parent / href).resolve())
-                     for column, (href, text) in zip(("validation", "data_docs", "predictions", "drift"), links, strict=True)
+                     for column, (href, text) in zip(("validation", "data_docs", "predictions", "drift", "served"), links, strict=True)
                      if href}
     return rows
 

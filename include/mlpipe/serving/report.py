@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -28,8 +29,10 @@ from mlpipe.storage import atomic_write
 KIND = "served"
 
 
-def served_day(ctx: Context, day: dt.date) -> dict | None:
-    """The day's served-traffic report (None: nothing was served for it)."""
+def served_day(ctx: Context, day: dt.date, drift: Callable[[pd.DataFrame, str], tuple[dict, str]]) -> dict | None:
+    """The day's served-traffic report (None: nothing was served for it). ``drift(current,
+    version)``: the monitor's drift of a frame against ``version``'s reference and bands
+    (summary, report HTML), passed in by :mod:`mlpipe.monitoring`, which calls this."""
     spec, store = ctx.spec, ctx.store
     served = requestlog.read_served(store, day, day + dt.timedelta(days=1))
     if served.empty:
@@ -39,7 +42,7 @@ def served_day(ctx: Context, day: dt.date) -> dict | None:
     drift_html = ""
     answered = served[served[requestlog.ARM] == policy.CHAMPION]
     if len(answered):
-        summary["drift"], drift_html = _drift(ctx, answered)
+        summary["drift"], drift_html = _drift(ctx, answered, drift)
     quality_end = day - dt.timedelta(days=spec.monitoring.label_delay_days)
     start = quality_end - dt.timedelta(days=spec.monitoring.quality_days - 1)
     summary["arms_quality"] = compare_arms(ctx, requestlog.with_labels(store, spec, start,
@@ -50,17 +53,11 @@ def served_day(ctx: Context, day: dt.date) -> dict | None:
     return summary
 
 
-def _drift(ctx: Context, rows: pd.DataFrame) -> tuple[dict, str]:
-    from mlpipe.monitoring import _reference_dir, drift_report
-
+def _drift(ctx: Context, rows: pd.DataFrame, drift) -> tuple[dict, str]:
     spec = ctx.spec
     version = str(rows[MODEL_VERSION].mode().iloc[0])
     mine = rows[rows[MODEL_VERSION].astype(str) == version]
-    reference = ctx.tracking.reference_of(spec.registered_model, version, _reference_dir(ctx, version))
-    if reference is None:
-        return {"model_version": version, "error": "the version has no monitoring reference"}, ""
-    current = mine[[*spec.monitored_columns, *outputs(mine)]]
-    found, page = drift_report(spec, *reference, current, ctx.tracking.bands_of(spec.registered_model, version))
+    found, page = drift(mine[[*spec.monitored_columns, *outputs(mine)]], version)
     keep = ("dataset_drift", "drifted_columns", "drift_score", "drift_score_band", "drift_share")
     return {"model_version": version, "rows": len(mine), **{k: found[k] for k in keep if k in found}}, page
 

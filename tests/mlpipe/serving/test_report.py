@@ -28,9 +28,14 @@ def test_a_served_day_is_monitored_and_its_arms_compared_on_labelled_rows(ctx, d
     for day in days:
         server.predict(records(ctx.store.read("raw", day)))
     server.log.flush()
-    assert report.served_day(ab, days[0] - dt.timedelta(days=1)) is None  # nothing served that day
+    from mlpipe.monitoring import _against_reference
 
-    found = report.served_day(ab, days[-1])
+    def drift(current, version):
+        return _against_reference(ab, current, version)
+
+    assert report.served_day(ab, days[0] - dt.timedelta(days=1), drift) is None  # nothing served that day
+
+    found = report.served_day(ab, days[-1], drift)
     assert found["rows"] == 20 and sum(found["arms"].values()) == 20 and set(found["arms"]) == {"champion", "challenger"}
     assert found["drift"]["model_version"] == first and isinstance(found["drift"]["dataset_drift"], bool)
     quality = found["arms_quality"]  # label delay 1 day: the served days up to the day before
