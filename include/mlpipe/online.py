@@ -123,11 +123,8 @@ def request_features(spec: PipelineSpec, rows: pd.DataFrame, snapshot: dict) -> 
     column) with the snapshot's history statistics; in the rows' order, without a label."""
     from mlpipe.sources.files import partition_dates
 
-    feats = spec.features
-    read = [*spec.row_id, spec.partition.column, *feats.numeric, *feats.categorical,
-            *(k for h in feats.history for k in h.group_by)]
     # only the columns the features read: typing is column by column, the rest is cost
-    wanted = [c for c in dict.fromkeys(read) if c in rows.columns]
+    wanted = [c for c in spec.request_columns if c in rows.columns]
     rows = _typed((rows if len(wanted) == rows.shape[1] else rows[wanted]).reset_index(drop=True), spec)
     rows = rows.assign(**{c: None for c in spec.row_id if c not in rows.columns})  # ids are optional in a request
     days = partition_dates(rows[spec.partition.column], spec.partition)

@@ -72,13 +72,11 @@ class PipelineServer:
         return self.ctx.spec.name
 
     def required_columns(self) -> list[str]:
-        """What a request row must hold: the partition column (its day) and the source
-        columns the features read (history keys included)."""
-        feats = self.ctx.spec.features
-        keys = [k for h in feats.history for k in h.group_by]
-        sticky = [self.ctx.spec.serving_key] if self.ctx.spec.serving.policy in ("ab", "canary") else []
-        return list(dict.fromkeys([self.ctx.spec.partition.column, *feats.numeric, *feats.categorical, *keys,
-                                   *sticky]))
+        """What a request row must hold: the request columns (``spec.request_columns``) but
+        the row ids, which are optional, unless one is the key that assigns an A/B or canary arm."""
+        spec = self.ctx.spec
+        sticky = spec.serving_key if spec.serving.policy in ("ab", "canary") else None
+        return [c for c in spec.request_columns if c not in spec.row_id or c == sticky]
 
     def refresh(self) -> list[str]:
         """Load what moved since the last call (the served aliases' versions, the snapshot's
