@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import zoneinfo
 
 import numpy as np
 import pandas as pd
@@ -137,6 +138,133 @@ def request_features(spec: PipelineSpec, rows: pd.DataFrame, snapshot: dict) -> 
     parts = [feat.features_from(spec, day, rows.loc[index], stats, label=False)
              for day, index in rows.groupby(days).groups.items()]
     return pd.concat(parts).loc[rows.index]
+
+
+def plain_features(spec: PipelineSpec, records: list[dict], snapshot: dict) -> dict[str, list | np.ndarray] | None:
+    """What :func:`request_features` gives for the source-shaped ``records`` (checked
+    first: ``PipelineServer.checked``), as columns: numbers as float64 arrays, the rest as
+    lists. Built value by value without pandas, so a one-row request pays microseconds where
+    a frame costs milliseconds. None when a value is not plain (text where the ingest would
+    read a number, a number far past float precision, a timestamp not in ISO 8601 or not in
+    one format for every row): then :func:`request_features`, the definition, decides.
+    ``tests/mlpipe/test_online.py`` holds both to the batch features."""
+    rules, feats, n = spec.validation.columns, spec.features, len(records)
+    stamps = [record.get(spec.partition.column) for record in records]
+    if not all(type(v) is str for v in stamps) or len({_shape(v) for v in stamps}) != 1:
+        return None
+    zone = zoneinfo.ZoneInfo(spec.partition.timezone)
+    days = [_local_day(v, zone) for v in stamps]
+    if None in days:
+        return None
+    columns, kinds = {spec.partition.column: stamps}, {spec.partition.column: "text"}  # ISO text: never a number
+    for column in spec.request_columns:
+        if column not in columns:
+            values = [record.get(column) for record in records]
+            kinds[column] = _plain_kind(values, rules[column].type if column in rules else None)
+            if kinds[column] is None:
+                return None
+            columns[column] = values
+    ids = list(dict.fromkeys(spec.row_id))
+    out: dict[str, list | np.ndarray] = {c: columns[c] for c in ids}
+    out[feat.PARTITION_DATE] = days
+    for column in dict.fromkeys([*feats.numeric, *feats.categorical]):
+        if column not in spec.row_id:
+            out[column] = columns[column]
+    for column in feats.numeric:
+        if column not in spec.row_id:  # ids keep their values, as in request_features
+            if kinds[column] == "text":
+                return None
+            out[column] = np.array(out[column], dtype="float64")
+    for column in feats.categorical:
+        out[column] = out[column] if kinds[column] != "number" else [_category_text(v) for v in out[column]]
+    calendars = {day: feat.calendar_values(day) for day in set(days)}
+    for name in feats.calendar:
+        out[name] = np.array([calendars[day][name] for day in days], dtype="float64")
+    for hist in feats.history:
+        stat = snapshot["stats"][hist.name]
+        if not hist.group_by:
+            out[hist.name] = np.full(n, stat, dtype="float64")
+            continue
+        lookup, key_kinds = _plain_lookup(snapshot, hist)
+        if any(kinds[c] != "null" and kinds[c] != key_kinds[c] for c in hist.group_by):
+            return None  # text codes against numbers (or the reverse): request_features casts
+        values = lookup.find([columns[c] for c in hist.group_by])
+        out[hist.name] = np.nan_to_num(values, nan=0.0) if hist.stat == "count" else values
+    return out
+
+
+def features_frame(spec: PipelineSpec, columns: dict[str, list | np.ndarray]) -> pd.DataFrame:
+    """:func:`plain_features`' columns as the frame :func:`request_features` gives (the
+    request log's rows)."""
+    frame = pd.DataFrame(columns)
+    categorical = [c for c in spec.features.categorical if c in frame.columns]
+    return frame.astype({c: "string" for c in categorical}) if categorical else frame
+
+
+def take(features: pd.DataFrame | dict, index: np.ndarray) -> pd.DataFrame | dict:
+    """The rows at positions ``index`` of a feature frame or of :func:`plain_features`' columns."""
+    if isinstance(features, pd.DataFrame):
+        return features.iloc[index]
+    return {c: v[index] if isinstance(v, np.ndarray) else [v[i] for i in index] for c, v in features.items()}
+
+
+def _plain_kind(values: list, declared: str | None) -> str | None:
+    """"null" (every value), "number" (ints and floats, nulls), "text" (strings the ingest
+    keeps as text, nulls), or None: values whose typing :func:`request_features` decides."""
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return "null"
+    if kinds <= {int, float}:
+        return "number" if all(v is None or abs(v) < 2**53 for v in values) else None
+    if kinds == {str} and (declared == "string" or _keeps_text(values)):
+        return "text"
+    return None
+
+
+def _keeps_text(values: list) -> bool:
+    """Whether a value is text no number reads as (then ingest keeps the column as text)."""
+    return any(v is not None and any(c.isalpha() and c.lower() not in _NUMBER_LETTERS for c in v) for v in values)
+
+
+def _category_text(value) -> str | None:
+    """:func:`mlpipe.features.as_category_text` of one number."""
+    if value is None or value != value:
+        return None
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _shape(value: str) -> str:
+    """A timestamp's format: its text with every digit a 0."""
+    return value.translate(_DIGITS)
+
+
+_DIGITS = str.maketrans("123456789", "000000000")
+
+
+def _local_day(value: str, zone) -> dt.date | None:
+    """The local day of ISO 8601 text as :func:`mlpipe.sources.files.partition_dates` reads
+    it (naive: UTC), or None where pandas might read it otherwise."""
+    if len(value) < 10 or value[4] != "-" or value[7] != "-":
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if not 1678 <= stamp.year <= 2261:  # pandas' nanosecond timestamps end there
+        return None
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.timezone.utc)).astimezone(zone).date()
+
+
+def _plain_lookup(snapshot: dict, hist) -> tuple[feat.GroupLookup, dict[str, str]]:
+    """A group statistic as a lookup on the snapshot's own key values, and each key
+    column's kind ("number" or "text"); kept in the snapshot."""
+    cache = snapshot.setdefault("lookups", {})
+    key = (hist.name, "plain")
+    if key not in cache:  # a race builds it twice, the same
+        value = snapshot["stats"][hist.name]
+        kinds = {c: "number" if pd.api.types.is_numeric_dtype(value[c]) else "text" for c in hist.group_by}
+        cache[key] = feat.GroupLookup(value, hist.name, hist.group_by), kinds
+    return cache[key]
 
 
 _NUMBER_LETTERS = frozenset("aefinty")  # the only letters in text pd.to_numeric reads (1e5, inf, infinity, nan)

@@ -8,6 +8,7 @@ column that had nulls at fit time. Categorical columns: integer codes by frequen
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,17 +60,22 @@ class Preprocessor:
         self._check()
         return [*self.numeric, *(f"{c}__missing" for c in self.indicators_)]
 
-    def transform(self, frame: pd.DataFrame) -> Encoded:
+    def transform(self, frame: pd.DataFrame | Mapping[str, Sequence]) -> Encoded:
+        """``frame``: a feature frame, or features as columns (a serving request's: numbers,
+        text and None; ``mlpipe.online.plain_features``)."""
         self._check()
-        missing = [c for c in [*self.numeric, *self.categorical] if c not in frame.columns]
+        missing = [c for c in [*self.numeric, *self.categorical] if c not in frame]
         if missing:
             raise KeyError(f"input lacks feature columns {missing}")
-        n = len(frame)
+        n = len(frame) if isinstance(frame, pd.DataFrame) else len(next(iter(frame.values())))
         # column by column on numpy: the same float64 operations as on the frame, without
         # pandas' fixed cost per operation (a one-row request pays it ten times over)
         num = np.empty((n, len(self.numeric)), dtype="float64")
         for j, column in enumerate(self.numeric):
             values = frame[column]
+            if not isinstance(values, pd.Series):
+                num[:, j] = values  # numbers and None (NaN)
+                continue
             if not pd.api.types.is_numeric_dtype(values):
                 values = pd.to_numeric(values, errors="coerce")
             num[:, j] = values.to_numpy(dtype="float64", na_value=np.nan)
@@ -83,6 +89,9 @@ class Preprocessor:
         for j, column in enumerate(self.categorical):
             lookup = self._lookups()[column]
             values = frame[column]
+            if not isinstance(values, pd.Series):  # text and None
+                codes[:, j] = [0 if v is None else lookup.get(v, 0) for v in values]
+                continue
             codes[:, j] = [0 if null else lookup.get(str(v), 0)
                            for v, null in zip(values.tolist(), values.isna().to_numpy(), strict=True)]
         cards = tuple(len(self.vocab_[c]) + 1 for c in self.categorical)

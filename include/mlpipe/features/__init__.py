@@ -74,6 +74,12 @@ def history_stats(spec: PipelineSpec, past: pd.DataFrame, day: dt.date) -> dict[
     return out
 
 
+def calendar_values(day: dt.date) -> dict[str, float]:
+    """The calendar fields of a partition day."""
+    return {"day_of_week": float(day.weekday()), "day_of_year": float(day.timetuple().tm_yday),
+            "month": float(day.month), "is_weekend": float(day.weekday() >= 5)}
+
+
 def _null_as_none(value):
     """One null for every kind of missing value (None, NaN, pd.NA), as the merge matches them."""
     return None if value is None or value is pd.NA or (isinstance(value, float) and value != value) else value
@@ -89,7 +95,11 @@ class GroupLookup:
         self.table = dict(zip(keys, stat[name].astype("float64").tolist(), strict=True))  # groupby keys: unique
 
     def __call__(self, rows: pd.DataFrame, group_by: list[str]) -> np.ndarray:
-        keys = zip(*(map(_null_as_none, rows[c].tolist()) for c in group_by), strict=True)
+        return self.find([rows[c].tolist() for c in group_by])
+
+    def find(self, columns: list[list]) -> np.ndarray:
+        """The value of each row's group, from the group columns' values (NaN: no such group)."""
+        keys = zip(*(map(_null_as_none, values) for values in columns), strict=True)
         get = self.table.get
         return np.array([get(key, np.nan) for key in keys], dtype="float64")
 
@@ -135,11 +145,9 @@ def features_from(spec: PipelineSpec, day: dt.date, rows: pd.DataFrame,
     out = {c: rows[c] for c in ids}
     out[PARTITION_DATE] = pd.Series([day] * len(rows), index=rows.index, dtype="object")
     out.update({c: rows[c] for c in others})
-    stamp = pd.Timestamp(day)
-    calendar = {"day_of_week": stamp.dayofweek, "day_of_year": stamp.dayofyear, "month": stamp.month,
-                "is_weekend": float(stamp.dayofweek >= 5)}
+    calendar = calendar_values(day)
     for name in feats.calendar:
-        out[name] = pd.Series(float(calendar[name]), index=rows.index, dtype="float64")
+        out[name] = pd.Series(calendar[name], index=rows.index, dtype="float64")
     for hist in feats.history:
         out[hist.name] = _looked_up(rows, hist, stats[hist.name])
     for column in feats.numeric:

@@ -49,7 +49,7 @@ class Answered:
     arm: str
     version: str
     as_of: dt.date
-    features: pd.DataFrame
+    features: pd.DataFrame | dict  # a frame, or mlpipe.online.plain_features' columns
     scores: np.ndarray
     classes: list[str] | None
     shadow: tuple[str, np.ndarray] | None = None  # (challenger version, its scores)
@@ -69,9 +69,21 @@ def frame_of(spec: PipelineSpec, items: list[Answered]) -> pd.DataFrame:
     return pd.concat([_frame(spec, same) for same in kinds.values()], ignore_index=True)
 
 
+def _features(spec: PipelineSpec, items: list[Answered]) -> pd.DataFrame:
+    """The items' features as one frame: columns joined first when every item has columns."""
+    from mlpipe import online
+
+    if all(isinstance(i.features, dict) for i in items):
+        parts = {c: [i.features[c] for i in items] for c in items[0].features}
+        return online.features_frame(spec, {c: np.concatenate(p) if isinstance(p[0], np.ndarray)
+                                            else [v for values in p for v in values] for c, p in parts.items()})
+    return pd.concat([i.features if isinstance(i.features, pd.DataFrame) else online.features_frame(spec, i.features)
+                      for i in items], ignore_index=True)
+
+
 def _frame(spec: PipelineSpec, items: list[Answered]) -> pd.DataFrame:
-    features = pd.concat([i.features for i in items], ignore_index=True)
-    counts, classes = [len(i.features) for i in items], items[0].classes
+    features = _features(spec, items)
+    counts, classes = [len(i.scores) for i in items], items[0].classes
 
     def each(values) -> np.ndarray:
         return np.repeat(np.asarray(values, dtype="object"), counts)
@@ -112,7 +124,7 @@ class RequestLog:
         """The request path's part: an append, and a nudge when the buffer is full."""
         with self._lock:
             self._buffer.append(item)
-            self._buffered += len(item.features)
+            self._buffered += len(item.scores)
             full = self._buffered >= self.rows
         if full:
             self._wake.set()

@@ -85,7 +85,9 @@ class PipelineServer:
             done = []
             pointer = online.current(self.ctx.store)
             if pointer and (self.snapshot is None or str(self.snapshot["as_of"]) != pointer["as_of"]):
-                self.snapshot = online.load(self.ctx.store)
+                snapshot = online.load(self.ctx.store)
+                self._warm_up(snapshot, self.champion)  # its lookups built before a request needs them
+                self.snapshot = snapshot
                 done.append(f"{self.name}: snapshot as of {self.snapshot['as_of']}")
             self.canary = canary.state(self.ctx.store) if self.ctx.spec.serving.policy == "canary" else None
             for alias in self.aliases:
@@ -114,15 +116,20 @@ class PipelineServer:
                 loaded = registry.bundle_of(model)
             candidate = Served(version, alias, loaded)
             if self.snapshot is not None:
-                self._warm_up(candidate)
+                self._warm_up(self.snapshot, candidate)
             self.models = {**self.models, alias: candidate}
         return [f"{self.name}: {alias} v{before.version if before else None} -> v{version}"]
 
-    def _warm_up(self, served: Served) -> None:
-        """Score one made-up row, so the first request pays no first-call cost."""
+    def _warm_up(self, snapshot: dict, served: Served | None) -> None:
+        """Build the features of one made-up row (the snapshot's lookups) and score it, so
+        the first request pays no first-call cost."""
         row = {c: None for c in self.required_columns()}
-        row[self.ctx.spec.partition.column] = f"{self.snapshot['as_of'] + dt.timedelta(days=1)}T12:00:00Z"
-        served.bundle.score(online.request_features(self.ctx.spec, pd.DataFrame([row]), self.snapshot))
+        row[self.ctx.spec.partition.column] = f"{snapshot['as_of'] + dt.timedelta(days=1)}T12:00:00Z"
+        features = online.plain_features(self.ctx.spec, [row], snapshot)
+        if features is None:
+            features = online.request_features(self.ctx.spec, pd.DataFrame([row]), snapshot)
+        if served is not None:
+            served.bundle.score(features)
 
     def readiness(self, today: dt.date | None = None) -> tuple[bool, str]:
         """Ready when a champion is loaded and the snapshot is at most ``max_snapshot_age_days`` old."""
@@ -142,15 +149,17 @@ class PipelineServer:
         served = models.get("champion")
         if served is None or snapshot is None:
             raise BadRequest(self.readiness()[1], status=503)
-        rows = self.checked(records)
-        try:
-            features = online.request_features(self.ctx.spec, rows, snapshot)
-        except SourceError as exc:
-            raise BadRequest(str(exc), self.ctx.spec.partition.column) from exc
+        self.checked(records)
+        features = online.plain_features(self.ctx.spec, records, snapshot)
+        if features is None:  # a value whose typing pandas decides
+            try:
+                features = online.request_features(self.ctx.spec, self._frame(records), snapshot)
+            except SourceError as exc:
+                raise BadRequest(str(exc), self.ctx.spec.partition.column) from exc
         request_id, now = uuid.uuid4().hex, dt.datetime.now(dt.timezone.utc)
-        answers: list[dict] = [{}] * len(rows)
-        for arm, model, index in self._arms(rows, models, state):
-            part = features if len(index) == len(rows) else features.iloc[index]
+        answers: list[dict] = [{}] * len(records)
+        for arm, model, index in self._arms(records, models, state):
+            part = features if len(index) == len(records) else online.take(features, index)
             scores = model.bundle.score(part)
             classes = getattr(model.bundle, "classes", None)
             shadow = self._shadow(models, part, classes) if arm == policy.CHAMPION else None
@@ -164,17 +173,18 @@ class PipelineServer:
         return {"request_id": request_id, "pipeline": self.name, "model_version": version, "role": role,
                 "as_of": str(snapshot["as_of"]), "predictions": answers}
 
-    def _arms(self, rows: pd.DataFrame, models: dict[str, Served], state: dict | None):
-        """``(arm, model, row positions)`` per arm answering some of ``rows``."""
+    def _arms(self, records: list[dict], models: dict[str, Served], state: dict | None):
+        """``(arm, model, row positions)`` per arm answering some of ``records``."""
         serving, challenger = self.ctx.spec.serving, models.get("challenger")
         share = policy.challenger_share(serving.policy, serving.share, state, challenger and challenger.version)
         if share <= 0:
-            return [(policy.CHAMPION, models["champion"], np.arange(len(rows)))]
-        keys = rows[self.ctx.spec.serving_key]
-        if keys.isna().any():
-            raise BadRequest(f"{self.ctx.spec.serving_key}: the key that assigns a row's arm is missing "
-                             f"(row {int(keys.isna().idxmax())})", self.ctx.spec.serving_key)
-        picked = policy.to_challenger(keys.astype(str).tolist(), share, self.name)
+            return [(policy.CHAMPION, models["champion"], np.arange(len(records)))]
+        key = self.ctx.spec.serving_key
+        keys = [record.get(key) for record in records]
+        absent = next((i for i, k in enumerate(keys) if k is None or k != k), None)
+        if absent is not None:
+            raise BadRequest(f"{key}: the key that assigns a row's arm is missing (row {absent})", key)
+        picked = policy.to_challenger(_key_texts(keys), share, self.name)
         arms = [(policy.CHAMPION, models["champion"], np.flatnonzero(~picked)),
                 (policy.challenger_role(serving.policy), challenger, np.flatnonzero(picked))]
         return [arm for arm in arms if len(arm[2])]
@@ -194,7 +204,7 @@ class PipelineServer:
             scores = predictions.scores_of(predictions.score_frame(scores, own), classes)
         return challenger.version, scores
 
-    def checked(self, records: list[dict]) -> pd.DataFrame:
+    def checked(self, records: list[dict]) -> None:
         """The request's rows, refused (naming the field) when one is missing, a number is
         not one, or a category is not among the spec's for its column."""
         if not records:
@@ -226,7 +236,11 @@ class PipelineServer:
                     unknown = values[bad].iloc[0] if bad.any() else None
                 if unknown is not None:
                     raise BadRequest(f"{column}: unknown category {unknown!r}; known: {rule.categories}", column)
-        keep = set(self.required_columns()) | set(self.ctx.spec.row_id)  # what features and arms read
+
+    def _frame(self, records: list[dict]) -> pd.DataFrame:
+        """The rows of checked ``records`` as a frame of the columns the features read."""
+        present = dict.fromkeys(k for record in records for k in record)
+        keep = set(self.required_columns()) | set(self.ctx.spec.row_id)
         return pd.DataFrame.from_records(records, columns=[c for c in present if c in keep])
 
     def answers(self, scores: np.ndarray, classes: list[str] | None) -> list[dict]:
@@ -239,3 +253,9 @@ class PipelineServer:
         if predicted is None:
             return [{"score": float(s)} for s in scores]
         return [{"score": float(s), "label": int(p)} for s, p in zip(scores, predicted, strict=True)]
+
+
+def _key_texts(keys: list) -> list[str]:
+    """Arm keys as text, as a frame's column would print them (an integral float as 7.0 in a
+    column of floats, as 7 among ints: what the policy hashed before)."""
+    return pd.Series(keys).astype(str).tolist() if any(type(k) is float for k in keys) else list(map(str, keys))

@@ -163,3 +163,23 @@ def test_a_failed_write_keeps_the_rows_for_the_next_flush(ctx, days, make_champi
     monkeypatch.setattr(requestlog, "atomic_write", real)
     assert len(server.log.flush()) == 1
     assert len(requestlog.read_served(ctx.store, dt.date.min, dt.date.max)) == 4
+
+
+def test_numbers_sent_as_text_take_the_frame_path_with_the_same_answer_and_log(ctx, days, make_champion, records):
+    """Text where a number goes leaves the value-by-value features (pandas types it, as the
+    ingest would): the same scores, and the request log holds both requests alike."""
+    from mlpipe.serving.requestlog import RequestLog
+
+    make_champion(ctx, ctx.versions[0])
+    server = PipelineServer(ctx, request_log=RequestLog(ctx.store, ctx.spec))
+    server.refresh()
+    rows = records(ctx.store.read("raw", days[-1]).head(5))
+    texts = [{**r, "amount": None if r["amount"] is None else f" {r['amount']} "} for r in rows]
+    assert online.plain_features(ctx.spec, texts, server.snapshot) is None
+    plain = server.predict(rows)
+    typed, logged = _served(ctx, server, texts)
+    assert [p["score"] for p in typed["predictions"]] == [p["score"] for p in plain["predictions"]]
+    by_request = [part.drop(columns=["request_id", "served_at"]).reset_index(drop=True)
+                  for _, part in logged.groupby("request_id", sort=False)]
+    assert len(by_request) == 2
+    pd.testing.assert_frame_equal(by_request[0], by_request[1], check_dtype=False)
