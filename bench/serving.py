@@ -3,10 +3,11 @@ mlpipe.serving``: source-shaped rows, features from the online snapshot) against
 ``mlflow models serve`` of the same registered version (``--env-manager local``: nothing
 fetched; it takes the model's feature rows), on this machine, in one invocation.
 
-    .venv/bin/python bench/serving.py [--pipeline flights] [--requests 300]     (after make demo)
+    .venv/bin/python bench/serving.py [--pipeline flights] [--requests 300] [--rounds 3]   (after make demo)
 
 Prints p50 and p99 latency of one-row requests at concurrency 1, 8 and 32 (keep-alive
-connections, one per client thread) and rows per second for 1,000-row batches (targets
+connections, one per client thread) and rows per second for 1,000-row batches, each the
+median of ``--rounds`` rounds in which the two servers take turns (targets
 for the HGB champion: p50 <= 5 ms and p99 <= 20 ms at concurrency 1; throughput at least
 MLflow's). Uses the Makefile's data root and MLflow store (run it as ``make`` sets them:
 ``.venv/bin/python`` with MLPIPE_DATA_ROOT, MLFLOW_TRACKING_URI and MLPIPE_ARTIFACTS, or
@@ -139,11 +140,22 @@ def bodies(pipeline: str) -> tuple[dict, dict]:
     return {"ours": ours(1), "mlflow": mlflow(1)}, {"ours": ours(1000), "mlflow": mlflow(1000)}
 
 
+def measure(target: Target, one: bytes, batch: bytes, requests: int, batches: int) -> dict[str, float]:
+    """One round's figures for a server: p50 and p99 (ms) per concurrency, rows/s of batches."""
+    out = {}
+    for clients in (1, 8, 32):
+        lat = latencies(target, one, clients, requests)
+        out[f"c{clients}_p50"], out[f"c{clients}_p99"] = quantile(lat, 0.5) * 1000, quantile(lat, 0.99) * 1000
+    out["rows_s"] = 1000 / statistics.median(latencies(target, batch, 1, batches))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pipeline", default="flights")
     parser.add_argument("--requests", type=int, default=300, help="one-row requests per concurrency level")
     parser.add_argument("--batches", type=int, default=10, help="1,000-row requests")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, the servers taking turns; medians printed")
     args = parser.parse_args()
     env = {**_env(), "MLPIPE_SERVING_INSECURE": "1", "MLPIPE_SERVING_POLL_SECONDS": "3600"}
     one, batch = bodies(args.pipeline)
@@ -158,22 +170,26 @@ def main() -> int:
                                     "--env-manager", "local", "--host", "127.0.0.1"], "/invocations", json_headers,
                          "/ping", env),
     }
+    rounds: dict[str, list[dict]] = {name: [] for name in targets}
     try:
         for target in targets.values():  # warm up
             latencies(target, one[target.name], 1, 20)
-        print(f"{args.pipeline}: one-row requests, seconds (p50 / p99), {args.requests} per level")
-        print(f"  {'server':<8}" + "".join(f"{f'c={c}':>22}" for c in (1, 8, 32)) + f"{'1,000-row batches':>22}")
-        for name, target in targets.items():
-            cells = []
-            for clients in (1, 8, 32):
-                lat = latencies(target, one[name], clients, args.requests)
-                cells.append(f"{quantile(lat, 0.5) * 1000:8.2f} / {quantile(lat, 0.99) * 1000:7.2f} ms")
-            lat = latencies(target, batch[name], 1, args.batches)
-            cells.append(f"{1000 / statistics.median(lat):13.0f} rows/s")
-            print(f"  {name:<8}" + "".join(f"{c:>22}" for c in cells))
+        for _ in range(args.rounds):
+            for name, target in targets.items():
+                rounds[name].append(measure(target, one[name], batch[name], args.requests, args.batches))
     finally:
         for target in targets.values():
             target.stop()
+    figures = {name: {k: statistics.median(r[k] for r in done) for k in done[0]} for name, done in rounds.items()}
+    print(f"{args.pipeline}: one-row requests, p50 / p99 latency, {args.requests} per level; medians of "
+          f"{args.rounds} rounds")
+    print(f"  {'server':<8}" + "".join(f"{f'c={c}':>22}" for c in (1, 8, 32)) + f"{'1,000-row batches':>22}")
+    for name, got in figures.items():
+        cells = [f"{got[f'c{c}_p50']:8.2f} / {got[f'c{c}_p99']:7.2f} ms" for c in (1, 8, 32)]
+        print(f"  {name:<8}" + "".join(f"{c:>22}" for c in cells) + f"{got['rows_s']:13.0f} rows/s".rjust(22))
+    ours, theirs = figures["ours"], figures["mlflow"]
+    print(f"  ours / mlflow: p50 at c=1 {ours['c1_p50'] / theirs['c1_p50']:.2f}, "
+          f"throughput {ours['rows_s'] / theirs['rows_s']:.2f}")
     return 0
 
 

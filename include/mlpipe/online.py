@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import operator
 import zoneinfo
 
 import numpy as np
@@ -140,36 +142,45 @@ def request_features(spec: PipelineSpec, rows: pd.DataFrame, snapshot: dict) -> 
     return pd.concat(parts).loc[rows.index]
 
 
-def plain_features(spec: PipelineSpec, records: list[dict], snapshot: dict) -> dict[str, list | np.ndarray] | None:
-    """What :func:`request_features` gives for the source-shaped ``records`` (checked
-    first: ``PipelineServer.checked``), as columns: numbers as float64 arrays, the rest as
-    lists. Built value by value without pandas, so a one-row request pays microseconds where
-    a frame costs milliseconds. None when a value is not plain (text where the ingest would
-    read a number, a number far past float precision, a timestamp not in ISO 8601 or not in
-    one format for every row): then :func:`request_features`, the definition, decides.
+def request_values(spec: PipelineSpec, records: list[dict]) -> tuple[dict[str, list], dict[str, str | None]]:
+    """Each request column's values in ``records`` (None where a record lacks it) and
+    their kind (:func:`value_kind`): read once for the checks and the features."""
+    rules, columns = spec.validation.columns, spec.request_columns
+    pick = operator.itemgetter(*columns, columns[0])  # columns[0] twice: a tuple even for one column
+    try:  # every record has every column (the usual request): picked and transposed in C
+        transposed = zip(*map(pick, records), strict=True)
+        values = {c: list(v) for c, v in zip(columns, transposed, strict=False)}
+    except KeyError:
+        values = {c: [record.get(c) for record in records] for c in columns}
+    return values, {c: value_kind(v, rules[c].type if c in rules else None) for c, v in values.items()}
+
+
+def plain_features(spec: PipelineSpec, values: dict[str, list], kinds: dict[str, str | None],
+                   snapshot: dict) -> dict[str, list | np.ndarray] | None:
+    """What :func:`request_features` gives for a request's rows (``request_values`` of its
+    checked records), as columns: numbers as float64 arrays, the rest as lists. Built value
+    by value without pandas, so a one-row request pays microseconds where a frame costs
+    milliseconds. None when a value is not plain (text where the ingest would read a
+    number, a number past float precision, a timestamp not in ISO 8601 or not in one format
+    for every row): then :func:`request_features`, the definition, decides.
     ``tests/mlpipe/test_online.py`` holds both to the batch features."""
-    rules, feats, n = spec.validation.columns, spec.features, len(records)
-    stamps = [record.get(spec.partition.column) for record in records]
-    if not all(type(v) is str for v in stamps) or len({_shape(v) for v in stamps}) != 1:
+    feats, stamps = spec.features, values[spec.partition.column]
+    distinct = set(stamps)  # a day's rows share a few timestamps
+    if not all(type(v) is str for v in distinct) or len({_shape(v) for v in distinct}) != 1:
         return None
     zone = zoneinfo.ZoneInfo(spec.partition.timezone)
-    days = [_local_day(v, zone) for v in stamps]
-    if None in days:
+    local = {v: _local_day(v, zone) for v in distinct}
+    if None in local.values():
         return None
-    columns, kinds = {spec.partition.column: stamps}, {spec.partition.column: "text"}  # ISO text: never a number
-    for column in spec.request_columns:
-        if column not in columns:
-            values = [record.get(column) for record in records]
-            kinds[column] = _plain_kind(values, rules[column].type if column in rules else None)
-            if kinds[column] is None:
-                return None
-            columns[column] = values
-    ids = list(dict.fromkeys(spec.row_id))
-    out: dict[str, list | np.ndarray] = {c: columns[c] for c in ids}
+    days = list(map(local.__getitem__, stamps))
+    kinds = {**kinds, spec.partition.column: "text"}  # ISO 8601 text: never a number
+    if None in kinds.values():
+        return None
+    out: dict[str, list | np.ndarray] = {c: values[c] for c in dict.fromkeys(spec.row_id)}
     out[feat.PARTITION_DATE] = days
     for column in dict.fromkeys([*feats.numeric, *feats.categorical]):
         if column not in spec.row_id:
-            out[column] = columns[column]
+            out[column] = values[column]
     for column in feats.numeric:
         if column not in spec.row_id:  # ids keep their values, as in request_features
             if kinds[column] == "text":
@@ -183,13 +194,13 @@ def plain_features(spec: PipelineSpec, records: list[dict], snapshot: dict) -> d
     for hist in feats.history:
         stat = snapshot["stats"][hist.name]
         if not hist.group_by:
-            out[hist.name] = np.full(n, stat, dtype="float64")
+            out[hist.name] = np.full(len(days), stat, dtype="float64")
             continue
         lookup, key_kinds = _plain_lookup(snapshot, hist)
         if any(kinds[c] != "null" and kinds[c] != key_kinds[c] for c in hist.group_by):
             return None  # text codes against numbers (or the reverse): request_features casts
-        values = lookup.find([columns[c] for c in hist.group_by])
-        out[hist.name] = np.nan_to_num(values, nan=0.0) if hist.stat == "count" else values
+        found = lookup.find([values[c] for c in hist.group_by], nulls_are_none=True)
+        out[hist.name] = np.nan_to_num(found, nan=0.0) if hist.stat == "count" else found
     return out
 
 
@@ -208,14 +219,17 @@ def take(features: pd.DataFrame | dict, index: np.ndarray) -> pd.DataFrame | dic
     return {c: v[index] if isinstance(v, np.ndarray) else [v[i] for i in index] for c, v in features.items()}
 
 
-def _plain_kind(values: list, declared: str | None) -> str | None:
-    """"null" (every value), "number" (ints and floats, nulls), "text" (strings the ingest
-    keeps as text, nulls), or None: values whose typing :func:`request_features` decides."""
-    kinds = {type(v) for v in values if v is not None}
+def value_kind(values: list, declared: str | None) -> str | None:
+    """"null" (every value), "number" (ints and finite floats below 2**53, and nulls), "text"
+    (strings the ingest keeps as text, and nulls), or None: values whose typing
+    :func:`request_features` decides."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
     if not kinds:
         return "null"
     if kinds <= {int, float}:
-        return "number" if all(v is None or abs(v) < 2**53 for v in values) else None
+        magnitudes = [abs(v) for v in values if v is not None] if None in values else list(map(abs, values))
+        return "number" if math.isfinite(sum(magnitudes)) and max(magnitudes) < 2**53 else None
     if kinds == {str} and (declared == "string" or _keeps_text(values)):
         return "text"
     return None

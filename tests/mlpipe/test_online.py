@@ -36,6 +36,10 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return json.loads(frame.to_json(orient="records", date_format="iso"))
 
 
+def _plain(spec, records: list[dict], snapshot: dict):
+    return online.plain_features(spec, *online.request_values(spec, records), snapshot)
+
+
 def _requests(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(_records(frame))
 
@@ -54,7 +58,7 @@ def test_rows_of_day_d_with_the_snapshot_as_of_d_minus_1_get_day_ds_batch_featur
         history = [h.name for h in ctx.spec.features.history]
         assert got[history].notna().any().all(), day  # the lookups found their groups
         # the serving path: columns built value by value, the same features
-        plain = online.plain_features(ctx.spec, _records(raw), snapshot)
+        plain = _plain(ctx.spec, _records(raw), snapshot)
         assert plain is not None, day
         fast = online.features_frame(ctx.spec, plain).sort_values(ctx.spec.row_id, kind="stable")
         pd.testing.assert_frame_equal(fast.reset_index(drop=True).astype({PARTITION_DATE: str}),
@@ -80,7 +84,7 @@ def test_plain_features_are_request_features_or_leave_the_row_to_them(ingested, 
     ctx, day = ingested, days[2]
     snapshot = online.load(ctx.store, day - dt.timedelta(days=1))
     records = [{**record, **change} for record in _records(ctx.store.read("raw", day).head(4))]
-    got = online.plain_features(ctx.spec, records, snapshot)
+    got = _plain(ctx.spec, records, snapshot)
     assert (got is not None) == plain
     if got is not None:
         expected = online.request_features(ctx.spec, pd.DataFrame(records), snapshot)
@@ -91,7 +95,7 @@ def test_plain_features_are_request_features_or_leave_the_row_to_them(ingested, 
 def test_timestamps_in_two_formats_are_left_to_pandas(ingested, days):
     records = _records(ingested.store.read("raw", days[1]).head(2))
     records[0]["ts"], records[1]["ts"] = "2024-01-02T10:00:00Z", "2024-01-02 11:00:00"
-    assert online.plain_features(ingested.spec, records, online.load(ingested.store)) is None
+    assert _plain(ingested.spec, records, online.load(ingested.store)) is None
 
 
 def test_the_pointer_moves_only_forward_and_keeps_the_previous_snapshot(ingested, days):

@@ -97,9 +97,10 @@ class GroupLookup:
     def __call__(self, rows: pd.DataFrame, group_by: list[str]) -> np.ndarray:
         return self.find([rows[c].tolist() for c in group_by])
 
-    def find(self, columns: list[list]) -> np.ndarray:
-        """The value of each row's group, from the group columns' values (NaN: no such group)."""
-        keys = zip(*(map(_null_as_none, values) for values in columns), strict=True)
+    def find(self, columns: list[list], nulls_are_none: bool = False) -> np.ndarray:
+        """The value of each row's group, from the group columns' values (NaN: no such group;
+        ``nulls_are_none``: no NaN or NA among them)."""
+        keys = zip(*(columns if nulls_are_none else (map(_null_as_none, values) for values in columns)), strict=True)
         get = self.table.get
         return np.array([get(key, np.nan) for key in keys], dtype="float64")
 

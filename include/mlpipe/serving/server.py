@@ -125,7 +125,7 @@ class PipelineServer:
         the first request pays no first-call cost."""
         row = {c: None for c in self.required_columns()}
         row[self.ctx.spec.partition.column] = f"{snapshot['as_of'] + dt.timedelta(days=1)}T12:00:00Z"
-        features = online.plain_features(self.ctx.spec, [row], snapshot)
+        features = online.plain_features(self.ctx.spec, *online.request_values(self.ctx.spec, [row]), snapshot)
         if features is None:
             features = online.request_features(self.ctx.spec, pd.DataFrame([row]), snapshot)
         if served is not None:
@@ -149,8 +149,9 @@ class PipelineServer:
         served = models.get("champion")
         if served is None or snapshot is None:
             raise BadRequest(self.readiness()[1], status=503)
-        self.checked(records)
-        features = online.plain_features(self.ctx.spec, records, snapshot)
+        values, kinds = online.request_values(self.ctx.spec, records)
+        self.checked(records, values, kinds)
+        features = online.plain_features(self.ctx.spec, values, kinds, snapshot)
         if features is None:  # a value whose typing pandas decides
             try:
                 features = online.request_features(self.ctx.spec, self._frame(records), snapshot)
@@ -204,38 +205,39 @@ class PipelineServer:
             scores = predictions.scores_of(predictions.score_frame(scores, own), classes)
         return challenger.version, scores
 
-    def checked(self, records: list[dict]) -> None:
-        """The request's rows, refused (naming the field) when one is missing, a number is
-        not one, or a category is not among the spec's for its column."""
+    def checked(self, records: list[dict], values: dict[str, list], kinds: dict[str, str | None]) -> None:
+        """Refuse the request (naming the field) when a column is missing, a number is not
+        one, or a category is not among the spec's for its column; ``values`` and ``kinds``:
+        ``online.request_values`` of ``records``."""
         if not records:
             raise BadRequest("no rows: send one record or a list of them", "rows")
         if len(records) > self.max_rows:
             raise BadRequest(f"{len(records)} rows: at most {self.max_rows} a request", "rows", status=413)
-        present = dict.fromkeys(k for record in records for k in record)  # a frame's columns: every key seen
-        missing = [c for c in self.required_columns() if c not in present]
+        missing = [c for c in self.required_columns() if kinds[c] == "null" and not any(c in r for r in records)]
         if missing:
             raise BadRequest(f"missing columns {missing}", missing[0])
-        # checked on plain values; pandas (what decides) only for a column of other values
+        # plain values need no more checks; pandas (what decides) looks at a column of others
         for column in self.ctx.spec.features.numeric:
-            values = [record.get(column) for record in records]
-            if all(v is None or (type(v) in (int, float) and abs(v) < 2**53) for v in values):
+            if kinds[column] in ("null", "number"):
                 continue
-            values = pd.Series(values)
-            numbers = pd.to_numeric(values, errors="coerce")
-            bad = values.notna() & numbers.isna()
+            column_values = pd.Series(values[column])
+            numbers = pd.to_numeric(column_values, errors="coerce")
+            bad = column_values.notna() & numbers.isna()
             if bad.any():
-                raise BadRequest(f"{column}: not a number: {values[bad].iloc[0]!r} (row {int(bad.idxmax())})", column)
+                raise BadRequest(f"{column}: not a number: {column_values[bad].iloc[0]!r} (row {int(bad.idxmax())})",
+                                 column)
         for column, rule in self.ctx.spec.validation.columns.items():
-            if rule.categories is not None and column in present:
-                values, known = [record.get(column) for record in records], {str(c) for c in rule.categories}
-                if all(v is None or type(v) is str for v in values):
-                    unknown = next((v for v in values if v is not None and v not in known), None)
-                else:
-                    values = pd.Series(values)
-                    bad = values.notna() & ~values.astype(str).isin(known)
-                    unknown = values[bad].iloc[0] if bad.any() else None
-                if unknown is not None:
-                    raise BadRequest(f"{column}: unknown category {unknown!r}; known: {rule.categories}", column)
+            if rule.categories is None or column not in values or kinds[column] == "null":
+                continue
+            known = {str(c) for c in rule.categories}
+            if kinds[column] == "text":
+                unknown = next((v for v in values[column] if v is not None and v not in known), None)
+            else:
+                column_values = pd.Series(values[column])
+                bad = column_values.notna() & ~column_values.astype(str).isin(known)
+                unknown = column_values[bad].iloc[0] if bad.any() else None
+            if unknown is not None:
+                raise BadRequest(f"{column}: unknown category {unknown!r}; known: {rule.categories}", column)
 
     def _frame(self, records: list[dict]) -> pd.DataFrame:
         """The rows of checked ``records`` as a frame of the columns the features read."""

@@ -175,7 +175,7 @@ def test_numbers_sent_as_text_take_the_frame_path_with_the_same_answer_and_log(c
     server.refresh()
     rows = records(ctx.store.read("raw", days[-1]).head(5))
     texts = [{**r, "amount": None if r["amount"] is None else f" {r['amount']} "} for r in rows]
-    assert online.plain_features(ctx.spec, texts, server.snapshot) is None
+    assert online.plain_features(ctx.spec, *online.request_values(ctx.spec, texts), server.snapshot) is None
     plain = server.predict(rows)
     typed, logged = _served(ctx, server, texts)
     assert [p["score"] for p in typed["predictions"]] == [p["score"] for p in plain["predictions"]]
