@@ -207,9 +207,10 @@ def plain_features(spec: PipelineSpec, values: dict[str, list], kinds: dict[str,
 def features_frame(spec: PipelineSpec, columns: dict[str, list | np.ndarray]) -> pd.DataFrame:
     """:func:`plain_features`' columns as the frame :func:`request_features` gives (the
     request log's rows)."""
-    frame = pd.DataFrame(columns)
-    categorical = [c for c in spec.features.categorical if c in frame.columns]
-    return frame.astype({c: "string" for c in categorical}) if categorical else frame
+    feats = spec.features
+    numbers = [c for c in [*feats.numeric, *feats.derived_numeric] if c not in spec.row_id]
+    return pd.DataFrame(columns).astype({**{c: "float64" for c in numbers},
+                                         **{c: "string" for c in feats.categorical}})
 
 
 def take(features: pd.DataFrame | dict, index: np.ndarray) -> pd.DataFrame | dict:

@@ -18,7 +18,9 @@ before a time (the canary's step) without opening them.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
+import operator
 import os
 import socket
 import threading
@@ -74,9 +76,11 @@ def _features(spec: PipelineSpec, items: list[Answered]) -> pd.DataFrame:
     from mlpipe import online
 
     if all(isinstance(i.features, dict) for i in items):
-        parts = {c: [i.features[c] for i in items] for c in items[0].features}
-        return online.features_frame(spec, {c: np.concatenate(p) if isinstance(p[0], np.ndarray)
-                                            else [v for values in p for v in values] for c, p in parts.items()})
+        names = list(items[0].features)
+        picked = zip(*map(operator.itemgetter(*names, names[0]), (i.features for i in items)), strict=True)
+        return online.features_frame(spec, {c: np.concatenate(parts) if isinstance(parts[0], np.ndarray)
+                                            else list(itertools.chain.from_iterable(parts))
+                                            for c, parts in zip(names, picked, strict=False)})
     return pd.concat([i.features if isinstance(i.features, pd.DataFrame) else online.features_frame(spec, i.features)
                       for i in items], ignore_index=True)
 
