@@ -114,10 +114,10 @@ def recorded_hash(store: Store, version: str) -> str | None:
 
 
 def format_entries(items: list[LedgerEntry]) -> str:
-    lines = [f"{'seq':>4}  {'time':<25} {'kind':<9} {'decision':<14} {'champion':<11} {'run':<40} reason"]
+    lines = [f"{'seq':>4}  {'time':<25} {'kind':<9} {'decision':<15} {'champion':<11} {'run':<40} reason"]
     for e in items:
         champion = f"v{e.champion_before}->v{e.champion_after}" if e.moved else f"v{e.champion_after}"
-        lines.append(f"{e.seq:>4}  {e.time:<25} {e.kind:<9} {e.decision:<14} {champion:<11} "
+        lines.append(f"{e.seq:>4}  {e.time:<25} {e.kind:<9} {e.decision:<15} {champion:<11} "
                      f"{e.run_id or '-':<40} {e.reason}")
     return "\n".join(lines)
 

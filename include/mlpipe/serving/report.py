@@ -21,6 +21,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from mlpipe.context import Context
+from mlpipe.errors import MlpipeError
 from mlpipe.features import PARTITION_DATE
 from mlpipe.predictions import MODEL_VERSION, classes_in, outputs, scores_of
 from mlpipe.serving import policy, requestlog, sequential
@@ -57,7 +58,10 @@ def _drift(ctx: Context, rows: pd.DataFrame, drift) -> tuple[dict, str]:
     spec = ctx.spec
     version = str(rows[MODEL_VERSION].mode().iloc[0])
     mine = rows[rows[MODEL_VERSION].astype(str) == version]
-    found, page = drift(mine[[*spec.monitored_columns, *outputs(mine)]], version)
+    try:
+        found, page = drift(mine[[*spec.monitored_columns, *outputs(mine)]], version)
+    except MlpipeError as exc:  # a version without a reference: the arms are still compared
+        return {"model_version": version, "rows": len(mine), "skipped": str(exc)}, ""
     keep = ("dataset_drift", "drifted_columns", "drift_score", "drift_score_band", "drift_share")
     return {"model_version": version, "rows": len(mine), **{k: found[k] for k in keep if k in found}}, page
 

@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mlpipe import registry
+from mlpipe.errors import MlpipeError
 from mlpipe.serving import report, requestlog
 from mlpipe.serving.requestlog import RequestLog
 from mlpipe.serving.server import PipelineServer
@@ -49,3 +50,12 @@ def test_a_served_day_is_monitored_and_its_arms_compared_on_labelled_rows(ctx, d
         "hold", "worse", "not_worse", "better")
     page = ab.store.report_path("served", days[-1], ".html").read_text()
     assert "Arms on labelled served rows" in page and "<td>challenger</td>" in page
+
+    def no_reference(current, version):
+        raise MlpipeError(f"version {version} of 'toy' has no monitoring reference")
+
+    skipped = report.served_day(ab, days[-1], no_reference)  # the arms still compared, the drift said skipped
+    assert skipped["drift"] == {"model_version": first, "rows": found["drift"]["rows"],
+                                "skipped": f"version {first} of 'toy' has no monitoring reference"}
+    assert skipped["arms_quality"] == quality
+    assert "no reference to compare them with" in ab.store.report_path("served", days[-1], ".html").read_text()
