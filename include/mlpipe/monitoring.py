@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 
@@ -59,7 +60,7 @@ def monitor_day(ctx: Context, day: dt.date, backfill: bool = False, train_in_fli
     summary = {"day": str(day), "model_version": version, "rows": rows, **drift, "quality": quality,
                "estimated": estimated_quality(ctx, day, version)}
     # online traffic of the day, when there was some
-    summary["served"] = served_report.served_day(ctx, day, lambda current, v: _against_reference(ctx, current, v))
+    summary["served"] = served_report.served_day(ctx, day, functools.partial(_against_reference, ctx))
     summary["decision"] = retrain_decision(ctx, day, summary, backfill, train_in_flight)
     summary["episodes"] = [] if backfill else _episodes(ctx, day, summary)
     report = atomic_write(store.report_path(KIND, day, ".html"), html)

@@ -18,6 +18,7 @@ import json
 import math
 import operator
 import zoneinfo
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -146,13 +147,18 @@ def request_values(spec: PipelineSpec, records: list[dict]) -> tuple[dict[str, l
     """Each request column's values in ``records`` (None where a record lacks it) and
     their kind (:func:`value_kind`): read once for the checks and the features."""
     rules, columns = spec.validation.columns, spec.request_columns
-    pick = operator.itemgetter(*columns, columns[0])  # columns[0] twice: a tuple even for one column
-    try:  # every record has every column (the usual request): picked and transposed in C
-        transposed = zip(*map(pick, records), strict=True)
-        values = {c: list(v) for c, v in zip(columns, transposed, strict=False)}
+    try:  # every record has every column (the usual request)
+        values = {c: list(v) for c, v in transposed(records, columns).items()}
     except KeyError:
         values = {c: [record.get(c) for record in records] for c in columns}
     return values, {c: value_kind(v, rules[c].type if c in rules else None) for c, v in values.items()}
+
+
+def transposed(rows: Iterable[Mapping], names: list[str]) -> dict[str, tuple]:
+    """Each of ``names``' values across ``rows``, picked and transposed in C (KeyError when
+    a row lacks one)."""
+    pick = operator.itemgetter(*names, names[0])  # names[0] twice: a tuple even for one name
+    return dict(zip(names, zip(*map(pick, rows), strict=True), strict=False))
 
 
 def plain_features(spec: PipelineSpec, values: dict[str, list], kinds: dict[str, str | None],
@@ -238,7 +244,7 @@ def value_kind(values: list, declared: str | None) -> str | None:
 
 def _keeps_text(values: list) -> bool:
     """Whether a value is text no number reads as (then ingest keeps the column as text)."""
-    return any(v is not None and any(c.isalpha() and c.lower() not in _NUMBER_LETTERS for c in v) for v in values)
+    return any(isinstance(v, str) and any(c.isalpha() and c.lower() not in _NUMBER_LETTERS for c in v) for v in values)
 
 
 def _category_text(value) -> str | None:
@@ -301,8 +307,7 @@ def _typed(rows: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
         if all(v is None or (isinstance(v, float) and v != v) for v in items):
             plain[column] = pd.Series(np.nan if declared in ("float", "number") else pd.NA, index=values.index,
                                       dtype="float64" if declared in ("float", "number") else "Int64")
-        elif not any(isinstance(v, str) and any(c.isalpha() and c.lower() not in _NUMBER_LETTERS for c in v)
-                     for v in items):
+        elif not _keeps_text(items):
             rest.append(column)
     if rest:
         plain.update(typed(rows[rest], spec))

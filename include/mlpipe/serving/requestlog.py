@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import logging
-import operator
 import os
 import socket
 import threading
@@ -76,11 +75,10 @@ def _features(spec: PipelineSpec, items: list[Answered]) -> pd.DataFrame:
     from mlpipe import online
 
     if all(isinstance(i.features, dict) for i in items):
-        names = list(items[0].features)
-        picked = zip(*map(operator.itemgetter(*names, names[0]), (i.features for i in items)), strict=True)
+        picked = online.transposed((i.features for i in items), list(items[0].features))
         return online.features_frame(spec, {c: np.concatenate(parts) if isinstance(parts[0], np.ndarray)
                                             else list(itertools.chain.from_iterable(parts))
-                                            for c, parts in zip(names, picked, strict=False)})
+                                            for c, parts in picked.items()})
     return pd.concat([i.features if isinstance(i.features, pd.DataFrame) else online.features_frame(spec, i.features)
                       for i in items], ignore_index=True)
 

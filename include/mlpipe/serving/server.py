@@ -125,9 +125,7 @@ class PipelineServer:
         the first request pays no first-call cost."""
         row = {c: None for c in self.required_columns()}
         row[self.ctx.spec.partition.column] = f"{snapshot['as_of'] + dt.timedelta(days=1)}T12:00:00Z"
-        features = online.plain_features(self.ctx.spec, *online.request_values(self.ctx.spec, [row]), snapshot)
-        if features is None:
-            features = online.request_features(self.ctx.spec, pd.DataFrame([row]), snapshot)
+        features = self._features([row], *online.request_values(self.ctx.spec, [row]), snapshot)
         if served is not None:
             served.bundle.score(features)
 
@@ -151,12 +149,7 @@ class PipelineServer:
             raise BadRequest(self.readiness()[1], status=503)
         values, kinds = online.request_values(self.ctx.spec, records)
         self.checked(records, values, kinds)
-        features = online.plain_features(self.ctx.spec, values, kinds, snapshot)
-        if features is None:  # a value whose typing pandas decides
-            try:
-                features = online.request_features(self.ctx.spec, self._frame(records), snapshot)
-            except SourceError as exc:
-                raise BadRequest(str(exc), self.ctx.spec.partition.column) from exc
+        features = self._features(records, values, kinds, snapshot)
         request_id, now = uuid.uuid4().hex, dt.datetime.now(dt.timezone.utc)
         answers: list[dict] = [{}] * len(records)
         for arm, model, index in self._arms(records, models, state):
@@ -238,6 +231,18 @@ class PipelineServer:
                 unknown = column_values[bad].iloc[0] if bad.any() else None
             if unknown is not None:
                 raise BadRequest(f"{column}: unknown category {unknown!r}; known: {rule.categories}", column)
+
+    def _features(self, records: list[dict], values: dict[str, list], kinds: dict[str, str | None],
+                  snapshot: dict) -> pd.DataFrame | dict:
+        """The features of checked ``records``: value by value when their values are plain,
+        else through a frame (a value whose typing pandas decides)."""
+        features = online.plain_features(self.ctx.spec, values, kinds, snapshot)
+        if features is not None:
+            return features
+        try:
+            return online.request_features(self.ctx.spec, self._frame(records), snapshot)
+        except SourceError as exc:
+            raise BadRequest(str(exc), self.ctx.spec.partition.column) from exc
 
     def _frame(self, records: list[dict]) -> pd.DataFrame:
         """The rows of checked ``records`` as a frame of the columns the features read."""
